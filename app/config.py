@@ -1,0 +1,176 @@
+"""Settings from the environment.
+
+Every variable is read once, validated, and turned into small frozen groups, one per concern.
+A wrong value stops start-up with one line that names the variable and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+ENV_PREFIX = "BOTARMY_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(Exception):
+    """A setting is wrong: the message names the variable and the reason, on one line."""
+
+
+class AppSettings(msgspec.Struct, frozen=True, kw_only=True):
+    env: Literal["dev", "test", "production"] = "dev"
+    data_dir: str = "data"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True):
+    url: str = ""
+    pool_size: Annotated[int, Meta(ge=1, le=200)] = 10
+    connect_timeout: Annotated[float, Meta(gt=0, le=120)] = 5.0
+    echo: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
+    url: str | None = None
+    # Prefix of every Redis key and channel we use, so that several deployments
+    # (or test runs) can share one Redis server without seeing each other.
+    namespace: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "botarmy"
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=512 * 1024 * 1024)] = 1024 * 1024
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    # A running task holds a lease its worker renews; a lease that runs out means the
+    # worker is gone and the sweep hands the task to another one.
+    lease_seconds: Annotated[float, Meta(ge=1, le=3600)] = 15.0
+    sweep_interval_seconds: Annotated[float, Meta(ge=0.1, le=600)] = 5.0
+    # A task still `pending` this long after it was stored was never enqueued (broker down).
+    pending_requeue_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 10.0
+    # Until agents exist (issue 4) a task "works" for this long, sending progress events.
+    placeholder_work_seconds: Annotated[float, Meta(ge=0, le=3600)] = 0.2
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 10
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    app: AppSettings
+    db: DatabaseSettings
+    redis: RedisSettings
+    server: ServerSettings
+    worker: WorkerSettings
+
+
+# The one table of environment variables: group -> field -> variable.
+ENV_VARS: dict[str, dict[str, str]] = {
+    "app": {
+        "env": "BOTARMY_ENV",
+        "data_dir": "BOTARMY_DATA_DIR",
+        "log_level": "BOTARMY_LOG_LEVEL",
+        "log_format": "BOTARMY_LOG_FORMAT",
+    },
+    "db": {
+        "url": "DATABASE_URL",
+        "pool_size": "BOTARMY_DB_POOL_SIZE",
+        "connect_timeout": "BOTARMY_DB_CONNECT_TIMEOUT",
+        "echo": "BOTARMY_DB_ECHO",
+    },
+    "redis": {"url": "REDIS_URL", "namespace": "BOTARMY_REDIS_NAMESPACE"},
+    "server": {
+        "host": "BOTARMY_HOST",
+        "port": "BOTARMY_PORT",
+        "max_body_bytes": "BOTARMY_MAX_BODY_BYTES",
+    },
+    "worker": {
+        "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",
+        "sweep_interval_seconds": "BOTARMY_SWEEP_INTERVAL_SECONDS",
+        "pending_requeue_seconds": "BOTARMY_PENDING_REQUEUE_SECONDS",
+        "placeholder_work_seconds": "BOTARMY_PLACEHOLDER_WORK_SECONDS",
+        "concurrency": "BOTARMY_WORKER_CONCURRENCY",
+    },
+}
+
+_GROUP_TYPES: dict[str, type[msgspec.Struct]] = {
+    "app": AppSettings,
+    "db": DatabaseSettings,
+    "redis": RedisSettings,
+    "server": ServerSettings,
+    "worker": WorkerSettings,
+}
+_ERROR_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$\.(?P<field>\w+)`)?$")
+
+
+def _load_group(group: str, environ: Mapping[str, str]) -> Any:
+    names = ENV_VARS[group]
+    raw = {field: environ[var] for field, var in names.items() if environ.get(var, "") != ""}
+    try:
+        # strict=False lets msgspec parse "15" as 15 and "true" as True.
+        return msgspec.convert(raw, _GROUP_TYPES[group], strict=False)
+    except msgspec.ValidationError as exc:
+        match = _ERROR_PATH.match(str(exc))
+        field = match.group("field") if match else None
+        reason = match.group("reason") if match else str(exc)
+        var = names.get(field or "", f"{ENV_PREFIX}*")
+        value = environ.get(var, "")
+        raise SettingsError(f"{var}={value!r} is invalid: {reason}") from None
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs people write and name the async driver SQLAlchemy needs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        msg = f"DATABASE_URL={url!r} is invalid: expected postgresql://… or sqlite:///…"
+        raise SettingsError(msg)
+    scheme = scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+asyncpg"}:
+        return f"postgresql+asyncpg://{rest}"
+    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+        if not rest.startswith("/"):
+            msg = f"DATABASE_URL={url!r} is invalid: a SQLite URL needs a path, as sqlite:///data/botarmy.db"
+            raise SettingsError(msg)
+        return f"sqlite+aiosqlite://{rest}"
+    msg = f"DATABASE_URL={url!r} is invalid: unsupported scheme {scheme!r}; use postgresql:// or sqlite:///"
+    raise SettingsError(msg)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    groups = {name: _load_group(name, environ) for name in _GROUP_TYPES}
+    app: AppSettings = groups["app"]
+    db: DatabaseSettings = groups["db"]
+    if db.url:
+        db = msgspec.structs.replace(db, url=normalize_database_url(db.url))
+    else:
+        db = msgspec.structs.replace(db, url=f"sqlite+aiosqlite:///{app.data_path / 'botarmy.db'}")
+    redis: RedisSettings = groups["redis"]
+    if redis.url is not None and not redis.url.startswith(("redis://", "rediss://", "unix://")):
+        msg = f"REDIS_URL={redis.url!r} is invalid: expected redis://host:port/db, rediss://… or unix://…"
+        raise SettingsError(msg)
+    return Settings(app=app, db=db, redis=redis, server=groups["server"], worker=groups["worker"])
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

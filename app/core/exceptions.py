@@ -1,0 +1,94 @@
+"""One tree of domain errors, and the one place that maps errors to HTTP responses.
+
+Responses keep Litestar's shape `{"status_code", "detail", "extra"}`; nothing internal
+(stack traces, SQL, driver messages) ever reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from advanced_alchemy.exceptions import IntegrityError as AAIntegrityError
+from advanced_alchemy.exceptions import NotFoundError as AANotFoundError
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+logger = structlog.get_logger(__name__)
+
+
+class AppError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | list[Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFoundError(AppError):
+    status_code = 404
+
+
+class ConflictError(AppError):
+    status_code = 409
+
+
+class InvalidInputError(AppError):
+    status_code = 422
+
+
+class ServiceUnavailableError(AppError):
+    status_code = 503
+
+
+def _problem(status_code: int, detail: str, extra: Any = None) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if extra is not None:
+        body["extra"] = extra
+    headers = {"Retry-After": "5"} if status_code == 503 else None
+    return Response(body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
+
+
+def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
+    return _problem(exc.status_code, exc.detail, exc.extra)
+
+
+def not_found_handler(_: Request[Any, Any, Any], exc: AANotFoundError) -> Response[dict[str, Any]]:
+    return _problem(404, "No such resource: the id does not exist.")
+
+
+def integrity_error_handler(_: Request[Any, Any, Any], exc: AAIntegrityError) -> Response[dict[str, Any]]:
+    return _problem(409, "The change conflicts with data already stored (a duplicate or a missing reference).")
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True when the error means a backing service is unreachable, not that the request is wrong."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, PoolTimeoutError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, HTTPException):
+        return _problem(exc.status_code, exc.detail, exc.extra or None)
+    if is_unavailable_error(exc):
+        component = "redis" if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) else "database"
+        logger.warning("service_unavailable", component=component, error=type(exc).__name__, path=request.url.path)
+        return _problem(503, f"The {component} is unavailable; try again shortly.", {"component": component})
+    logger.exception("unhandled_error", path=request.url.path)
+    return _problem(500, "Internal server error.")
+
+
+exception_handlers: dict[type[Exception] | int, Any] = {
+    AppError: app_error_handler,
+    AANotFoundError: not_found_handler,
+    AAIntegrityError: integrity_error_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,19 @@
+"""The advanced-alchemy base classes we allow, and the helpers every model shares."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from advanced_alchemy.base import IdentityBase, UUIDv7AuditBase, orm_registry
+from sqlalchemy import CheckConstraint
+
+__all__ = ("IdentityBase", "UUIDv7AuditBase", "enum_check", "metadata")
+
+metadata = orm_registry.metadata
+
+
+def enum_check(column: str, enum: type[StrEnum]) -> CheckConstraint:
+    """Status columns are strings with a check constraint, not native enums (they change often)."""
+    allowed = ", ".join(f"'{member.value}'" for member in enum)
+    return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_allowed")
+

@@ -1,0 +1,49 @@
+"""WebSocket streams: one per project, and one for every event of the server."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import WebSocket, websocket
+from litestar.channels import ChannelsPlugin
+from litestar.exceptions import WebSocketDisconnect
+
+from app.core.channels import GLOBAL_CHANNEL, project_channel
+from app.projects.models import Project
+from app.worker.runtime import Runtime
+
+# Close codes in the private range (4000-4999), mirroring the HTTP status they stand for.
+CLOSE_NOT_FOUND = 4404
+
+
+async def _stream(socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, channel: str) -> None:
+    # Subscribe before accepting: once the client's handshake completes, no event can slip by.
+    async with channels.start_subscription([channel]) as subscriber:
+        await socket.accept()
+
+        async def forward(message: bytes) -> None:
+            await socket.send_text(message.decode())
+
+        async with subscriber.run_in_background(forward, join=False):
+            try:
+                while True:
+                    await socket.receive_data(mode="text")
+            except WebSocketDisconnect:
+                return
+
+
+@websocket("/ws/projects/{project_id:uuid}", name="project_stream")
+async def project_stream(socket: WebSocket[Any, Any, Any], project_id: UUID, channels: ChannelsPlugin) -> None:
+    runtime: Runtime = socket.app.state.runtime
+    async with runtime.session() as session:
+        exists = await session.get(Project, project_id) is not None
+    if not exists:
+        await socket.close(code=CLOSE_NOT_FOUND, reason=f"project {project_id} does not exist")
+        return
+    await _stream(socket, channels, project_channel(project_id))
+
+
+@websocket("/ws", name="global_stream")
+async def global_stream(socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin) -> None:
+    await _stream(socket, channels, GLOBAL_CHANNEL)

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import datetime
+from typing import Any
+from uuid import UUID
+
+from app.core.schema import Struct
+
+
+class EventMessage(Struct):
+    """An event as clients receive it, live and on replay."""
+
+    id: int
+    event_type: str
+    project_id: UUID | None
+    data: dict[str, Any]
+    timestamp: datetime.datetime

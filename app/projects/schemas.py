@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from app.core.schema import InputStruct, Struct
+from app.projects.models import OversightLevel, ProjectStatus
+
+ProjectName = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=20_000)]
+Budget = Annotated[int, Meta(ge=0, le=10**12)]
+CostBudget = Annotated[float, Meta(ge=0, le=10**9)]
+ProjectSettings = Annotated[dict[str, Any], Meta(max_length=100)]
+
+
+class Project(Struct):
+    id: UUID
+    name: str
+    description: str
+    status: ProjectStatus
+    oversight_level: OversightLevel
+    budget_tokens: int | None
+    budget_cost_usd: float | None
+    settings: dict[str, Any]
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class ProjectSummary(Struct):
+    id: UUID
+    name: str
+    status: ProjectStatus
+    oversight_level: OversightLevel
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class ProjectCreate(InputStruct):
+    name: ProjectName
+    description: Description = ""
+    oversight_level: OversightLevel = OversightLevel.MEDIUM
+    budget_tokens: Budget | None = None
+    budget_cost_usd: CostBudget | None = None
+    settings: ProjectSettings = msgspec.field(default_factory=dict)
+
+
+class ProjectUpdate(InputStruct, omit_defaults=True):
+    name: ProjectName | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    status: ProjectStatus | UnsetType = UNSET
+    oversight_level: OversightLevel | UnsetType = UNSET
+    budget_tokens: Budget | None | UnsetType = UNSET
+    budget_cost_usd: CostBudget | None | UnsetType = UNSET
+    settings: ProjectSettings | UnsetType = UNSET
+
+
+class TaskStatusRow(Struct):
+    task_id: UUID
+    agent_type: str
+    status: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class ProjectTaskStatus(Struct):
+    project_id: UUID
+    tasks: list[TaskStatusRow]

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import select
+
+from app.core.exceptions import NotFoundError
+from app.events.services import EventService
+from app.projects.models import Project
+from app.projects.schemas import ProjectCreate, ProjectUpdate
+
+
+class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
+    class Repo(SQLAlchemyAsyncRepository[Project]):
+        model_type = Project
+
+    repository_type = Repo
+
+    @property
+    def events(self) -> EventService:
+        return EventService(session=self.repository.session)
+
+    async def get_project(self, project_id: UUID) -> Project:
+        project = await self.get_one_or_none(Project.id == project_id)
+        if project is None:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        return project
+
+    async def create_project(self, data: ProjectCreate) -> Project:
+        project = await self.create(msgspec.structs.asdict(data))
+        await self.events.record(
+            "project_created",
+            project_id=project.id,
+            data={"project_id": str(project.id), "name": project.name, "status": project.status},
+        )
+        return project
+
+    async def update_project(self, project_id: UUID, data: ProjectUpdate) -> Project:
+        changes: dict[str, Any] = {
+            name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET
+        }
+        # Lock the row: two concurrent PATCHes apply one after the other, each on the other's result.
+        project = await self.repository.get_one_or_none(Project.id == project_id, with_for_update=True)
+        if project is None:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        if not changes:
+            return project
+        for name, value in changes.items():
+            setattr(project, name, value)
+        project = await self.repository.update(project)
+        await self.events.record(
+            "project_updated",
+            project_id=project.id,
+            data={"project_id": str(project.id), "changes": sorted(changes), "status": project.status},
+        )
+        return project
+
+    async def list_page(self, *, limit: int, cursor: UUID | None, status: str | None) -> tuple[list[Project], UUID | None]:
+        """One page in id order (UUIDv7: creation order); the cursor is the last id seen."""
+        statement = select(Project).order_by(Project.id).limit(limit + 1)
+        if cursor is not None:
+            statement = statement.where(Project.id > cursor)
+        if status is not None:
+            statement = statement.where(Project.status == status)
+        rows = list(await self.repository.session.scalars(statement))
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return rows[:limit], next_cursor

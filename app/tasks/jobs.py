@@ -1,0 +1,22 @@
+"""The jobs taskiq runs for agent tasks. Registered on the shared broker by task name."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from taskiq import AsyncBroker, Context, TaskiqDepends, async_shared_broker
+
+from app.tasks.runner import TaskRunner
+from app.worker.runtime import Runtime
+
+
+@async_shared_broker.task(task_name="tasks.run_agent_task")
+async def run_agent_task(task_id: str, context: Annotated[Context, TaskiqDepends()]) -> None:
+    runtime: Runtime = context.state.runtime
+    await TaskRunner(runtime).run(UUID(task_id))
+
+
+async def enqueue_agent_task(broker: AsyncBroker, task_id: UUID) -> str:
+    job = await run_agent_task.kicker().with_broker(broker).kiq(str(task_id))
+    return job.task_id

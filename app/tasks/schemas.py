@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+from app.core.schema import InputStruct, Struct
+from app.tasks.models import AgentType, TaskStatus
+
+
+class TaskCreate(InputStruct):
+    agent_type: AgentType
+    instructions: Annotated[str, Meta(min_length=1, max_length=100_000)]
+    context_ids: Annotated[list[UUID], Meta(max_length=200)] = msgspec.field(default_factory=list)
+
+
+class TaskSubmitted(Struct):
+    task_id: UUID
+    job_id: str | None
+    status: Literal["submitted"] = "submitted"
+
+
+class Task(Struct):
+    id: UUID
+    project_id: UUID
+    agent_type: AgentType
+    instructions: str
+    context_ids: list[UUID]
+    status: TaskStatus
+    attempts: int
+    output: dict[str, Any] | None
+    error: str | None
+    job_id: str | None
+    queued_at: datetime.datetime | None
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
