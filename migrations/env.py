@@ -7,6 +7,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.db.compare import compare_type
 from app.db.models import metadata
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ config = cast("AlembicCommandConfig", context.config)
 def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=metadata,
-        compare_type=config.compare_type,
+        compare_type=compare_type if config.compare_type else False,
         version_table=config.version_table_name,
         version_table_pk=config.version_table_pk,
         user_module_prefix=config.user_module_prefix,

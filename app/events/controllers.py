@@ -7,6 +7,8 @@ from uuid import UUID
 
 from litestar import WebSocket, websocket
 from litestar.channels import ChannelsPlugin
+from litestar.params import FromPath
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
 from app.core.channels import GLOBAL_CHANNEL, project_channel
@@ -34,7 +36,7 @@ async def _stream(socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, ch
 
 
 @websocket("/ws/projects/{project_id:uuid}", name="project_stream")
-async def project_stream(socket: WebSocket[Any, Any, Any], project_id: UUID, channels: ChannelsPlugin) -> None:
+async def project_stream(socket: WebSocket[Any, Any, Any], project_id: FromPath[UUID], channels: NamedDependency[ChannelsPlugin]) -> None:
     runtime: Runtime = socket.app.state.runtime
     async with runtime.session() as session:
         exists = await session.get(Project, project_id) is not None
@@ -45,5 +47,5 @@ async def project_stream(socket: WebSocket[Any, Any, Any], project_id: UUID, cha
 
 
 @websocket("/ws", name="global_stream")
-async def global_stream(socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin) -> None:
+async def global_stream(socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin]) -> None:
     await _stream(socket, channels, GLOBAL_CHANNEL)

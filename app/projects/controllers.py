@@ -4,8 +4,8 @@ from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, get, patch, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, Parameter
 from taskiq import AsyncBroker
 
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
@@ -26,14 +26,14 @@ class ProjectController(Controller):
     }
 
     @post("/", operation_id="CreateProject", status_code=201)
-    async def create_project(self, projects_service: ProjectService, data: schemas.ProjectCreate) -> schemas.Project:
+    async def create_project(self, projects_service: NamedDependency[ProjectService], data: JSONBody[schemas.ProjectCreate]) -> schemas.Project:
         project = await projects_service.create_project(data)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
     @get("/", operation_id="ListProjects")
     async def list_projects(
         self,
-        projects_service: ProjectService,
+        projects_service: NamedDependency[ProjectService],
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
         cursor: UUID | None = Parameter(default=None, description="next_cursor of the previous page"),
         status: ProjectStatus | None = Parameter(default=None),
@@ -43,19 +43,19 @@ class ProjectController(Controller):
         return Page(items=items, next_cursor=str(next_cursor) if next_cursor else None)
 
     @get("/{project_id:uuid}", operation_id="GetProject")
-    async def get_project(self, projects_service: ProjectService, project_id: UUID) -> schemas.Project:
+    async def get_project(self, projects_service: NamedDependency[ProjectService], project_id: FromPath[UUID]) -> schemas.Project:
         project = await projects_service.get_project(project_id)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
     @patch("/{project_id:uuid}", operation_id="UpdateProject")
     async def update_project(
-        self, projects_service: ProjectService, project_id: UUID, data: schemas.ProjectUpdate
+        self, projects_service: NamedDependency[ProjectService], project_id: FromPath[UUID], data: JSONBody[schemas.ProjectUpdate]
     ) -> schemas.Project:
         project = await projects_service.update_project(project_id, data)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
     @get("/{project_id:uuid}/status", operation_id="GetProjectStatus")
-    async def get_project_status(self, tasks_service: TaskService, project_id: UUID) -> schemas.ProjectTaskStatus:
+    async def get_project_status(self, tasks_service: NamedDependency[TaskService], project_id: FromPath[UUID]) -> schemas.ProjectTaskStatus:
         tasks = await tasks_service.tasks_of_project(project_id)
         rows = [
             schemas.TaskStatusRow(
@@ -71,7 +71,7 @@ class ProjectController(Controller):
 
     @post("/{project_id:uuid}/tasks", operation_id="CreateTask", status_code=201)
     async def create_task(
-        self, request: Request[None, None, None], tasks_service: TaskService, project_id: UUID, data: TaskCreate
+        self, request: Request[None, None, None], tasks_service: NamedDependency[TaskService], project_id: FromPath[UUID], data: JSONBody[TaskCreate]
     ) -> TaskSubmitted:
         broker: AsyncBroker = request.app.state.runtime.broker
 

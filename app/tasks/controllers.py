@@ -4,7 +4,8 @@ from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, get
-from litestar.di import Provide
+from litestar.params import FromPath
+from litestar.di import NamedDependency, Provide
 
 from app.tasks.schemas import Task
 from app.tasks.services import TaskService
@@ -16,6 +17,6 @@ class TaskController(Controller):
     dependencies = {"tasks_service": Provide(create_service_provider(TaskService))}
 
     @get("/{task_id:uuid}", operation_id="GetTask")
-    async def get_task(self, tasks_service: TaskService, task_id: UUID) -> Task:
+    async def get_task(self, tasks_service: NamedDependency[TaskService], task_id: FromPath[UUID]) -> Task:
         task = await tasks_service.get_task(task_id)
         return tasks_service.to_schema(task, schema_type=Task)

@@ -1,0 +1,160 @@
+"""Fixtures for both modes.
+
+Embedded: a new SQLite file per test, the in-process broker, in-memory channels.
+Services: one PostgreSQL database and one Redis namespace per test session (created here,
+dropped at the end), real `botarmy worker` processes. Each test makes its own projects, so
+tests sharing the session database never see each other's rows.
+
+Where PostgreSQL or Redis cannot be reached the services tests are skipped, except under
+CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before any app import: settings are read from the environment.
+os.environ.setdefault("BOTARMY_LOG_LEVEL", "WARNING")
+os.environ.setdefault("BOTARMY_ENV", "test")
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+from httpx import AsyncClient
+from litestar.testing import AsyncTestClient
+
+from app.config import Settings, load_settings
+from app.main import create_app
+from tests.helpers import Process, start_worker
+
+PG_ADMIN_DSN = os.environ.get("BOTARMY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("BOTARMY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+
+# Short timings so that leases, sweeps and placeholder work fit in a test.
+FAST_ENV = {
+    "BOTARMY_LOG_LEVEL": "WARNING",
+    "BOTARMY_PLACEHOLDER_WORK_SECONDS": "0.1",
+    "BOTARMY_SWEEP_INTERVAL_SECONDS": "0.5",
+    "BOTARMY_TASK_LEASE_SECONDS": "3",
+    "BOTARMY_PENDING_REQUEUE_SECONDS": "1",
+}
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+_SERVICES_UP = _reachable("127.0.0.1", 5432) and _reachable("127.0.0.1", 6379)
+
+
+def require_services() -> None:
+    if _SERVICES_UP:
+        return
+    if IN_CI:
+        pytest.fail("CI=true but PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is unreachable")
+    pytest.skip("PostgreSQL or Redis is not reachable on 127.0.0.1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def create_pg_database(name: str) -> str:
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(name: str) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def drop_redis_namespace(namespace: str) -> None:
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def services_env() -> Iterator[dict[str, str]]:
+    """A migrated PostgreSQL database and a Redis namespace of this test session's own."""
+    require_services()
+    suffix = uuid.uuid4().hex[:10]
+    db_name = f"botarmy_test_{suffix}"
+    namespace = f"botarmy-test-{suffix}"
+    url = create_pg_database(db_name)
+    env = {**FAST_ENV, "DATABASE_URL": url, "REDIS_URL": REDIS_TEST_URL, "BOTARMY_REDIS_NAMESPACE": namespace}
+    try:
+        from app.db.engine import upgrade_database  # noqa: PLC0415
+
+        upgrade_database(load_settings(env).db)
+        yield env
+    finally:
+        drop_pg_database(db_name)
+        drop_redis_namespace(namespace)
+
+
+@pytest.fixture(scope="session")
+def services_worker(services_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """A real `botarmy worker` process for the whole session."""
+    worker = start_worker(services_env, tmp_path_factory.mktemp("worker") / "worker.log")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    return {**FAST_ENV, "BOTARMY_DATA_DIR": str(tmp_path / "data")}
+
+
+@pytest.fixture(params=["embedded", "services"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def mode_env(mode: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings of the mode under test; in services mode a real worker runs the jobs."""
+    if mode == "embedded":
+        return dict(request.getfixturevalue("embedded_env"))
+    request.getfixturevalue("services_worker")
+    return dict(request.getfixturevalue("services_env"))
+
+
+@pytest.fixture
+def settings(mode_env: dict[str, str]) -> Settings:
+    return load_settings(mode_env)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncClient]:
+    """The app in this process (lifespan included), through Litestar's test client."""
+    async with AsyncTestClient(app=create_app(settings), timeout=20) as test_client:
+        yield test_client

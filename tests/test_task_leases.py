@@ -1,0 +1,106 @@
+"""The lease rules that make delivery at-least-once and completion exactly-once, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select, update
+
+from app.config import Settings
+from app.db.engine import build_db_config, upgrade_database
+from app.events.models import Event
+from app.projects.models import Project
+from app.tasks.models import AgentTask, AgentType, TaskStatus
+from app.tasks.schemas import TaskCreate
+from app.tasks.services import TaskService
+from app.worker.broker import build_broker
+from app.worker.runtime import Runtime
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    if settings.db.is_sqlite:
+        await asyncio.to_thread(upgrade_database, settings.db)
+    config = build_db_config(settings.db)
+    yield Runtime(settings=settings, db_config=config, broker=build_broker(settings))
+    await config.get_engine().dispose()
+
+
+async def stored_task(runtime: Runtime) -> AgentTask:
+    async with runtime.session() as session:
+        project = Project(name="leases")
+        session.add(project)
+        await session.commit()
+        service = TaskService(session=session)
+        task = await service._create(project.id, TaskCreate(agent_type=AgentType.CODER, instructions="x"))
+        await session.commit()
+        return task
+
+
+async def test_only_one_of_many_concurrent_claims_wins(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+
+    async def claim() -> bool:
+        async with runtime.session() as session:
+            return await TaskService(session=session).claim(task.id, 30) is not None
+
+    results = await asyncio.gather(*(claim() for _ in range(8)))
+    assert results.count(True) == 1
+    async with runtime.session() as session:
+        stored = await session.get_one(AgentTask, task.id)
+        assert stored.status == TaskStatus.WORKING
+        assert stored.attempts == 1
+
+
+async def test_expired_lease_is_requeued_and_old_holder_cannot_finish(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+    async with runtime.session() as session:
+        first = await TaskService(session=session).claim(task.id, 30)
+    assert first is not None
+    # A live lease cannot be taken over.
+    async with runtime.session() as session:
+        assert await TaskService(session=session).claim(task.id, 30) is None
+        assert await TaskService(session=session).requeue_expired() == []
+
+    # The worker stops heartbeating: its lease runs out.
+    async with runtime.session() as session:
+        past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+        await session.execute(update(AgentTask).where(AgentTask.id == task.id).values(lease_expires_at=past))
+        await session.commit()
+    async with runtime.session() as session:
+        assert await TaskService(session=session).requeue_expired() == [task.id]
+    async with runtime.session() as session:
+        second = await TaskService(session=session).claim(task.id, 30)
+    assert second is not None
+
+    async with runtime.session() as session:
+        service = TaskService(session=session)
+        assert not await service.renew_lease(first, 30)
+        assert await service.complete(first, {"by": "old"}) is None
+        assert await service.complete(second, {"by": "new"}) is not None
+        assert await service.complete(second, {"by": "new again"}) is None
+    async with runtime.session() as session:
+        stored = await session.get_one(AgentTask, task.id)
+        assert (stored.status, stored.output, stored.attempts) == ("completed", {"by": "new"}, 2)
+        completions = await session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(Event.task_id == task.id, Event.data["status"].as_string() == "completed")
+        )
+        assert completions == 1
+
+
+async def test_rolled_back_transition_writes_no_event(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+    async with runtime.session() as session:
+        before = await session.scalar(select(func.count()).select_from(Event).where(Event.task_id == task.id))
+        service = TaskService(session=session)
+        assert await service.mark_queued(task.id, "job-1") is not None
+        assert await service.mark_queued(task.id, "job-2") is None  # no longer pending
+        after = await session.scalar(select(func.count()).select_from(Event).where(Event.task_id == task.id))
+        assert after == (before or 0) + 1
+        stored = await session.get_one(AgentTask, task.id)
+        assert stored.job_id == "job-1"

@@ -1,0 +1,85 @@
+"""Tasks on both modes: api -> broker -> worker -> database -> events, and bad input."""
+
+from __future__ import annotations
+
+import uuid
+
+from httpx import AsyncClient
+from sqlalchemy import select
+
+from app.config import Settings
+from app.db.engine import build_db_config
+from app.events.models import Event
+from tests.helpers import wait_for_task
+
+
+async def new_project(client: AsyncClient) -> str:
+    response = await client.post("/api/v1/projects", json={"name": "tasks"})
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+async def events_of(settings: Settings, project_id: str) -> list[Event]:
+    config = build_db_config(settings.db)
+    try:
+        async with config.get_session() as session:
+            statement = select(Event).where(Event.project_id == uuid.UUID(project_id)).order_by(Event.id)
+            return list(await session.scalars(statement))
+    finally:
+        await config.get_engine().dispose()
+
+
+async def test_submitted_task_runs_to_completion_with_events(client: AsyncClient, settings: Settings) -> None:
+    project_id = await new_project(client)
+    response = await client.post(
+        f"/api/v1/projects/{project_id}/tasks",
+        json={"agent_type": "analyst", "instructions": "Write the PRD for a todo app"},
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "submitted"
+    assert body["job_id"]
+    task = await wait_for_task(client, body["task_id"], "completed")
+    assert task["attempts"] == 1
+    assert task["output"]["summary"].startswith("analyst finished")
+    assert task["queued_at"] <= task["started_at"] <= task["finished_at"]
+
+    events = await events_of(settings, project_id)
+    task_events = [e for e in events if e.task_id == uuid.UUID(body["task_id"])]
+    assert [e.event_type for e in task_events][0] == "task_created"
+    statuses = [e.data["status"] for e in task_events[1:]]
+    assert statuses[0] == "queued"
+    assert statuses[-1] == "completed"
+    assert statuses.count("completed") == 1
+    assert "working" in statuses
+    progress = [e.data.get("progress_percentage") for e in task_events[1:]]
+    assert progress == sorted(progress)  # monotonically increasing
+    assert [e.id for e in events] == sorted(e.id for e in events)
+
+
+async def test_task_input_is_validated(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    path = f"/api/v1/projects/{project_id}/tasks"
+    for body, field in [
+        ({"agent_type": "poet", "instructions": "x"}, "agent_type"),
+        ({"agent_type": "coder"}, "instructions"),
+        ({"agent_type": "coder", "instructions": ""}, "instructions"),
+        ({"agent_type": "coder", "instructions": "x", "context_ids": ["not-a-uuid"]}, "context_ids"),
+        ({"agent_type": "coder", "instructions": "x", "priority": 1}, "priority"),
+        ({"agent_type": "coder", "instructions": ["x"]}, "instructions"),
+    ]:
+        response = await client.post(path, json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert field in response.text
+    unknown = str(uuid.uuid4())
+    response = await client.post(path, json={"agent_type": "coder", "instructions": "x", "context_ids": [unknown]})
+    assert response.status_code == 422
+    assert unknown in response.text
+    # Nothing was stored by any of the refused requests.
+    assert (await client.get(f"/api/v1/projects/{project_id}/status")).json()["tasks"] == []
+
+
+async def test_unknown_task_is_404(client: AsyncClient) -> None:
+    response = await client.get(f"/api/v1/tasks/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert (await client.get("/api/v1/tasks/not-a-uuid")).status_code in {400, 404}
