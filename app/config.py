@@ -70,6 +70,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     sweep_interval_seconds: Annotated[float, Meta(ge=0.1, le=600)] = 5.0
     # A task still `pending` this long after it was stored was never enqueued (broker down).
     pending_requeue_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 10.0
+    # A task `queued` this long is enqueued again, in case its message was lost.
+    queued_requeue_seconds: Annotated[float, Meta(ge=1, le=86400)] = 600.0
     # Until agents exist (issue 4) a task "works" for this long, sending progress events.
     placeholder_work_seconds: Annotated[float, Meta(ge=0, le=3600)] = 0.2
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 10
@@ -107,6 +109,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",
         "sweep_interval_seconds": "BOTARMY_SWEEP_INTERVAL_SECONDS",
         "pending_requeue_seconds": "BOTARMY_PENDING_REQUEUE_SECONDS",
+        "queued_requeue_seconds": "BOTARMY_QUEUED_REQUEUE_SECONDS",
         "placeholder_work_seconds": "BOTARMY_PLACEHOLDER_WORK_SECONDS",
         "concurrency": "BOTARMY_WORKER_CONCURRENCY",
     },

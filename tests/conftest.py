@@ -119,6 +119,31 @@ def services_env() -> Iterator[dict[str, str]]:
         drop_redis_namespace(namespace)
 
 
+@pytest.fixture
+def own_services_env() -> Iterator[dict[str, str]]:
+    """A migrated database and a Redis namespace of this test's own: no session worker sees them."""
+    require_services()
+    suffix = uuid.uuid4().hex[:10]
+    db_name, namespace = f"botarmy_own_{suffix}", f"botarmy-own-{suffix}"
+    url = create_pg_database(db_name)
+    env = {**FAST_ENV, "DATABASE_URL": url, "REDIS_URL": REDIS_TEST_URL, "BOTARMY_REDIS_NAMESPACE": namespace}
+    try:
+        from app.db.engine import upgrade_database  # noqa: PLC0415
+
+        upgrade_database(load_settings(env).db)
+        yield env
+    finally:
+        drop_pg_database(db_name)
+        drop_redis_namespace(namespace)
+
+
+@pytest.fixture
+def isolated_settings(mode: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings of the mode under test, on a database no worker process uses."""
+    env_fixture = "embedded_env" if mode == "embedded" else "own_services_env"
+    return load_settings(request.getfixturevalue(env_fixture))
+
+
 @pytest.fixture(scope="session")
 def services_worker(services_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     """A real `botarmy worker` process for the whole session."""

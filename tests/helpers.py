@@ -98,3 +98,45 @@ async def task_status(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]
 
 async def wait_for_task(client: httpx.AsyncClient, task_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
     return await eventually(lambda: task_status(client, task_id), lambda t: t["status"] == status, timeout)
+
+
+class TcpProxy:
+    """Forwards a local port to a target, and can drop everything: a service that goes away."""
+
+    def __init__(self, target_port: int, listen_port: int) -> None:
+        self.target_port = target_port
+        self.listen_port = listen_port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers |= {client_writer, upstream_writer}
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,7 +22,8 @@ from app.worker.runtime import Runtime
 
 
 @pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def runtime(isolated_settings: Settings) -> AsyncIterator[Runtime]:
+    settings = isolated_settings
     if settings.db.is_sqlite:
         await asyncio.to_thread(upgrade_database, settings.db)
     config = build_db_config(settings.db)
@@ -55,23 +57,40 @@ async def test_only_one_of_many_concurrent_claims_wins(runtime: Runtime) -> None
         assert stored.attempts == 1
 
 
+class RecordingEnqueue:
+    """Stands in for the broker where only the service's choice of tasks is under test."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[uuid.UUID, str]] = []
+
+    async def __call__(self, task_id: uuid.UUID, job_id: str) -> None:
+        self.calls.append((task_id, job_id))
+
+
+async def sweep(runtime: Runtime, enqueue: RecordingEnqueue, **kwargs: float) -> int:
+    async with runtime.session() as session:
+        options = {"pending_after": 3600.0, "queued_after": 3600.0, **kwargs}
+        return await TaskService(session=session).sweep(enqueue, **options)
+
+
 async def test_expired_lease_is_requeued_and_old_holder_cannot_finish(runtime: Runtime) -> None:
     task = await stored_task(runtime)
+    enqueue = RecordingEnqueue()
     async with runtime.session() as session:
         first = await TaskService(session=session).claim(task.id, 30)
     assert first is not None
     # A live lease cannot be taken over.
     async with runtime.session() as session:
         assert await TaskService(session=session).claim(task.id, 30) is None
-        assert await TaskService(session=session).requeue_expired() == []
+    assert await sweep(runtime, enqueue) == 0
 
     # The worker stops heartbeating: its lease runs out.
     async with runtime.session() as session:
         past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
         await session.execute(update(AgentTask).where(AgentTask.id == task.id).values(lease_expires_at=past))
         await session.commit()
-    async with runtime.session() as session:
-        assert await TaskService(session=session).requeue_expired() == [task.id]
+    assert await sweep(runtime, enqueue) == 1
+    assert [task_id for task_id, _ in enqueue.calls] == [task.id]
     async with runtime.session() as session:
         second = await TaskService(session=session).claim(task.id, 30)
     assert second is not None
@@ -93,14 +112,38 @@ async def test_expired_lease_is_requeued_and_old_holder_cannot_finish(runtime: R
         assert completions == 1
 
 
-async def test_rolled_back_transition_writes_no_event(runtime: Runtime) -> None:
+async def test_lost_race_writes_no_event(runtime: Runtime) -> None:
     task = await stored_task(runtime)
+    enqueue = RecordingEnqueue()
+    pending = AgentTask.status == TaskStatus.PENDING.value
     async with runtime.session() as session:
         before = await session.scalar(select(func.count()).select_from(Event).where(Event.task_id == task.id))
         service = TaskService(session=session)
-        assert await service.mark_queued(task.id, "job-1") is not None
-        assert await service.mark_queued(task.id, "job-2") is None  # no longer pending
+        first = await service.dispatch(task.id, pending, enqueue)
+        assert first is not None
+        assert await service.dispatch(task.id, pending, enqueue) is None  # no longer pending
         after = await session.scalar(select(func.count()).select_from(Event).where(Event.task_id == task.id))
         assert after == (before or 0) + 1
         stored = await session.get_one(AgentTask, task.id)
-        assert stored.job_id == "job-1"
+        assert (stored.status, stored.job_id) == ("queued", first)
+    assert enqueue.calls == [(task.id, first)]
+
+
+async def test_broker_outage_puts_the_task_back_to_pending_for_the_sweep(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+
+    async def broker_down(task_id: uuid.UUID, job_id: str) -> None:
+        raise ConnectionError("connection refused")
+
+    async with runtime.session() as session:
+        with pytest.raises(ConnectionError):
+            await TaskService(session=session).dispatch(task.id, AgentTask.status == "pending", broker_down)
+    async with runtime.session() as session:
+        stored = await session.get_one(AgentTask, task.id)
+        assert (stored.status, stored.job_id) == ("pending", None)
+    enqueue = RecordingEnqueue()
+    assert await sweep(runtime, enqueue, pending_after=3600) == 0  # not stale yet
+    assert await sweep(runtime, enqueue, pending_after=0) == 1
+    assert [task_id for task_id, _ in enqueue.calls] == [task.id]
+    assert await sweep(runtime, enqueue, queued_after=0) == 1  # queued too long: sent again
+    assert len(enqueue.calls) == 2 and enqueue.calls[0][1] != enqueue.calls[1][1]

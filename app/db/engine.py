@@ -12,6 +12,7 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from sqlalchemy import event
 
 from app.config import REPO_ROOT, DatabaseSettings
+from app.db import models  # every mapper, so that foreign keys resolve in any process
 from app.core.channels import EventPublisher
 from app.events.outbox import session_info
 
@@ -21,11 +22,20 @@ ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers work beside the one writer; foreign keys are off by default in SQLite.
+    # The driver's own transaction handling is switched off: _sqlite_begin starts them instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Take the write lock when a transaction starts. A deferred transaction that reads and then
+    # writes fails at once ("database is locked") if another connection wrote in between;
+    # an immediate one waits its turn (busy timeout) instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None = None) -> SQLAlchemyAsyncConfig:
@@ -53,7 +63,9 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
         before_send_handler="autocommit",
     )
     if settings.is_sqlite:
-        event.listen(config.get_engine().sync_engine, "connect", _sqlite_pragmas)
+        engine = config.get_engine().sync_engine
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return config
 
 

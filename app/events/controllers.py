@@ -41,6 +41,8 @@ async def project_stream(socket: WebSocket[Any, Any, Any], project_id: FromPath[
     async with runtime.session() as session:
         exists = await session.get(Project, project_id) is not None
     if not exists:
+        # Accept first so that the client receives the close code and reason, not a bare 403.
+        await socket.accept()
         await socket.close(code=CLOSE_NOT_FOUND, reason=f"project {project_id} does not exist")
         return
     await _stream(socket, channels, project_channel(project_id))

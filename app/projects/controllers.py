@@ -12,7 +12,7 @@ from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.projects import schemas
 from app.projects.models import ProjectStatus
 from app.projects.services import ProjectService
-from app.tasks.jobs import enqueue_agent_task
+from app.tasks.jobs import agent_task_enqueuer
 from app.tasks.schemas import TaskCreate, TaskSubmitted
 from app.tasks.services import TaskService
 
@@ -74,9 +74,5 @@ class ProjectController(Controller):
         self, request: Request[None, None, None], tasks_service: NamedDependency[TaskService], project_id: FromPath[UUID], data: JSONBody[TaskCreate]
     ) -> TaskSubmitted:
         broker: AsyncBroker = request.app.state.runtime.broker
-
-        async def enqueue(task_id: UUID) -> str:
-            return await enqueue_agent_task(broker, task_id)
-
-        task, job_id = await tasks_service.submit(project_id, data, enqueue)
-        return TaskSubmitted(task_id=task.id, job_id=job_id)
+        task_id, job_id = await tasks_service.submit(project_id, data, agent_task_enqueuer(broker))
+        return TaskSubmitted(task_id=task_id, job_id=job_id)

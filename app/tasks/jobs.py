@@ -8,6 +8,7 @@ from uuid import UUID
 from taskiq import AsyncBroker, Context, TaskiqDepends, async_shared_broker
 
 from app.tasks.runner import TaskRunner
+from app.tasks.services import Enqueue
 from app.worker.runtime import Runtime
 
 
@@ -17,6 +18,8 @@ async def run_agent_task(task_id: str, context: Annotated[Context, TaskiqDepends
     await TaskRunner(runtime).run(UUID(task_id))
 
 
-async def enqueue_agent_task(broker: AsyncBroker, task_id: UUID) -> str:
-    job = await run_agent_task.kicker().with_broker(broker).kiq(str(task_id))
-    return job.task_id
+def agent_task_enqueuer(broker: AsyncBroker) -> Enqueue:
+    async def enqueue(task_id: UUID, job_id: str) -> None:
+        await run_agent_task.kicker().with_broker(broker).with_task_id(job_id).kiq(str(task_id))
+
+    return enqueue

@@ -19,7 +19,7 @@ class TaskCreate(InputStruct):
 
 class TaskSubmitted(Struct):
     task_id: UUID
-    job_id: str | None
+    job_id: str
     status: Literal["submitted"] = "submitted"
 
 
@@ -33,7 +33,7 @@ class Task(Struct):
     attempts: int
     output: dict[str, Any] | None
     error: str | None
-    job_id: str | None
+    job_id: str
     queued_at: datetime.datetime | None
     started_at: datetime.datetime | None
     finished_at: datetime.datetime | None

@@ -23,7 +23,7 @@ from app.projects.models import Project
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.schemas import TaskCreate
 
-Enqueue = Callable[[UUID], Awaitable[str]]
+Enqueue = Callable[[UUID, str], Awaitable[None]]
 
 
 def utcnow() -> datetime.datetime:
@@ -62,26 +62,62 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
 
     # -- creation ---------------------------------------------------------------------------
 
-    async def submit(self, project_id: UUID, data: TaskCreate, enqueue: Enqueue) -> tuple[AgentTask, str]:
-        """Store the task (pending) and commit, then enqueue it and mark it queued.
+    async def submit(self, project_id: UUID, data: TaskCreate, enqueue: Enqueue) -> tuple[UUID, str]:
+        """Store the task (pending) and commit, then queue it: the answer of the create endpoint.
 
         The commit comes first so that a worker never receives a job for a row it cannot see.
-        If the broker is down the task stays `pending` and the sweep enqueues it later.
         """
         task = await self._create(project_id, data)
         await self.repository.session.commit()
+        task_id = task.id
         try:
-            job_id = await enqueue(task.id)
+            job_id = await self.dispatch(task_id, AgentTask.status == TaskStatus.PENDING.value, enqueue)
         except Exception as exc:
             if not is_unavailable_error(exc):
                 raise
             raise ServiceUnavailableError(
-                f"The task queue is unavailable; task {task.id} is stored as pending and will be queued "
+                f"The task queue is unavailable; task {task_id} is stored as pending and will be queued "
                 "when the queue is back.",
-                extra={"task_id": str(task.id), "component": "broker"},
+                extra={"task_id": str(task_id), "component": "broker"},
             ) from exc
-        await self.mark_queued(task.id, job_id)
-        return task, job_id
+        return task_id, job_id or ""
+
+    async def dispatch(
+        self, task_id: UUID, condition: ColumnElement[bool], enqueue: Enqueue, message: str = "queued"
+    ) -> str | None:
+        """Mark the task queued (if `condition` holds) under a new job id, commit, then enqueue it.
+
+        Queued is committed before the job exists, so a worker can never find the task in an
+        earlier state than its job. If the broker refuses, the task goes back to pending for the
+        sweep to retry. None: the condition no longer held (someone else moved the task).
+        """
+        job_id = uuid4().hex
+        queued = await self._transition(
+            task_id,
+            condition,
+            {
+                "status": TaskStatus.QUEUED.value,
+                "job_id": job_id,
+                "queued_at": utcnow(),
+                "lease_token": None,
+                "lease_expires_at": None,
+            },
+            message=message,
+            progress=0,
+        )
+        if queued is None:
+            return None
+        try:
+            await enqueue(task_id, job_id)
+        except Exception:
+            await self._transition(
+                task_id,
+                and_(AgentTask.status == TaskStatus.QUEUED.value, AgentTask.job_id == job_id),
+                {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None},
+                message="task queue unavailable; will retry",
+            )
+            raise
+        return job_id
 
     async def _create(self, project_id: UUID, data: TaskCreate) -> AgentTask:
         session = self.repository.session
@@ -143,7 +179,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         session = self.repository.session
         task = (await session.execute(statement)).scalar_one_or_none()
         if task is None:
-            await session.rollback()
+            await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
             return None
         data: dict[str, Any] = {
             "task_id": str(task.id),
@@ -156,15 +192,6 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         await self.events.record(event_type, project_id=task.project_id, task_id=task.id, data=data)
         await session.commit()
         return task
-
-    async def mark_queued(self, task_id: UUID, job_id: str) -> AgentTask | None:
-        return await self._transition(
-            task_id,
-            AgentTask.status == TaskStatus.PENDING.value,
-            {"status": TaskStatus.QUEUED.value, "job_id": job_id, "queued_at": utcnow()},
-            message="queued",
-            progress=0,
-        )
 
     async def claim(self, task_id: UUID, lease_seconds: float) -> Lease | None:
         """Start an attempt: pending/queued, or working with a lease that ran out, becomes ours."""
@@ -249,34 +276,34 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
 
     # -- sweep ------------------------------------------------------------------------------
 
-    async def requeue_expired(self, limit: int = 100) -> list[UUID]:
-        """Working tasks whose worker stopped renewing the lease go back to `queued`."""
-        now = utcnow()
-        expired = and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.lease_expires_at < now)
-        candidates = list(
-            await self.repository.session.scalars(select(AgentTask.id).where(expired).limit(limit))
-        )
-        requeued: list[UUID] = []
-        for task_id in candidates:
-            task = await self._transition(
-                task_id,
-                expired,
-                {"status": TaskStatus.QUEUED.value, "lease_token": None, "lease_expires_at": None, "queued_at": now},
-                message="worker lost; requeued",
-            )
-            if task is not None:
-                requeued.append(task.id)
-        return requeued
+    async def sweep(self, enqueue: Enqueue, *, pending_after: float, queued_after: float, limit: int = 100) -> int:
+        """Put back into the queue every task that fell out of it. Safe in several processes at once.
 
-    async def stale_pending(self, older_than_seconds: float, limit: int = 100) -> list[UUID]:
-        """Tasks stored but never enqueued (the broker was down when they were submitted)."""
-        cutoff = utcnow() - datetime.timedelta(seconds=older_than_seconds)
-        statement = (
-            select(AgentTask.id)
-            .where(AgentTask.status == TaskStatus.PENDING.value, AgentTask.created_at < cutoff)
-            .order_by(AgentTask.id)
-            .limit(limit)
-        )
-        task_ids = list(await self.repository.session.scalars(statement))
-        await self.repository.session.rollback()  # end the read transaction before the sweep enqueues
-        return task_ids
+        - working, lease expired: its worker died;
+        - pending for `pending_after` s: the broker was down when it was submitted;
+        - queued for `queued_after` s: its message was lost (a flushed Redis); a duplicate
+          message is harmless, since only one claim can win.
+        """
+        now = utcnow()
+        conditions = {
+            "worker lost; requeued": and_(
+                AgentTask.status == TaskStatus.WORKING.value, AgentTask.lease_expires_at < now
+            ),
+            "queued": and_(
+                AgentTask.status == TaskStatus.PENDING.value,
+                AgentTask.created_at < now - datetime.timedelta(seconds=pending_after),
+            ),
+            "requeued: no worker took it": and_(
+                AgentTask.status == TaskStatus.QUEUED.value,
+                AgentTask.queued_at < now - datetime.timedelta(seconds=queued_after),
+            ),
+        }
+        dispatched = 0
+        for message, condition in conditions.items():
+            statement = select(AgentTask.id).where(condition).order_by(AgentTask.id).limit(limit)
+            task_ids = list(await self.repository.session.scalars(statement))
+            await self.repository.session.commit()
+            for task_id in task_ids:
+                if await self.dispatch(task_id, condition, enqueue, message) is not None:
+                    dispatched += 1
+        return dispatched

@@ -7,7 +7,7 @@ import asyncio
 import structlog
 
 from app.core.exceptions import is_unavailable_error
-from app.tasks.jobs import enqueue_agent_task
+from app.tasks.jobs import agent_task_enqueuer
 from app.tasks.services import TaskService
 from app.worker.runtime import Runtime
 
@@ -15,20 +15,16 @@ logger = structlog.get_logger(__name__)
 
 
 async def sweep_once(runtime: Runtime) -> int:
-    """One pass; safe to run in several processes at once (every transition is compare-and-set)."""
     worker = runtime.settings.worker
     async with runtime.session() as session:
-        service = TaskService(session=session)
-        requeued = await service.requeue_expired()
-        for task_id in requeued:
-            await enqueue_agent_task(runtime.broker, task_id)
-        pending = await service.stale_pending(worker.pending_requeue_seconds)
-        for task_id in pending:
-            job_id = await enqueue_agent_task(runtime.broker, task_id)
-            await service.mark_queued(task_id, job_id)
-    if requeued or pending:
-        logger.info("sweep", requeued=len(requeued), enqueued_pending=len(pending))
-    return len(requeued) + len(pending)
+        dispatched = await TaskService(session=session).sweep(
+            agent_task_enqueuer(runtime.broker),
+            pending_after=worker.pending_requeue_seconds,
+            queued_after=worker.queued_requeue_seconds,
+        )
+    if dispatched:
+        logger.info("sweep_requeued", tasks=dispatched)
+    return dispatched
 
 
 async def run_sweeper(runtime: Runtime) -> None:
@@ -37,8 +33,8 @@ async def run_sweeper(runtime: Runtime) -> None:
         try:
             await sweep_once(runtime)
         except Exception as exc:
-            if not is_unavailable_error(exc):
-                logger.exception("sweep_failed")
-            else:
+            if is_unavailable_error(exc):
                 logger.warning("sweep_skipped", reason=type(exc).__name__)
+            else:
+                logger.exception("sweep_failed")
         await asyncio.sleep(interval)
