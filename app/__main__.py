@@ -10,6 +10,7 @@ import click
 import uvicorn
 
 from app.config import Settings, SettingsError, get_settings
+from app.tokens.cli import token_group
 
 
 def _settings() -> Settings:
@@ -37,6 +38,8 @@ def serve(host: str | None, port: int | None) -> None:
         host=host or settings.server.host,
         port=port or settings.server.port,
         access_log=False,  # request lines could carry tokens in query strings
+        ws_max_size=settings.server.ws_max_message_bytes,
+        log_config=None,  # uvicorn's loggers go through ours, which redact secrets
         log_level=settings.app.log_level.lower(),
         lifespan="on",
     )
@@ -105,6 +108,9 @@ def downgrade(revision: str) -> None:
 def current() -> None:
     """Show the database's current revision."""
     _alembic(lambda commands: commands.current(verbose=False))
+
+
+cli.add_command(token_group(_settings))
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ class SettingsError(Exception):
 class AppSettings(msgspec.Struct, frozen=True, kw_only=True):
     env: Literal["dev", "test", "production"] = "dev"
     data_dir: str = "data"
+    # A `.bmad-core`-shaped directory whose files add to (and replace by id) the ones we ship.
+    bmad_dir: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
@@ -61,6 +63,15 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535)] = 8000
     max_body_bytes: Annotated[int, Meta(ge=1024, le=512 * 1024 * 1024)] = 1024 * 1024
+    # Origins a browser client may call from, comma-separated ("*" for any); empty: no CORS.
+    cors_origins: Annotated[str, Meta(max_length=4000)] = ""
+    # Requests per minute per token (per address for requests without one).
+    rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 1200
+    ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,11 +81,70 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     sweep_interval_seconds: Annotated[float, Meta(ge=0.1, le=600)] = 5.0
     # A task still `pending` this long after it was stored was never enqueued (broker down).
     pending_requeue_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 10.0
-    # A task `queued` this long is enqueued again, in case its message was lost.
-    queued_requeue_seconds: Annotated[float, Meta(ge=1, le=86400)] = 600.0
-    # Until agents exist (issue 4) a task "works" for this long, sending progress events.
-    placeholder_work_seconds: Annotated[float, Meta(ge=0, le=3600)] = 0.2
+    # A task `queued` this long is enqueued again: its message was lost, or went to a worker that
+    # died before claiming it. A duplicate message is harmless (only one claim can win).
+    queued_requeue_seconds: Annotated[float, Meta(ge=1, le=86400)] = 30.0
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 10
+    # Artifacts older than this are purged by the sweep (never those an open task or request uses).
+    artifact_retention_days: Annotated[int, Meta(ge=1, le=36500)] | None = 90
+    retention_interval_seconds: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
+
+
+ModelRef = Annotated[
+    str, Meta(pattern=r"^(offline|openai|openai_compatible|anthropic|gemini):[A-Za-z0-9_.:/@-]{1,100}$")
+]
+AGENT_TYPES = ("orchestrator", "analyst", "architect", "coder", "tester", "deployer")
+
+
+class ModelSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Which provider and model each agent uses (`provider:model`), and how calls are made.
+
+    Keys come only from the environment and are never logged or returned (see `__repr__`).
+    """
+
+    default: ModelRef = "offline:botarmy-offline-1"
+    orchestrator: ModelRef | None = None
+    analyst: ModelRef | None = None
+    architect: ModelRef | None = None
+    coder: ModelRef | None = None
+    tester: ModelRef | None = None
+    deployer: ModelRef | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    gemini_api_key: str | None = None
+    gemini_base_url: str | None = None
+    compatible_base_url: str | None = None
+    compatible_api_key: str | None = None
+    timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 120.0
+    # Waits before the 2nd, 3rd, ... attempt of a call that failed transiently.
+    retry_delays: Annotated[str, Meta(pattern=r"^\s*(\d+(\.\d+)?\s*(,\s*\d+(\.\d+)?\s*)*)?$")] = "1,2,4"
+    # Seconds of silence after which the sweep fails a working task (unless its settings say otherwise).
+    task_timeout_seconds: Annotated[int, Meta(ge=1, le=86400)] = 300
+    # A long call sends a progress event at least this often.
+    progress_interval_seconds: Annotated[float, Meta(gt=0, le=600)] = 30.0
+    # Per call: a task's tokens (in + out) may not pass this; None: no per-task limit.
+    task_token_limit: Annotated[int, Meta(ge=1)] | None = None
+
+    def for_agent(self, agent_type: str) -> tuple[str, str]:
+        ref: str = getattr(self, agent_type, None) or self.default
+        provider, _, model = ref.partition(":")
+        return provider, model
+
+    @property
+    def retry_delay_list(self) -> list[float]:
+        return [float(part) for part in self.retry_delays.split(",") if part.strip()]
+
+    def secrets(self) -> list[str]:
+        return [
+            key
+            for key in (self.openai_api_key, self.anthropic_api_key, self.gemini_api_key, self.compatible_api_key)
+            if key
+        ]
+
+    def __repr__(self) -> str:  # never print the keys
+        return f"ModelSettings(default={self.default!r}, ...)"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +153,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis: RedisSettings
     server: ServerSettings
     worker: WorkerSettings
+    models: ModelSettings
 
 
 # The one table of environment variables: group -> field -> variable.
@@ -90,6 +161,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
     "app": {
         "env": "BOTARMY_ENV",
         "data_dir": "BOTARMY_DATA_DIR",
+        "bmad_dir": "BOTARMY_BMAD_DIR",
         "log_level": "BOTARMY_LOG_LEVEL",
         "log_format": "BOTARMY_LOG_FORMAT",
     },
@@ -104,14 +176,35 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "host": "BOTARMY_HOST",
         "port": "BOTARMY_PORT",
         "max_body_bytes": "BOTARMY_MAX_BODY_BYTES",
+        "cors_origins": "BOTARMY_CORS_ORIGINS",
+        "rate_limit_per_minute": "BOTARMY_RATE_LIMIT_PER_MINUTE",
+        "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",
         "sweep_interval_seconds": "BOTARMY_SWEEP_INTERVAL_SECONDS",
         "pending_requeue_seconds": "BOTARMY_PENDING_REQUEUE_SECONDS",
         "queued_requeue_seconds": "BOTARMY_QUEUED_REQUEUE_SECONDS",
-        "placeholder_work_seconds": "BOTARMY_PLACEHOLDER_WORK_SECONDS",
         "concurrency": "BOTARMY_WORKER_CONCURRENCY",
+        "artifact_retention_days": "BOTARMY_ARTIFACT_RETENTION_DAYS",
+        "retention_interval_seconds": "BOTARMY_RETENTION_INTERVAL_SECONDS",
+    },
+    "models": {
+        "default": "BOTARMY_MODEL",
+        **{agent: f"BOTARMY_MODEL_{agent.upper()}" for agent in AGENT_TYPES},
+        "openai_api_key": "OPENAI_API_KEY",
+        "openai_base_url": "OPENAI_BASE_URL",
+        "anthropic_api_key": "ANTHROPIC_API_KEY",
+        "anthropic_base_url": "ANTHROPIC_BASE_URL",
+        "gemini_api_key": "GEMINI_API_KEY",
+        "gemini_base_url": "BOTARMY_GEMINI_BASE_URL",
+        "compatible_base_url": "BOTARMY_OPENAI_COMPATIBLE_BASE_URL",
+        "compatible_api_key": "BOTARMY_OPENAI_COMPATIBLE_API_KEY",
+        "timeout_seconds": "BOTARMY_MODEL_TIMEOUT_SECONDS",
+        "retry_delays": "BOTARMY_MODEL_RETRY_DELAYS",
+        "task_timeout_seconds": "BOTARMY_TASK_TIMEOUT_SECONDS",
+        "progress_interval_seconds": "BOTARMY_PROGRESS_INTERVAL_SECONDS",
+        "task_token_limit": "BOTARMY_TASK_TOKEN_LIMIT",
     },
 }
 
@@ -121,6 +214,7 @@ _GROUP_TYPES: dict[str, type[msgspec.Struct]] = {
     "redis": RedisSettings,
     "server": ServerSettings,
     "worker": WorkerSettings,
+    "models": ModelSettings,
 }
 _ERROR_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$\.(?P<field>\w+)`)?$")
 
@@ -171,7 +265,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if redis.url is not None and not redis.url.startswith(("redis://", "rediss://", "unix://")):
         msg = f"REDIS_URL={redis.url!r} is invalid: expected redis://host:port/db, rediss://… or unix://…"
         raise SettingsError(msg)
-    return Settings(app=app, db=db, redis=redis, server=groups["server"], worker=groups["worker"])
+    return Settings(
+        app=app, db=db, redis=redis, server=groups["server"], worker=groups["worker"], models=groups["models"]
+    )
 
 
 @lru_cache(maxsize=1)

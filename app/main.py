@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,19 +12,28 @@ import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.channels import ChannelsPlugin
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
 from app import __version__
 from app.config import Settings, get_settings
-from app.core.channels import ChannelsPluginPublisher, build_channels_backend
+from app.core.channels import BackendPublisher, build_channels_backend
 from app.core.exceptions import exception_handlers, is_unavailable_error
+from app.core.headers import DOCS_PREFIX, add_security_headers
 from app.core.logging import configure_logging
+from app.core.openapi import complete_openapi
+from app.core.ratelimit import RATE_LIMIT_STORE, build_rate_limit, build_rate_limit_store
 from app.core.routes import route_handlers
+from app.core.security import provide_principal, role_guard
 from app.db.engine import build_db_config, upgrade_database_async
 from app.health.services import HealthService
 from app.tasks.sweeper import run_sweeper
+from app.tokens.auth import TokenAuthenticationMiddleware
+from app.tokens.services import TokenService
 from app.worker.broker import build_broker
 from app.worker.runtime import Runtime
 
@@ -32,9 +42,11 @@ logger = structlog.get_logger("app")
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
-    configure_logging(settings.app)
-    channels = ChannelsPlugin(backend=build_channels_backend(settings.redis), arbitrary_channels_allowed=True)
-    db_config = build_db_config(settings.db, ChannelsPluginPublisher(channels))
+    configure_logging(settings.app, settings.models.secrets())
+    channels_backend = build_channels_backend(settings.redis)
+    channels = ChannelsPlugin(backend=channels_backend, arbitrary_channels_allowed=True)
+    publisher = BackendPublisher(channels_backend, owns_backend=False)
+    db_config = build_db_config(settings.db, publisher)
     broker = build_broker(settings)
     runtime = Runtime(settings=settings, db_config=db_config, broker=broker)
     redis = Redis.from_url(settings.redis.url, socket_connect_timeout=3) if settings.redis.url else None
@@ -46,7 +58,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # The embedded default keeps its own file at the latest schema; PostgreSQL is
             # migrated explicitly (`botarmy db upgrade`), so that several api instances never race.
             await upgrade_database_async(settings.db)
+            await print_bootstrap_admin_token(runtime)
         broker.state.runtime = runtime  # the in-process broker's jobs use the api's runtime
+        await publisher.start()
         try:
             await broker.startup()
         except Exception as exc:
@@ -63,20 +77,58 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
             await broker.shutdown()
+            await publisher.stop()
             if redis is not None:
                 await redis.aclose()
 
     state: dict[str, Any] = {"runtime": runtime, "health": health, "settings": settings}
-    return Litestar(
+    origins = settings.server.cors_origin_list
+    app = Litestar(
         route_handlers=route_handlers,
         plugins=[SQLAlchemyPlugin(config=db_config), channels],
         lifespan=[runtime_lifespan],
         state=State(state),
         exception_handlers=exception_handlers,
+        # Outermost first: limit before authenticating, so that guessing tokens is limited too.
+        before_send=[add_security_headers],
+        middleware=[
+            build_rate_limit(settings.server).middleware,
+            DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
+        ],
+        guards=[role_guard],
+        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+        stores={RATE_LIMIT_STORE: build_rate_limit_store(settings.redis)},
+        cors_config=CORSConfig(
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
+            max_age=600,
+        )
+        if origins
+        else None,
         request_max_body_size=settings.server.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="BotArmy", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(title="BotArmy", version=__version__, path=DOCS_PREFIX),
         debug=False,
+        logging_config=None,  # ours (app.core.logging): structured, and it redacts secrets
     )
+    complete_openapi(app)
+    return app
+
+
+async def print_bootstrap_admin_token(runtime: Runtime) -> None:
+    """On the first start of the embedded default, make an admin token and show it, once.
+
+    Written to the terminal, never to the log: logs are kept and shipped, a terminal is not.
+    """
+    async with runtime.session() as session:
+        secret = await TokenService(session=session).bootstrap_admin()
+    if secret is not None:
+        sys.stdout.write(
+            "\nBotArmy admin token (shown once; `botarmy token create --name NAME --role admin` makes another):\n"
+            f"{secret}\n\n"
+        )
+        sys.stdout.flush()
 
 
 def __getattr__(name: str) -> Any:

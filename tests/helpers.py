@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from app.config import Settings
+from app.core.security import Role
+from app.db.engine import build_db_config
+from app.tokens.services import TokenService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOTARMY = [sys.executable, "-m", "app"]
@@ -25,7 +34,7 @@ class Process:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own command line
+        self.popen = subprocess.Popen(
             args,
             cwd=REPO_ROOT,
             env={**os.environ, **env},
@@ -59,20 +68,68 @@ def start_worker(env: dict[str, str], log_path: Path) -> Process:
     return Process([*BOTARMY, "worker", "--workers", "1"], env, log_path)
 
 
-def start_server(env: dict[str, str], port: int, log_path: Path) -> Process:
-    server = Process([*BOTARMY, "serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path)
+class Server(Process):
+    """A served api (`botarmy serve`) and an admin token for it."""
+
+    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+        super().__init__([*BOTARMY, "serve", "--host", "127.0.0.1", "--port", str(port)], env, log_path)
+        self.env = env
+        self.port = port
+        self.token = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def ws_url(self, path: str, token: str | None = None) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}?token={token or self.token}"
+
+
+def start_server(env: dict[str, str], port: int, log_path: Path) -> Server:
+    server = Server(env, port, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.popen.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                server.token = cli_token(env)
                 return server
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not start:\n{server.log()}")
+
+
+def cli_token(env: dict[str, str], role: str = "admin", projects: tuple[str, ...] = (), name: str | None = None) -> str:
+    """A new token from `botarmy token create`: the token is alone on the last line."""
+    name = name or f"test-{role}-{uuid.uuid4().hex[:8]}"
+    args = [*BOTARMY, "token", "create", "--name", name, "--role", role]
+    for project in projects:
+        args += ["--project", project]
+    result = subprocess.run(
+        args, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+async def issue_token(settings: Settings, role: str = "admin", projects: list[uuid.UUID] | None = None) -> str:
+    """A new token written straight through the service, for in-process apps (schema already there)."""
+    config = build_db_config(settings.db)
+    try:
+        async with config.get_session() as session:
+            _, secret = await TokenService(session=session).issue(
+                f"test-{role}-{uuid.uuid4().hex[:8]}", Role(role), projects
+            )
+    finally:
+        await config.get_engine().dispose()
+    return secret
 
 
 async def eventually(
@@ -101,42 +158,62 @@ async def wait_for_task(client: httpx.AsyncClient, task_id: str, status: str, ti
 
 
 class TcpProxy:
-    """Forwards a local port to a target, and can drop everything: a service that goes away."""
+    """Forwards a local port to a target, and can drop everything: a service that goes away.
+
+    Threads, not the test's event loop, so that it keeps forwarding whatever the loop is doing.
+    """
 
     def __init__(self, target_port: int, listen_port: int) -> None:
         self.target_port = target_port
         self.listen_port = listen_port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port, reuse_address=True)
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.listen_port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+    def stop(self) -> None:
+        with self._lock:
+            doomed = [self._listener, *self._sockets] if self._listener else list(self._sockets)
+            self._listener = None
+            self._sockets.clear()
+        for sock in doomed:
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
-    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers |= {client_writer, upstream_writer}
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
             try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                writer.transport.abort()
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, upstream}
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
 
-        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                target.shutdown(socket.SHUT_WR)

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -59,6 +60,7 @@ def test_migration_matches_models_on_sqlite(tmp_path: Path) -> None:
     _check(f"sqlite:///{tmp_path / 'new.db'}")
 
 
+@pytest.mark.services
 def test_migration_matches_models_on_postgresql() -> None:
     require_services()
     name = f"botarmy_migrate_{uuid.uuid4().hex[:10]}"

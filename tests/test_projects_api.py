@@ -136,9 +136,7 @@ async def test_concurrent_patches_apply_one_after_the_other(client: AsyncClient)
     """Many PATCHes of different fields at once: every one of them sticks, none is lost."""
     project = await create_project(client)
     path = f"/api/v1/projects/{project['id']}"
-    bodies = [{"description": f"description {n}"} for n in range(5)] + [
-        {"budget_tokens": 1000 + n} for n in range(5)
-    ]
+    bodies = [{"description": f"description {n}"} for n in range(5)] + [{"budget_tokens": 1000 + n} for n in range(5)]
     responses = await asyncio.gather(*(client.patch(path, json=body) for body in bodies))
     assert all(response.status_code == 200 for response in responses), [r.text for r in responses]
     final = (await client.get(path)).json()

@@ -37,7 +37,7 @@ async def stored_task(runtime: Runtime) -> AgentTask:
         session.add(project)
         await session.commit()
         service = TaskService(session=session)
-        task = await service._create(project.id, TaskCreate(agent_type=AgentType.CODER, instructions="x"))
+        task = await service.create_task(project.id, TaskCreate(agent_type=AgentType.CODER, instructions="x"))
         await session.commit()
         return task
 
@@ -69,8 +69,11 @@ class RecordingEnqueue:
 
 async def sweep(runtime: Runtime, enqueue: RecordingEnqueue, **kwargs: float) -> int:
     async with runtime.session() as session:
-        options = {"pending_after": 3600.0, "queued_after": 3600.0, **kwargs}
-        return await TaskService(session=session).sweep(enqueue, **options)
+        return await TaskService(session=session).sweep(
+            enqueue,
+            pending_after=kwargs.get("pending_after", 3600.0),
+            queued_after=kwargs.get("queued_after", 3600.0),
+        )
 
 
 async def test_expired_lease_is_requeued_and_old_holder_cannot_finish(runtime: Runtime) -> None:

@@ -47,14 +47,22 @@ async def test_submitted_task_runs_to_completion_with_events(client: AsyncClient
     events = await events_of(settings, project_id)
     task_events = [e for e in events if e.task_id == uuid.UUID(body["task_id"])]
     assert [e.event_type for e in task_events][0] == "task_created"
-    statuses = [e.data["status"] for e in task_events[1:]]
+    transitions = [e for e in task_events if e.event_type == "task_progress_updated"]
+    statuses = [e.data["status"] for e in transitions]
     assert statuses[0] == "queued"
     assert statuses[-1] == "completed"
     assert statuses.count("completed") == 1
     assert "working" in statuses
-    progress = [e.data.get("progress_percentage") for e in task_events[1:]]
+    progress: list[int] = [e.data["progress_percentage"] for e in transitions if "progress_percentage" in e.data]
     assert progress == sorted(progress)  # monotonically increasing
+    assert progress[-1] == 100
     assert [e.id for e in events] == sorted(e.id for e in events)
+    # The analyst wrote its documents, and its status went working -> idle around the work.
+    generated = [e.data for e in task_events if e.event_type == "artifact_generated"]
+    assert sorted(item["artifact_type"] for item in generated) == ["project_plan", "software_specification"]
+    assert [item["artifact_id"] for item in generated] == task["output"]["artifact_ids"]
+    agent_states = [e.data["status"] for e in events if e.event_type == "agent_status_changed"]
+    assert agent_states == ["working", "idle"]
 
 
 async def test_task_input_is_validated(client: AsyncClient) -> None:

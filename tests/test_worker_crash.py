@@ -13,7 +13,7 @@ from app.config import load_settings
 from app.db.engine import build_db_config
 from app.events.models import Event
 from app.main import create_app
-from tests.helpers import start_worker, task_status, wait_for_task
+from tests.helpers import issue_token, start_worker, task_status, wait_for_task
 
 
 @pytest.fixture
@@ -21,7 +21,6 @@ def isolated_services_env(own_services_env: dict[str, str]) -> dict[str, str]:
     """A database and queue of this test's own (no other worker may pick the task up), slow work."""
     return {
         **own_services_env,
-        "BOTARMY_PLACEHOLDER_WORK_SECONDS": "8",
         "BOTARMY_TASK_LEASE_SECONDS": "2",
         "BOTARMY_SWEEP_INTERVAL_SECONDS": "0.5",
     }
@@ -35,10 +34,12 @@ async def test_killed_worker_task_is_finished_once_by_another_worker(
     second = None
     try:
         async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
+            client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
             project = (await client.post("/api/v1/projects", json={"name": "crash"})).json()
             submitted = (
                 await client.post(
-                    f"/api/v1/projects/{project['id']}/tasks", json={"agent_type": "coder", "instructions": "slow"}
+                    f"/api/v1/projects/{project['id']}/tasks",
+                    json={"agent_type": "coder", "instructions": "slow [[offline:delay=8]]"},
                 )
             ).json()
             task_id = submitted["task_id"]
@@ -67,7 +68,9 @@ async def test_killed_worker_task_is_finished_once_by_another_worker(
             requeues = await session.scalar(
                 select(func.count())
                 .select_from(Event)
-                .where(Event.task_id == uuid.UUID(task_id), Event.data["message"].as_string() == "worker lost; requeued")
+                .where(
+                    Event.task_id == uuid.UUID(task_id), Event.data["message"].as_string() == "worker lost; requeued"
+                )
             )
     finally:
         await config.get_engine().dispose()

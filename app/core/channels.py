@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any, Protocol
 from uuid import UUID
 
 import structlog
-from litestar.channels import ChannelsBackend, ChannelsPlugin
+from litestar.channels import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.config import RedisSettings
 
@@ -32,11 +34,37 @@ def event_channels(project_id: UUID | None) -> list[str]:
     return [project_channel(project_id), GLOBAL_CHANNEL] if project_id is not None else [GLOBAL_CHANNEL]
 
 
+class ResilientRedisPubSubBackend(RedisChannelsPubSubBackend):
+    """Redis pub/sub that outlives a Redis outage.
+
+    Litestar's ChannelsPlugin reads `stream_events` in one task; if the generator raises (Redis
+    went away) that task dies and no subscriber of the process hears anything again. Here a
+    connection error is waited out instead: redis-py's PubSub reconnects on the next read and
+    subscribes again to every channel it had.
+    """
+
+    RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
+
+    async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        failures = 0
+        while True:
+            try:
+                async for channel, data in super().stream_events():
+                    failures = 0
+                    yield channel, data
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                delay = self.RETRY_SECONDS[min(failures, len(self.RETRY_SECONDS) - 1)]
+                if failures == 0:
+                    logger.warning("channels_connection_lost", error=type(exc).__name__)
+                failures += 1
+                await asyncio.sleep(delay)
+
+
 def build_channels_backend(settings: RedisSettings) -> ChannelsBackend:
     if settings.url is None:
         return MemoryChannelsBackend()
     # Pub/sub, not streams: the event table is the replay source, so the backend keeps no history.
-    return RedisChannelsPubSubBackend(
+    return ResilientRedisPubSubBackend(
         redis=Redis.from_url(settings.url, socket_connect_timeout=5),
         key_prefix=f"{settings.namespace}:channels",
         stream_sleep_no_subscriptions=50,
@@ -48,35 +76,39 @@ class EventPublisher(Protocol):
         """Schedule `data` for `channels`; calls are delivered in the order they were made."""
 
 
-class ChannelsPluginPublisher:
-    """Publishes through the app's ChannelsPlugin (its own queue keeps the order)."""
-
-    def __init__(self, plugin: ChannelsPlugin) -> None:
-        self._plugin = plugin
-
-    def publish(self, data: bytes, channels: Iterable[str]) -> None:
-        self._plugin.publish(data, list(channels))
-
-
 class BackendPublisher:
-    """Publishes straight to a backend, for processes without a Litestar app (the worker)."""
+    """Publishes to a channels backend from a queue of its own, in order, surviving failures.
 
-    def __init__(self, backend: ChannelsBackend) -> None:
+    Used by the api and the worker alike. Not `ChannelsPlugin.publish`: the plugin's publishing
+    task dies on the first failed publish (Redis away), after which nothing is published and
+    the app's shutdown waits forever on the plugin's queue. A lost live event is recoverable
+    from the event table, so a failure is logged and the next event is tried.
+    """
+
+    def __init__(self, backend: ChannelsBackend, *, owns_backend: bool = True, drain_seconds: float = 5.0) -> None:
         self._backend = backend
+        # The api's backend is started and stopped by its ChannelsPlugin; the worker's by us.
+        self._owns_backend = owns_backend
+        self._drain_seconds = drain_seconds
         self._queue: asyncio.Queue[tuple[bytes, list[str]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._backend.on_startup()
+        if self._owns_backend:
+            await self._backend.on_startup()
         self._task = asyncio.create_task(self._drain())
 
     async def stop(self) -> None:
-        await self._queue.join()
+        # Deliver what is queued, but never hang a shutdown on an unreachable backend.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), self._drain_seconds)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._backend.on_shutdown()
+            self._task = None
+        if self._owns_backend:
+            await self._backend.on_shutdown()
 
     def publish(self, data: bytes, channels: Iterable[str]) -> None:
         self._queue.put_nowait((data, list(channels)))
@@ -86,7 +118,7 @@ class BackendPublisher:
             data, channels = await self._queue.get()
             try:
                 await self._backend.publish(data, channels)
-            except Exception:  # a lost live event is recoverable from the event table
-                logger.warning("publish_failed", channels=channels, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - a lost live event is recoverable from the event table
+                logger.warning("publish_failed", channels=channels, error=type(exc).__name__)
             finally:
                 self._queue.task_done()

@@ -12,13 +12,16 @@ import structlog
 from advanced_alchemy.exceptions import IntegrityError as AAIntegrityError
 from advanced_alchemy.exceptions import NotFoundError as AANotFoundError
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, TooManyRequestsException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 logger = structlog.get_logger(__name__)
+
+# Free-form JSON (settings, metadata) may nest this deep; typed fields are bounded by their Struct.
+MAX_JSON_DEPTH = 10
 
 
 class AppError(Exception):
@@ -46,11 +49,14 @@ class ServiceUnavailableError(AppError):
     status_code = 503
 
 
-def _problem(status_code: int, detail: str, extra: Any = None) -> Response[dict[str, Any]]:
+def _problem(
+    status_code: int, detail: str, extra: Any = None, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {"status_code": status_code, "detail": detail}
     if extra is not None:
         body["extra"] = extra
-    headers = {"Retry-After": "5"} if status_code == 503 else None
+    if status_code == 503:
+        headers = {**(headers or {}), "Retry-After": "5"}
     return Response(body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
 
 
@@ -66,8 +72,7 @@ def integrity_error_handler(_: Request[Any, Any, Any], exc: AAIntegrityError) ->
     return _problem(409, "The change conflicts with data already stored (a duplicate or a missing reference).")
 
 
-def is_unavailable_error(exc: BaseException) -> bool:
-    """True when the error means a backing service is unreachable, not that the request is wrong."""
+def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, PoolTimeoutError, ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, (OperationalError, InterfaceError)):
@@ -75,11 +80,42 @@ def is_unavailable_error(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The error and what caused it: libraries wrap driver errors (taskiq's SendTaskError)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def too_deep_handler(_: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    # msgspec gives up on JSON nested deeper than Python's recursion limit while decoding a body.
+    return _problem(400, f"The JSON body is nested too deeply (at most {MAX_JSON_DEPTH} levels are accepted).")
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True when the error means a backing service is unreachable, not that the request is wrong."""
+    return any(_is_unavailable(cause) for cause in _causes(exc))
+
+
+def unavailable_component(exc: BaseException) -> str:
+    redis_errors = (RedisConnectionError, RedisTimeoutError)
+    return "redis" if any(isinstance(cause, redis_errors) for cause in _causes(exc)) else "database"
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, TooManyRequestsException):
+        headers = dict(exc.headers or {})
+        limit, reset = headers.get("RateLimit-Limit", "?"), headers.get("RateLimit-Reset", "60")
+        headers["Retry-After"] = reset
+        detail = f"Rate limit exceeded: at most {limit} requests a minute per token; retry in {reset} s."
+        return _problem(429, detail, None, headers)
     if isinstance(exc, HTTPException):
-        return _problem(exc.status_code, exc.detail, exc.extra or None)
+        return _problem(exc.status_code, exc.detail, exc.extra or None, dict(exc.headers or {}))
     if is_unavailable_error(exc):
-        component = "redis" if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) else "database"
+        component = unavailable_component(exc)
         logger.warning("service_unavailable", component=component, error=type(exc).__name__, path=request.url.path)
         return _problem(503, f"The {component} is unavailable; try again shortly.", {"component": component})
     logger.exception("unhandled_error", path=request.url.path)
@@ -90,5 +126,6 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     AppError: app_error_handler,
     AANotFoundError: not_found_handler,
     AAIntegrityError: integrity_error_handler,
+    RecursionError: too_deep_handler,
     Exception: internal_error_handler,
 }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
 
@@ -20,7 +22,43 @@ def shared_processors() -> list[structlog.types.Processor]:
     ]
 
 
-def configure_logging(settings: AppSettings) -> None:
+# Secrets that can reach a log line through a library (a request line with ?token=, a header dump,
+# a URL with a password): every line of both log pipelines goes through `redact`.
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)([?&]token=)[^&\s\"'#]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
+    (re.compile(r"bat_[A-Za-z0-9_-]{8,}"), "bat_[redacted]"),
+    (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1[redacted]@"),
+)
+
+
+# The configured keys themselves (model providers): whatever a library prints, they never pass.
+_known_secrets: list[str] = []
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    for secret in _known_secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def redact_event(_logger: Any, _method: str, event_dict: structlog.types.EventDict) -> structlog.types.EventDict:
+    return {key: redact(value) if isinstance(value, str) else value for key, value in event_dict.items()}
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def configure_logging(settings: AppSettings, secrets: list[str] | None = None) -> None:
+    _known_secrets[:] = [secret for secret in secrets or [] if len(secret) >= 8]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"
@@ -28,12 +66,14 @@ def configure_logging(settings: AppSettings) -> None:
     )
     level = logging.getLevelName(settings.log_level)
     structlog.configure(
-        processors=[*shared_processors(), renderer],
+        processors=[*shared_processors(), redact_event, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     # Driver chatter at INFO is noise in both processes.
     for noisy in ("httpx", "taskiq", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from app.agents.controllers import AgentController
+from app.artifacts.controllers import ArtifactController, ProjectArtifactController
+from app.bmad.controllers import BmadController
+from app.documents.controllers import DocumentController
 from app.events.controllers import global_stream, project_stream
 from app.health.controllers import HealthController
+from app.hitl.controllers import HitlController
 from app.projects.controllers import ProjectController
 from app.tasks.controllers import TaskController
+from app.tokens.controllers import TokenController
+from app.workflows.controllers import ExecutionController
 
 route_handlers: list[ControllerRouterHandler] = [
     HealthController,
     ProjectController,
     TaskController,
+    AgentController,
+    ProjectArtifactController,
+    ArtifactController,
+    DocumentController,
+    BmadController,
+    ExecutionController,
+    HitlController,
+    TokenController,
     project_stream,
     global_stream,
 ]

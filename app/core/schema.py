@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
+
+from app.core.exceptions import MAX_JSON_DEPTH
+from app.core.sanitize import clean_json
 
 T = TypeVar("T")
 
@@ -14,7 +17,34 @@ class Struct(msgspec.Struct, kw_only=True, omit_defaults=False):
 
 
 class InputStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Request bodies: an unknown field is an error, not something silently dropped."""
+    """Request bodies: an unknown field is an error, not something silently dropped.
+
+    Every text in a body is cleaned (`app.core.sanitize.clean_text`) as it is decoded, so that
+    no service ever sees control characters or hidden bidi overrides. Subclasses with their own
+    `__post_init__` call this one first.
+    """
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, str | dict | list):
+                setattr(self, name, clean_json(value))
+
+
+def json_depth(value: Any) -> int:
+    """How deeply `value` nests (a scalar is 0, `{}` and `[]` are 1)."""
+    if isinstance(value, dict):
+        return 1 + max((json_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((json_depth(item) for item in value), default=0)
+    return 0
+
+
+def check_json_depth(field: str, value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """For free-form JSON fields, called from `__post_init__`: msgspec reports the ValueError as a 400."""
+    if json_depth(value) > limit:
+        msg = f"{field}: nested deeper than {limit} levels"
+        raise ValueError(msg)
 
 
 class Page(Struct, Generic[T]):

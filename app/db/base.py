@@ -16,4 +16,3 @@ def enum_check(column: str, enum: type[StrEnum]) -> CheckConstraint:
     """Status columns are strings with a check constraint, not native enums (they change often)."""
     allowed = ", ".join(f"'{member.value}'" for member in enum)
     return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_allowed")
-

@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from advanced_alchemy.alembic.commands import AlembicCommands
-from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig, EngineConfig
-from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
 from sqlalchemy import event
 
 from app.config import REPO_ROOT, DatabaseSettings
-from app.db import models  # every mapper, so that foreign keys resolve in any process
 from app.core.channels import EventPublisher
+from app.db import models  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 from app.events.outbox import session_info
 
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
@@ -46,7 +50,7 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
             pool_size=settings.pool_size,
             max_overflow=settings.pool_size,
             pool_pre_ping=True,  # a connection that died while PostgreSQL was away is replaced, not used
-            pool_timeout=settings.connect_timeout,
+            pool_timeout=max(1, round(settings.connect_timeout)),
             connect_args={"timeout": settings.connect_timeout},
             echo=settings.echo,
         )

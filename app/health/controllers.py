@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, get
 
 from app import __version__
 from app.core.schema import Struct
+from app.core.security import PUBLIC, Role, needs
 from app.health.services import ComponentHealth, HealthService
 
 SERVICE_NAME = "botarmy"
@@ -52,12 +53,13 @@ def _overall(components: list[ComponentHealth]) -> Literal["healthy", "degraded"
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]
+    opt = needs(Role.VIEWER)  # the detailed views name backends; liveness and readiness are open
 
-    @get("/", operation_id="Liveness")
+    @get("/", operation_id="Liveness", opt=PUBLIC)
     async def liveness(self) -> Liveness:
         return Liveness(status="ok", service=SERVICE_NAME, version=__version__)
 
-    @get("/ready", operation_id="Readiness", responses={})
+    @get("/ready", operation_id="Readiness", opt=PUBLIC)
     async def readiness(self, request: Request[Any, Any, Any]) -> Response[Readiness]:
         components = await _health_service(request).check_ready()
         failing = [c.name for c in components if not c.healthy]

@@ -63,7 +63,7 @@ class HealthService:
             await asyncio.wait_for(probe(), PROBE_TIMEOUT_SECONDS)  # type: ignore[operator]
         except TimeoutError:
             error = f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"
-        except Exception as exc:  # any failure means unhealthy; the class name says enough, no secrets
+        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy; the class name says enough, no secrets
             error = f"unreachable ({type(exc).__name__})"
         latency = round((time.perf_counter() - started) * 1000, 2)
         return ComponentHealth(

@@ -1,61 +1,94 @@
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
-from taskiq import AsyncBroker
 
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
+from app.core.security import Principal, Role, needs
 from app.projects import schemas
 from app.projects.models import ProjectStatus
 from app.projects.services import ProjectService
 from app.tasks.jobs import agent_task_enqueuer
 from app.tasks.schemas import TaskCreate, TaskSubmitted
 from app.tasks.services import TaskService
+from app.worker.runtime import Runtime
 
 
 class ProjectController(Controller):
     path = "/api/v1/projects"
     tags = ["projects"]
+    opt = needs(Role.VIEWER)
     dependencies = {
         "projects_service": Provide(create_service_provider(ProjectService)),
         "tasks_service": Provide(create_service_provider(TaskService)),
     }
 
-    @post("/", operation_id="CreateProject", status_code=201)
-    async def create_project(self, projects_service: NamedDependency[ProjectService], data: JSONBody[schemas.ProjectCreate]) -> schemas.Project:
-        project = await projects_service.create_project(data)
+    @post("/", operation_id="CreateProject", status_code=201, opt=needs(Role.PRODUCT_OWNER))
+    async def create_project(
+        self,
+        principal: NamedDependency[Principal],
+        projects_service: NamedDependency[ProjectService],
+        data: JSONBody[schemas.ProjectCreate],
+    ) -> schemas.Project:
+        if principal.is_scoped:
+            raise PermissionDeniedException(
+                f"Token '{principal.name}' is limited to some projects; it cannot create new ones."
+            )
+        project = await projects_service.create_project(data, actor=principal.name)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
     @get("/", operation_id="ListProjects")
     async def list_projects(
         self,
+        principal: NamedDependency[Principal],
         projects_service: NamedDependency[ProjectService],
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
         cursor: UUID | None = Parameter(default=None, description="next_cursor of the previous page"),
         status: ProjectStatus | None = Parameter(default=None),
     ) -> Page[schemas.ProjectSummary]:
-        rows, next_cursor = await projects_service.list_page(limit=limit, cursor=cursor, status=status)
+        rows, next_cursor = await projects_service.list_page(
+            limit=limit, cursor=cursor, status=status, visible=principal.project_ids
+        )
         items = [projects_service.to_schema(row, schema_type=schemas.ProjectSummary) for row in rows]
         return Page(items=items, next_cursor=str(next_cursor) if next_cursor else None)
 
     @get("/{project_id:uuid}", operation_id="GetProject")
-    async def get_project(self, projects_service: NamedDependency[ProjectService], project_id: FromPath[UUID]) -> schemas.Project:
+    async def get_project(
+        self,
+        principal: NamedDependency[Principal],
+        projects_service: NamedDependency[ProjectService],
+        project_id: FromPath[UUID],
+    ) -> schemas.Project:
+        principal.ensure_can_see(project_id)
         project = await projects_service.get_project(project_id)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
-    @patch("/{project_id:uuid}", operation_id="UpdateProject")
+    @patch("/{project_id:uuid}", operation_id="UpdateProject", opt=needs(Role.PRODUCT_OWNER))
     async def update_project(
-        self, projects_service: NamedDependency[ProjectService], project_id: FromPath[UUID], data: JSONBody[schemas.ProjectUpdate]
+        self,
+        principal: NamedDependency[Principal],
+        projects_service: NamedDependency[ProjectService],
+        project_id: FromPath[UUID],
+        data: JSONBody[schemas.ProjectUpdate],
     ) -> schemas.Project:
-        project = await projects_service.update_project(project_id, data)
+        principal.ensure_can_see(project_id)
+        project = await projects_service.update_project(project_id, data, actor=principal.name)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
     @get("/{project_id:uuid}/status", operation_id="GetProjectStatus")
-    async def get_project_status(self, tasks_service: NamedDependency[TaskService], project_id: FromPath[UUID]) -> schemas.ProjectTaskStatus:
+    async def get_project_status(
+        self,
+        principal: NamedDependency[Principal],
+        tasks_service: NamedDependency[TaskService],
+        project_id: FromPath[UUID],
+    ) -> schemas.ProjectTaskStatus:
+        principal.ensure_can_see(project_id)
         tasks = await tasks_service.tasks_of_project(project_id)
         rows = [
             schemas.TaskStatusRow(
@@ -69,10 +102,22 @@ class ProjectController(Controller):
         ]
         return schemas.ProjectTaskStatus(project_id=project_id, tasks=rows)
 
-    @post("/{project_id:uuid}/tasks", operation_id="CreateTask", status_code=201)
+    @post("/{project_id:uuid}/tasks", operation_id="CreateTask", status_code=201, opt=needs(Role.PRODUCT_OWNER))
     async def create_task(
-        self, request: Request[None, None, None], tasks_service: NamedDependency[TaskService], project_id: FromPath[UUID], data: JSONBody[TaskCreate]
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        tasks_service: NamedDependency[TaskService],
+        project_id: FromPath[UUID],
+        data: JSONBody[TaskCreate],
     ) -> TaskSubmitted:
-        broker: AsyncBroker = request.app.state.runtime.broker
-        task_id, job_id = await tasks_service.submit(project_id, data, agent_task_enqueuer(broker))
+        principal.ensure_can_see(project_id)
+        runtime: Runtime = request.app.state.runtime
+        task_id, job_id = await tasks_service.submit(
+            project_id,
+            data,
+            agent_task_enqueuer(runtime.broker),
+            default_timeout=runtime.settings.models.task_timeout_seconds,
+            actor=principal.name,
+        )
         return TaskSubmitted(task_id=task_id, job_id=job_id)

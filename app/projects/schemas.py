@@ -7,7 +7,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from app.core.schema import InputStruct, Struct
+from app.core.schema import InputStruct, Struct, check_json_depth
 from app.projects.models import OversightLevel, ProjectStatus
 
 ProjectName = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -47,15 +47,24 @@ class ProjectCreate(InputStruct):
     budget_cost_usd: CostBudget | None = None
     settings: ProjectSettings = msgspec.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_json_depth("settings", self.settings)
+
 
 class ProjectUpdate(InputStruct, omit_defaults=True):
     name: ProjectName | UnsetType = UNSET
     description: Description | UnsetType = UNSET
     status: ProjectStatus | UnsetType = UNSET
     oversight_level: OversightLevel | UnsetType = UNSET
-    budget_tokens: Budget | None | UnsetType = UNSET
-    budget_cost_usd: CostBudget | None | UnsetType = UNSET
+    budget_tokens: Budget | UnsetType | None = UNSET
+    budget_cost_usd: CostBudget | UnsetType | None = UNSET
     settings: ProjectSettings | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.settings, UnsetType):
+            check_json_depth("settings", self.settings)
 
 
 class TaskStatusRow(Struct):

@@ -30,42 +30,49 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
             raise NotFoundError(f"Project {project_id} does not exist.")
         return project
 
-    async def create_project(self, data: ProjectCreate) -> Project:
+    async def create_project(self, data: ProjectCreate, *, actor: str | None = None) -> Project:
         project = await self.create(msgspec.structs.asdict(data))
         await self.events.record(
             "project_created",
             project_id=project.id,
+            actor=actor,
             data={"project_id": str(project.id), "name": project.name, "status": project.status},
         )
         return project
 
-    async def update_project(self, project_id: UUID, data: ProjectUpdate) -> Project:
+    async def update_project(self, project_id: UUID, data: ProjectUpdate, *, actor: str | None = None) -> Project:
         changes: dict[str, Any] = {
             name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET
         }
         # Lock the row: two concurrent PATCHes apply one after the other, each on the other's result.
-        project = await self.repository.get_one_or_none(Project.id == project_id, with_for_update=True)
+        project: Project | None = await self.repository.get_one_or_none(Project.id == project_id, with_for_update=True)
         if project is None:
             raise NotFoundError(f"Project {project_id} does not exist.")
         if not changes:
             return project
         for name, value in changes.items():
             setattr(project, name, value)
-        project = await self.repository.update(project)
+        updated: Project = await self.repository.update(project)
+        project = updated
         await self.events.record(
             "project_updated",
             project_id=project.id,
+            actor=actor,
             data={"project_id": str(project.id), "changes": sorted(changes), "status": project.status},
         )
         return project
 
-    async def list_page(self, *, limit: int, cursor: UUID | None, status: str | None) -> tuple[list[Project], UUID | None]:
+    async def list_page(
+        self, *, limit: int, cursor: UUID | None, status: str | None, visible: frozenset[UUID] | None = None
+    ) -> tuple[list[Project], UUID | None]:
         """One page in id order (UUIDv7: creation order); the cursor is the last id seen."""
         statement = select(Project).order_by(Project.id).limit(limit + 1)
         if cursor is not None:
             statement = statement.where(Project.id > cursor)
         if status is not None:
             statement = statement.where(Project.status == status)
+        if visible is not None:  # a token limited to some projects lists only those
+            statement = statement.where(Project.id.in_(visible))
         rows = list(await self.repository.session.scalars(statement))
         next_cursor = rows[limit - 1].id if len(rows) > limit else None
         return rows[:limit], next_cursor

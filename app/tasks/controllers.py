@@ -3,10 +3,12 @@ from __future__ import annotations
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Controller, get
-from litestar.params import FromPath
+from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
 
+from app.core.exceptions import NotFoundError
+from app.core.security import Principal, Role, needs
 from app.tasks.schemas import Task
 from app.tasks.services import TaskService
 
@@ -14,9 +16,31 @@ from app.tasks.services import TaskService
 class TaskController(Controller):
     path = "/api/v1/tasks"
     tags = ["tasks"]
+    opt = needs(Role.VIEWER)
     dependencies = {"tasks_service": Provide(create_service_provider(TaskService))}
 
     @get("/{task_id:uuid}", operation_id="GetTask")
-    async def get_task(self, tasks_service: NamedDependency[TaskService], task_id: FromPath[UUID]) -> Task:
+    async def get_task(
+        self,
+        principal: NamedDependency[Principal],
+        tasks_service: NamedDependency[TaskService],
+        task_id: FromPath[UUID],
+    ) -> Task:
         task = await tasks_service.get_task(task_id)
+        if not principal.can_see(task.project_id):
+            raise NotFoundError(f"Task {task_id} does not exist.")
         return tasks_service.to_schema(task, schema_type=Task)
+
+    @post("/{task_id:uuid}/cancel", operation_id="CancelTask", status_code=200, opt=needs(Role.PRODUCT_OWNER))
+    async def cancel_task(
+        self,
+        principal: NamedDependency[Principal],
+        tasks_service: NamedDependency[TaskService],
+        task_id: FromPath[UUID],
+    ) -> Task:
+        """Stop a task: a queued one never starts; a running one's model call is cancelled within a second."""
+        task = await tasks_service.get_task(task_id)
+        if not principal.can_see(task.project_id):
+            raise NotFoundError(f"Task {task_id} does not exist.")
+        cancelled = await tasks_service.cancel(task_id, actor=principal.name)
+        return tasks_service.to_schema(cancelled, schema_type=Task)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from taskiq import AsyncBroker, Context, TaskiqDepends, async_shared_broker
@@ -13,9 +12,9 @@ from app.worker.runtime import Runtime
 
 
 @async_shared_broker.task(task_name="tasks.run_agent_task")
-async def run_agent_task(task_id: str, context: Annotated[Context, TaskiqDepends()]) -> None:
+async def run_agent_task(task_id: str, context: Context = TaskiqDepends()) -> None:
     runtime: Runtime = context.state.runtime
-    await TaskRunner(runtime).run(UUID(task_id))
+    await TaskRunner(runtime, agent_task_enqueuer(runtime.broker)).run(UUID(task_id))
 
 
 def agent_task_enqueuer(broker: AsyncBroker) -> Enqueue:

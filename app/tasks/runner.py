@@ -1,34 +1,48 @@
-"""Runs one task attempt under a lease, with heartbeats, exactly one completion."""
+"""Runs one task attempt under a lease: the agent works, a watcher keeps the lease and listens.
+
+The watcher renews the lease (heartbeat), sends a progress event while a long call runs, and
+checks twice a second whether the task is still ours. A task that was cancelled, timed out by the
+sweep, or handed to another worker stops at once: its running model call is cancelled, not waited
+for, and nothing it would have written is written.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import time
 from uuid import UUID
 
 import structlog
+from sqlalchemy import select
 
-from app.tasks.services import Lease, TaskService
+from app.agents.executor import AgentExecutor, TaskFailedError
+from app.agents.models import AgentState
+from app.agents.services import AgentService
+from app.tasks.models import AgentTask, TaskStatus
+from app.tasks.services import Enqueue, Lease, TaskService, dispatch_all
 from app.worker.runtime import Runtime
+from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
 
-PROGRESS_STEPS = (25, 50, 75)
-
-
-class LeaseLostError(Exception):
-    """The task was given to someone else (or cancelled) while we worked on it."""
+WATCH_INTERVAL_SECONDS = 0.5
 
 
 class TaskRunner:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, enqueue: Enqueue) -> None:
         self.runtime = runtime
+        self.enqueue = enqueue
         self.lease_seconds = runtime.settings.worker.lease_seconds
 
     async def run(self, task_id: UUID) -> None:
         async with self.runtime.session() as session:
             lease = await TaskService(session=session).claim(task_id, self.lease_seconds)
+            if lease is not None:
+                await AgentService(session=session).set_status(
+                    lease.task.project_id, lease.task.agent_type, AgentState.WORKING, task_id=task_id
+                )
+                await session.commit()
         if lease is None:
             # Already done, cancelled, or held by a live worker: a redelivered job has nothing to do.
             logger.info("task_not_claimable", task_id=str(task_id))
@@ -36,38 +50,71 @@ class TaskRunner:
         log = logger.bind(task_id=str(task_id), attempt=lease.task.attempts)
         log.info("task_started")
         lost = asyncio.Event()
-        work = asyncio.create_task(self._perform(lease))
-        heartbeat = asyncio.create_task(self._heartbeat(lease, work, lost))
+        work = asyncio.create_task(AgentExecutor(self.runtime, lease).execute())
+        watcher = asyncio.create_task(self._watch(lease, work, lost))
+        follow_ups: list[UUID] = []
         try:
-            output = await work
-        except LeaseLostError:
-            log.warning("task_lease_lost")
-            return
+            follow_ups = await work
         except asyncio.CancelledError:
-            if lost.is_set():  # the heartbeat found the lease gone and stopped the work
-                log.warning("task_lease_lost")
-                return
-            raise  # we ourselves are being cancelled (shutdown)
+            if not lost.is_set():
+                raise  # we ourselves are being cancelled (shutdown): the lease runs out, the task comes back
+            log.info("task_stopped", reason="no longer ours (cancelled, timed out or reassigned)")
+            await self._settle_agent(lease)
+        except TaskFailedError as exc:
+            await self._fail(lease, str(exc))
         except Exception as exc:
-            log.exception("task_failed")
-            async with self.runtime.session() as session:
-                await TaskService(session=session).fail(lease, f"{type(exc).__name__}: {exc}")
-            return
+            log.exception("task_crashed")
+            await self._fail(lease, f"{type(exc).__name__}: {exc}")
         finally:
-            heartbeat.cancel()
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-        async with self.runtime.session() as session:
-            done = await TaskService(session=session).complete(lease, output)
-        log.info("task_completed" if done else "task_result_discarded")
+                await watcher
+        if follow_ups:
+            # Only now, with the watcher gone: nothing may cancel a half-sent job (the sweep would
+            # find it queued only after BOTARMY_QUEUED_REQUEUE_SECONDS).
+            async with self.runtime.session() as session:
+                await dispatch_all(TaskService(session=session), follow_ups, self.enqueue)
 
-    async def _heartbeat(self, lease: Lease, work: asyncio.Task[dict[str, Any]], lost: asyncio.Event) -> None:
-        interval = self.lease_seconds / 3
+    async def _fail(self, lease: Lease, error: str) -> None:
+        async with self.runtime.session() as session:
+            task = await TaskService(session=session).fail(lease, error, commit=False)
+            if task is None:
+                await session.rollback()
+                return
+            await AgentService(session=session).set_status(
+                task.project_id, task.agent_type, AgentState.ERROR, task_id=task.id
+            )
+            await ExecutionService(session).on_task_finished(task)
+            await session.commit()
+
+    async def _settle_agent(self, lease: Lease) -> None:
+        """The attempt was taken away: the agent is idle again, or in error if the task timed out."""
+        async with self.runtime.session() as session:
+            status = await session.scalar(select(AgentTask.status).where(AgentTask.id == lease.task.id))
+            state = AgentState.ERROR if status == TaskStatus.FAILED.value else AgentState.IDLE
+            await AgentService(session=session).set_status(lease.task.project_id, lease.task.agent_type, state)
+            await session.commit()
+
+    async def _watch(self, lease: Lease, work: asyncio.Task[list[UUID]], lost: asyncio.Event) -> None:
+        renew_every = self.lease_seconds / 3
+        progress_every = self.runtime.settings.models.progress_interval_seconds
+        last_renewal = last_progress = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            now = time.monotonic()
             try:
                 async with self.runtime.session() as session:
-                    held = await TaskService(session=session).renew_lease(lease, self.lease_seconds)
+                    tasks = TaskService(session=session)
+                    if now - last_progress >= progress_every:
+                        held = await tasks.report_progress(
+                            lease, self.lease_seconds, None, "working: waiting for the model"
+                        )
+                        last_progress = last_renewal = now
+                    elif now - last_renewal >= renew_every:
+                        held = await tasks.renew_lease(lease, self.lease_seconds)
+                        last_renewal = now
+                    else:
+                        held = await tasks.holds(lease)
             except Exception:  # the database may be briefly away; the lease has slack for that
                 logger.warning("heartbeat_failed", task_id=str(lease.task.id), exc_info=True)
                 continue
@@ -75,17 +122,3 @@ class TaskRunner:
                 lost.set()
                 work.cancel()
                 return
-
-    async def _perform(self, lease: Lease) -> dict[str, Any]:
-        """Placeholder work until agents arrive: progress events over a configured duration."""
-        duration = self.runtime.settings.worker.placeholder_work_seconds
-        for progress in PROGRESS_STEPS:
-            await asyncio.sleep(duration / (len(PROGRESS_STEPS) + 1))
-            async with self.runtime.session() as session:
-                held = await TaskService(session=session).report_progress(
-                    lease, self.lease_seconds, progress, f"{progress}% done"
-                )
-            if not held:
-                raise LeaseLostError
-        await asyncio.sleep(duration / (len(PROGRESS_STEPS) + 1))
-        return {"summary": f"{lease.task.agent_type} finished: {lease.task.instructions[:200]}"}

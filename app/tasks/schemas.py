@@ -15,11 +15,13 @@ class TaskCreate(InputStruct):
     agent_type: AgentType
     instructions: Annotated[str, Meta(min_length=1, max_length=100_000)]
     context_ids: Annotated[list[UUID], Meta(max_length=200)] = msgspec.field(default_factory=list)
+    # Seconds the task may work before the sweep fails it; default BOTARMY_TASK_TIMEOUT_SECONDS.
+    timeout_seconds: Annotated[int, Meta(ge=1, le=86_400)] | None = None
 
 
 class TaskSubmitted(Struct):
     task_id: UUID
-    job_id: str
+    job_id: str | None
     status: Literal["submitted"] = "submitted"
 
 
@@ -31,9 +33,10 @@ class Task(Struct):
     context_ids: list[UUID]
     status: TaskStatus
     attempts: int
+    timeout_seconds: int
     output: dict[str, Any] | None
     error: str | None
-    job_id: str
+    job_id: str | None
     queued_at: datetime.datetime | None
     started_at: datetime.datetime | None
     finished_at: datetime.datetime | None

@@ -17,7 +17,13 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from app.artifacts.models import Artifact
-from app.core.exceptions import InvalidInputError, NotFoundError, ServiceUnavailableError, is_unavailable_error
+from app.core.exceptions import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+    is_unavailable_error,
+)
 from app.events.services import EventService
 from app.projects.models import Project
 from app.tasks.models import AgentTask, TaskStatus
@@ -62,12 +68,20 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
 
     # -- creation ---------------------------------------------------------------------------
 
-    async def submit(self, project_id: UUID, data: TaskCreate, enqueue: Enqueue) -> tuple[UUID, str]:
+    async def submit(
+        self,
+        project_id: UUID,
+        data: TaskCreate,
+        enqueue: Enqueue,
+        *,
+        default_timeout: int,
+        actor: str | None = None,
+    ) -> tuple[UUID, str]:
         """Store the task (pending) and commit, then queue it: the answer of the create endpoint.
 
         The commit comes first so that a worker never receives a job for a row it cannot see.
         """
-        task = await self._create(project_id, data)
+        task = await self.create_task(project_id, data, default_timeout=default_timeout, actor=actor)
         await self.repository.session.commit()
         task_id = task.id
         try:
@@ -119,7 +133,17 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             raise
         return job_id
 
-    async def _create(self, project_id: UUID, data: TaskCreate) -> AgentTask:
+    async def create_task(
+        self,
+        project_id: UUID,
+        data: TaskCreate,
+        *,
+        default_timeout: int = 300,
+        actor: str | None = None,
+        workflow_execution_id: UUID | None = None,
+        step_id: str | None = None,
+    ) -> AgentTask:
+        """Store a task `pending` with its `task_created` event (no commit, not yet queued)."""
         session = self.repository.session
         if await session.get(Project, project_id) is None:
             raise NotFoundError(f"Project {project_id} does not exist.")
@@ -131,12 +155,16 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "instructions": data.instructions,
                 "context_ids": [str(artifact_id) for artifact_id in data.context_ids],
                 "status": TaskStatus.PENDING.value,
+                "timeout_seconds": data.timeout_seconds or default_timeout,
+                "workflow_execution_id": workflow_execution_id,
+                "step_id": step_id,
             }
         )
         await self.events.record(
             "task_created",
             project_id=project_id,
             task_id=task.id,
+            actor=actor,
             data={"task_id": str(task.id), "agent_type": task.agent_type, "status": task.status},
         )
         return task
@@ -166,8 +194,12 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         message: str,
         progress: int | None = None,
         event_type: str = "task_progress_updated",
+        commit: bool = True,
     ) -> AgentTask | None:
-        """Apply `values` if `condition` still holds; record the event and commit. None: lost the race."""
+        """Apply `values` if `condition` still holds; record the event and commit. None: lost the race.
+
+        With `commit=False` the caller adds more to the same transaction and commits (or rolls back) itself.
+        """
         statement = (
             update(AgentTask)
             .where(AgentTask.id == task_id, condition)
@@ -177,9 +209,10 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             .execution_options(synchronize_session=False, populate_existing=True)
         )
         session = self.repository.session
-        task = (await session.execute(statement)).scalar_one_or_none()
+        task: AgentTask | None = (await session.execute(statement)).scalar_one_or_none()
         if task is None:
-            await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
+            if commit:
+                await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
             return None
         data: dict[str, Any] = {
             "task_id": str(task.id),
@@ -190,7 +223,8 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         if progress is not None:
             data["progress_percentage"] = progress
         await self.events.record(event_type, project_id=task.project_id, task_id=task.id, data=data)
-        await session.commit()
+        if commit:
+            await session.commit()
         return task
 
     async def claim(self, task_id: UUID, lease_seconds: float) -> Lease | None:
@@ -231,9 +265,21 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         )
         result = await self.repository.session.execute(statement)
         await self.repository.session.commit()
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
-    async def report_progress(self, lease: Lease, lease_seconds: float, progress: int, message: str) -> bool:
+    async def lock_held(self, lease: Lease) -> bool:
+        """Lock the task's row if the lease still holds (no commit): the finish that follows cannot lose it."""
+        statement = select(AgentTask.id).where(AgentTask.id == lease.task.id, self._held(lease)).with_for_update()
+        return await self.repository.session.scalar(statement) is not None
+
+    async def holds(self, lease: Lease) -> bool:
+        """Is the task still running under this lease? (Cancelled, timed out or reassigned: no.)"""
+        statement = select(AgentTask.id).where(AgentTask.id == lease.task.id, self._held(lease))
+        held = await self.repository.session.scalar(statement) is not None
+        await self.repository.session.commit()
+        return held
+
+    async def report_progress(self, lease: Lease, lease_seconds: float, progress: int | None, message: str) -> bool:
         now = utcnow()
         task = await self._transition(
             lease.task.id,
@@ -244,23 +290,61 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         )
         return task is not None
 
-    async def complete(self, lease: Lease, output: dict[str, Any]) -> AgentTask | None:
-        """Finish the attempt. Accepted only from the current lease holder, so a task completes once."""
+    async def complete(
+        self, lease: Lease, output: dict[str, Any], *, status: TaskStatus = TaskStatus.COMPLETED, commit: bool = True
+    ) -> AgentTask | None:
+        """Finish the attempt. Accepted only from the current lease holder, so a task completes once.
+
+        `status` is `waiting_for_hitl` when the agent asked a question: the work is stored, a person answers.
+        """
+        done = status == TaskStatus.COMPLETED
         return await self._transition(
             lease.task.id,
             self._held(lease),
             {
-                "status": TaskStatus.COMPLETED.value,
+                "status": status.value,
                 "output": output,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "finished_at": utcnow() if done else None,
+            },
+            message="completed" if done else "waiting for a human answer",
+            progress=100 if done else None,
+            commit=commit,
+        )
+
+    async def cancel(self, task_id: UUID, *, actor: str | None = None) -> AgentTask:
+        """Stop a task that has not finished: it never starts, or its running attempt is abandoned."""
+        await self.get_task(task_id)  # 404 for an unknown task
+        open_statuses = [TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.WORKING, TaskStatus.WAITING_FOR_HITL]
+        cancelled = await self._transition(
+            task_id,
+            AgentTask.status.in_([status.value for status in open_statuses]),
+            {
+                "status": TaskStatus.CANCELLED.value,
                 "lease_token": None,
                 "lease_expires_at": None,
                 "finished_at": utcnow(),
             },
-            message="completed",
-            progress=100,
+            message=f"cancelled by {actor or 'the system'}",
         )
+        if cancelled is None:
+            current = await self.get_task(task_id)
+            raise ConflictError(
+                f"Task {task_id} is already {current.status}; only unfinished tasks can be cancelled.",
+                extra={"status": current.status},
+            )
+        return cancelled
 
-    async def fail(self, lease: Lease, error: str) -> AgentTask | None:
+    async def cancel_if_open(self, task_id: UUID, *, actor: str | None = None) -> bool:
+        """Cancel the task if it has not finished; False if it had."""
+        try:
+            await self.cancel(task_id, actor=actor)
+        except ConflictError:
+            return False
+        return True
+
+    async def fail(self, lease: Lease, error: str, *, commit: bool = True) -> AgentTask | None:
         return await self._transition(
             lease.task.id,
             self._held(lease),
@@ -272,7 +356,40 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "finished_at": utcnow(),
             },
             message=f"failed: {error}",
+            commit=commit,
         )
+
+    async def fail_timed_out(self, now: datetime.datetime | None = None) -> list[AgentTask]:
+        """Fail every attempt that has been working longer than its task's timeout.
+
+        Its worker may be alive (and renewing the lease) but stuck; the failure takes the lease
+        away, which is how that worker learns to stop.
+        """
+        now = now or utcnow()
+        statement = select(AgentTask.id, AgentTask.started_at, AgentTask.timeout_seconds).where(
+            AgentTask.status == TaskStatus.WORKING.value
+        )
+        rows = list(await self.repository.session.execute(statement))
+        await self.repository.session.commit()
+        failed: list[AgentTask] = []
+        for task_id, started_at, timeout in rows:
+            if started_at is None or now - started_at <= datetime.timedelta(seconds=timeout):
+                continue
+            task = await self._transition(
+                task_id,
+                and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.started_at == started_at),
+                {
+                    "status": TaskStatus.FAILED.value,
+                    "error": f"timed out: no result within {timeout} s",
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "finished_at": now,
+                },
+                message=f"failed: timed out after {timeout} s",
+            )
+            if task is not None:
+                failed.append(task)
+        return failed
 
     # -- sweep ------------------------------------------------------------------------------
 
@@ -307,3 +424,13 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 if await self.dispatch(task_id, condition, enqueue, message) is not None:
                     dispatched += 1
         return dispatched
+
+
+async def dispatch_all(tasks: TaskService, task_ids: Sequence[UUID], enqueue: Enqueue) -> None:
+    """Queue tasks that were just written `pending`; a failure leaves them to the sweep."""
+    for task_id in task_ids:
+        try:
+            await tasks.dispatch(task_id, AgentTask.status == TaskStatus.PENDING.value, enqueue)
+        except Exception as exc:
+            if not is_unavailable_error(exc):
+                raise

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
+from app.agents.models import AgentState
+from app.agents.services import AgentService
+from app.artifacts.services import ArtifactService
 from app.core.exceptions import is_unavailable_error
 from app.tasks.jobs import agent_task_enqueuer
 from app.tasks.services import TaskService
 from app.worker.runtime import Runtime
+from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
 
@@ -17,6 +22,11 @@ logger = structlog.get_logger(__name__)
 async def sweep_once(runtime: Runtime) -> int:
     worker = runtime.settings.worker
     async with runtime.session() as session:
+        for task in await TaskService(session=session).fail_timed_out():
+            logger.warning("task_timed_out", task_id=str(task.id), timeout_s=task.timeout_seconds)
+            await AgentService(session=session).set_status(task.project_id, task.agent_type, AgentState.ERROR)
+            await ExecutionService(session).on_task_finished(task)
+            await session.commit()
         dispatched = await TaskService(session=session).sweep(
             agent_task_enqueuer(runtime.broker),
             pending_after=worker.pending_requeue_seconds,
@@ -27,11 +37,28 @@ async def sweep_once(runtime: Runtime) -> int:
     return dispatched
 
 
+async def purge_old_artifacts(runtime: Runtime) -> int:
+    days = runtime.settings.worker.artifact_retention_days
+    if days is None:
+        return 0
+    async with runtime.session() as session:
+        purged, kept = await ArtifactService(session=session).purge(days, actor="retention")
+        await session.commit()
+    if purged or kept:
+        logger.info("retention_purge", purged=purged, kept_referenced=kept, older_than_days=days)
+    return purged
+
+
 async def run_sweeper(runtime: Runtime) -> None:
     interval = runtime.settings.worker.sweep_interval_seconds
+    retention_every = runtime.settings.worker.retention_interval_seconds
+    last_retention = -retention_every
     while True:
         try:
             await sweep_once(runtime)
+            if time.monotonic() - last_retention >= retention_every:
+                last_retention = time.monotonic()
+                await purge_old_artifacts(runtime)
         except Exception as exc:
             if is_unavailable_error(exc):
                 logger.warning("sweep_skipped", reason=type(exc).__name__)

@@ -1,19 +1,15 @@
 from __future__ import annotations
 
 import datetime
-from enum import StrEnum
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.security import Role
 from app.db.base import UUIDv7AuditBase, enum_check
 
-
-class Role(StrEnum):
-    VIEWER = "viewer"
-    PRODUCT_OWNER = "product_owner"
-    ADMIN = "admin"
+__all__ = ("ApiToken", "Role")
 
 
 class ApiToken(UUIDv7AuditBase):

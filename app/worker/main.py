@@ -28,7 +28,7 @@ logger = structlog.get_logger("app.worker")
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def startup(state: TaskiqState) -> None:
-    configure_logging(settings.app)
+    configure_logging(settings.app, settings.models.secrets())
     backend: ChannelsBackend = build_channels_backend(settings.redis)
     publisher = BackendPublisher(backend)
     await publisher.start()

@@ -1,0 +1,327 @@
+"""One attempt of one agent task, from prompt to stored artifacts.
+
+The steps: load the task and the artifacts it names; build the prompt; check the budgets before
+the call (a call that would pass a limit is not made: the task waits on a `budget` HITL request);
+call the agent's model, retrying transient failures and invalid answers with backoff, recording
+every call in `llm_usage`; validate and clean the answer; then, in one transaction, store the
+artifacts, finish the task (or park it on a question for a human) and update the agent's status,
+each with its events. Every finishing write is a compare-and-set on the lease, so an attempt
+whose lease was taken away (cancelled, timed out, given to another worker) changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+
+from app.agents.models import AgentState
+from app.agents.outputs import CODE_TYPES, CONTENT_TYPES, AgentAnswer
+from app.agents.personas import AGENT_ARTIFACTS, persona_for
+from app.agents.prompts import ContextItem, PromptContext, build_prompt
+from app.agents.services import AgentService, BudgetExceededError
+from app.artifacts.models import ArtifactType
+from app.artifacts.services import ArtifactService
+from app.core.sanitize import clean_json, strip_active_content
+from app.hitl.models import HitlKind, Urgency
+from app.hitl.services import HitlService
+from app.llm.base import ModelError, ModelProvider, ModelResponse, TransientModelError
+from app.llm.offline import estimate_tokens
+from app.llm.pricing import cost_usd
+from app.llm.registry import build_provider
+from app.projects.models import Project
+from app.tasks.models import AgentTask, AgentType, TaskStatus
+from app.tasks.services import Lease, TaskService
+from app.worker.runtime import Runtime
+from app.workflows.services import ExecutionService
+
+logger = structlog.get_logger(__name__)
+
+# Largest content of one artifact, encoded; a bigger answer is invalid (and retried).
+MAX_ARTIFACT_BYTES = 512 * 1024
+# The answer's size is not known before the call: the budget check assumes this many output tokens.
+OUTPUT_TOKENS_ESTIMATE = 1024
+
+
+class InvalidAnswerError(Exception):
+    """The model answered, but not with what was asked: a failed attempt, with the reason."""
+
+
+class TaskFailedError(Exception):
+    """Every attempt failed; the message is the last provider error (or the reason)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _strip_prose(value: Any) -> Any:
+    if isinstance(value, str):
+        return strip_active_content(value)
+    if isinstance(value, dict):
+        return {key: _strip_prose(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strip_prose(item) for item in value]
+    return value
+
+
+def parse_answer(text: str, allowed: tuple[ArtifactType, ...]) -> AgentAnswer:
+    """Decode, check against the schemas and clean an answer; InvalidAnswerError says what is wrong."""
+    try:
+        answer = msgspec.json.decode(text, type=AgentAnswer)
+    except msgspec.DecodeError as exc:
+        raise InvalidAnswerError(f"the answer does not match the answer schema: {exc}") from None
+    produced = []
+    for index, artifact in enumerate(answer.artifacts):
+        if artifact.artifact_type not in allowed:
+            kinds = ", ".join(kind.value for kind in allowed)
+            raise InvalidAnswerError(f"artifacts[{index}]: {artifact.artifact_type.value} is not one of {kinds}")
+        try:
+            content = msgspec.convert(artifact.content, CONTENT_TYPES[artifact.artifact_type])
+        except msgspec.ValidationError as exc:
+            raise InvalidAnswerError(f"artifacts[{index}] ({artifact.artifact_type.value}): {exc}") from None
+        cleaned = clean_json(msgspec.to_builtins(content))
+        if artifact.artifact_type not in CODE_TYPES:  # prose: no markup that could run when shown
+            cleaned = _strip_prose(cleaned)
+        if len(msgspec.json.encode(cleaned)) > MAX_ARTIFACT_BYTES:
+            raise InvalidAnswerError(f"artifacts[{index}]: larger than {MAX_ARTIFACT_BYTES} bytes")
+        produced.append(msgspec.structs.replace(artifact, title=clean_json(artifact.title), content=cleaned))
+    return msgspec.structs.replace(
+        answer,
+        artifacts=produced,
+        summary=strip_active_content(clean_json(answer.summary)),
+        open_questions=[strip_active_content(clean_json(question)) for question in answer.open_questions],
+    )
+
+
+class AgentExecutor:
+    def __init__(self, runtime: Runtime, lease: Lease) -> None:
+        self.runtime = runtime
+        self.lease = lease
+        self.task: AgentTask = lease.task
+        self.agent_type = AgentType(self.task.agent_type)
+        self.models = runtime.settings.models
+        self.provider_name, self.model = self.models.for_agent(self.agent_type.value)
+        self.calls = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.cost = 0.0
+        self.log = logger.bind(task_id=str(self.task.id), agent_type=self.agent_type.value)
+
+    async def execute(self) -> list[UUID]:
+        """Do the task; the workflow tasks its completion created, for the caller to enqueue."""
+        async with self.runtime.session() as session:
+            project = await session.get(Project, self.task.project_id)
+            if project is None:  # deleted meanwhile: nothing to work for
+                raise TaskFailedError(f"project {self.task.project_id} no longer exists", code="project_gone")
+            artifacts = await ArtifactService(session=session).by_ids(
+                project.id, [UUID(value) for value in self.task.context_ids]
+            )
+            context = [
+                ContextItem(
+                    artifact_id=artifact.id,
+                    artifact_type=artifact.artifact_type,
+                    title=artifact.title,
+                    content=artifact.content,
+                    source_agent=artifact.source_agent,
+                )
+                for artifact in artifacts
+            ]
+        allowed = AGENT_ARTIFACTS[self.agent_type]
+        prompt = build_prompt(persona_for(self.agent_type), self.task.instructions, allowed, context)
+        if not await self._within_budget(project, prompt):
+            return []
+        provider = build_provider(self.provider_name, self.models)
+        try:
+            answer = await self._call_with_retries(provider, prompt, allowed)
+        finally:
+            await provider.aclose()
+        return await self._finish(answer, prompt)
+
+    # -- budget ------------------------------------------------------------------------------
+
+    async def _within_budget(self, project: Project, prompt: PromptContext) -> bool:
+        estimate = estimate_tokens(prompt.request.system + prompt.request.prompt) + OUTPUT_TOKENS_ESTIMATE
+        estimate_cost = cost_usd(self.model, estimate - OUTPUT_TOKENS_ESTIMATE, OUTPUT_TOKENS_ESTIMATE)
+        async with self.runtime.session() as session:
+            try:
+                await AgentService(session=session).check_budget(
+                    project,
+                    agent_type=self.agent_type.value,
+                    task_id=self.task.id,
+                    estimate_tokens=estimate,
+                    estimate_cost=estimate_cost,
+                    task_token_limit=self.models.task_token_limit,
+                )
+            except BudgetExceededError as exc:
+                self.log.warning("budget_exceeded", scope=exc.scope, limit=exc.limit, spent=exc.spent)
+                await self._park(
+                    session,
+                    kind=HitlKind.BUDGET,
+                    question=f"{exc} Raise the budget and approve to continue, or reject to stop.",
+                    output={"blocked_by": "budget", "message": str(exc), "estimate_tokens": estimate},
+                    urgency=Urgency.HIGH,
+                )
+                return False
+        return True
+
+    # -- the call ----------------------------------------------------------------------------
+
+    async def _call_with_retries(
+        self, provider: ModelProvider, prompt: PromptContext, allowed: tuple[ArtifactType, ...]
+    ) -> AgentAnswer:
+        delays = self.models.retry_delay_list
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            response: ModelResponse | None = None
+            error: Exception | None = None
+            try:
+                response = await provider.complete(prompt.request, model=self.model)
+                answer = parse_answer(response.text, allowed)
+            except (ModelError, InvalidAnswerError) as exc:
+                error = exc
+            outcome = "success" if error is None else getattr(error, "code", "invalid_output")
+            await self._record_usage(response, outcome, time.perf_counter() - started)
+            if error is None:
+                return answer
+            retriable = isinstance(error, TransientModelError | InvalidAnswerError)
+            if not retriable or attempt > len(delays):
+                self.log.warning("model_call_failed", attempts=attempt, outcome=outcome, error=str(error))
+                raise TaskFailedError(f"{self.provider_name}: {error}", code=outcome)
+            delay = delays[attempt - 1]
+            self.log.info("model_call_retry", attempt=attempt, outcome=outcome, delay_s=delay)
+            async with self.runtime.session() as session:
+                await TaskService(session=session).report_progress(
+                    self.lease,
+                    self.runtime.settings.worker.lease_seconds,
+                    0,
+                    f"attempt {attempt} failed ({outcome}); retrying in {delay:g} s",
+                )
+            await asyncio.sleep(delay)
+
+    async def _record_usage(self, response: ModelResponse | None, outcome: str, latency_s: float) -> None:
+        tokens_in = response.tokens_in if response else 0
+        tokens_out = response.tokens_out if response else 0
+        model = response.model if response else self.model
+        cost = cost_usd(model, tokens_in, tokens_out)
+        self.calls += 1
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        self.cost += cost
+        async with self.runtime.session() as session:
+            AgentService(session=session).record_usage(
+                project_id=self.task.project_id,
+                task_id=self.task.id,
+                agent_type=self.agent_type.value,
+                provider=self.provider_name,
+                model=model,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost,
+                latency_ms=round(latency_s * 1000, 2),
+                outcome=outcome,
+            )
+            await session.commit()
+
+    # -- the result --------------------------------------------------------------------------
+
+    def _output(self, answer: AgentAnswer, prompt: PromptContext, artifact_ids: list[UUID]) -> dict[str, Any]:
+        return {
+            "summary": answer.summary,
+            "artifact_ids": [str(artifact_id) for artifact_id in artifact_ids],
+            "confidence": answer.confidence,
+            "open_questions": answer.open_questions,
+            "flags": answer.flags,
+            "provider": self.provider_name,
+            "model": self.model,
+            "usage": {
+                "calls": self.calls,
+                "tokens_in": self.tokens_in,
+                "tokens_out": self.tokens_out,
+                "cost_usd": round(self.cost, 8),
+            },
+            "context": {
+                "injected": [str(artifact_id) for artifact_id in prompt.injected],
+                "omitted": [str(artifact_id) for artifact_id in prompt.omitted],
+            },
+        }
+
+    async def _finish(self, answer: AgentAnswer, prompt: PromptContext) -> list[UUID]:
+        asks = bool(answer.open_questions)
+        async with self.runtime.session() as session:
+            tasks = TaskService(session=session)
+            # Hold the task's row first: if the lease is gone, nothing of this attempt is written.
+            if not await tasks.lock_held(self.lease):
+                await session.rollback()
+                self.log.info("task_result_discarded")
+                return []
+            task = self.task
+            store = ArtifactService(session=session)
+            artifact_ids: list[UUID] = []
+            for produced in answer.artifacts:
+                artifact = await store.store_generated(
+                    project_id=task.project_id,
+                    task_id=task.id,
+                    source_agent=self.agent_type.value,
+                    artifact_type=produced.artifact_type.value,
+                    title=produced.title,
+                    content=produced.content,
+                    meta={
+                        "confidence": answer.confidence,
+                        "validation_status": "valid",
+                        "tags": [],
+                        "related_artifacts": [str(artifact_id) for artifact_id in prompt.injected],
+                        "derived_from": [str(artifact_id) for artifact_id in prompt.injected],
+                    },
+                )
+                artifact_ids.append(artifact.id)
+            status = TaskStatus.WAITING_FOR_HITL if asks else TaskStatus.COMPLETED
+            output = self._output(answer, prompt, artifact_ids)
+            finished = await tasks.complete(self.lease, output, status=status, commit=False)
+            if finished is None:  # cannot happen: the row is locked
+                await session.rollback()
+                return []
+            agents = AgentService(session=session)
+            if asks:
+                await HitlService(session=session).open_request(
+                    project_id=task.project_id,
+                    task_id=task.id,
+                    kind=HitlKind.LOW_CONFIDENCE,
+                    question="\n".join(answer.open_questions),
+                    artifact_ids=artifact_ids,
+                    actor=f"agent:{self.agent_type.value}",
+                )
+                await agents.set_status(
+                    task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id
+                )
+            else:
+                await agents.set_status(task.project_id, self.agent_type.value, AgentState.IDLE)
+            # A workflow step: it advances in this same transaction, so a crash cannot split the two.
+            follow_ups = await ExecutionService(session).on_task_finished(finished, flags=answer.flags)
+            await session.commit()
+        self.log.info("task_finished", status=status.value, artifacts=len(artifact_ids))
+        return follow_ups
+
+    async def _park(
+        self, session: Any, *, kind: HitlKind, question: str, output: dict[str, Any], urgency: Urgency
+    ) -> None:
+        """Stop the attempt on a question for a human, in one transaction with its request."""
+        task = await TaskService(session=session).complete(
+            self.lease, output, status=TaskStatus.WAITING_FOR_HITL, commit=False
+        )
+        if task is None:
+            await session.rollback()
+            return
+        await HitlService(session=session).open_request(
+            project_id=task.project_id, task_id=task.id, kind=kind, question=question, urgency=urgency
+        )
+        await AgentService(session=session).set_status(
+            task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id
+        )
+        await session.commit()

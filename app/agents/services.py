@@ -1,0 +1,188 @@
+"""Agent status per project, model usage, and budgets.
+
+Nothing here commits: callers put these writes in the transaction of the change they belong to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import func, select
+
+from app.agents.models import AgentState, AgentStatus, LlmUsage
+from app.agents.schemas import UsageRow, UsageSummary, UsageTotals
+from app.events.services import EventService
+from app.projects.models import Project
+
+
+class BudgetExceededError(Exception):
+    """A call would pass a limit; the message says which and by how much."""
+
+    def __init__(self, message: str, *, scope: str, limit: float, spent: float, estimate: float) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit = limit
+        self.spent = spent
+        self.estimate = estimate
+
+
+class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
+    class Repo(SQLAlchemyAsyncRepository[AgentStatus]):
+        model_type = AgentStatus
+
+    repository_type = Repo
+
+    @property
+    def events(self) -> EventService:
+        return EventService(session=self.repository.session)
+
+    # -- status ------------------------------------------------------------------------------
+
+    async def set_status(
+        self, project_id: UUID, agent_type: str, status: AgentState, *, task_id: UUID | None = None
+    ) -> AgentStatus:
+        """Upsert the agent's row; an event only when the status or the task changes."""
+        session = self.repository.session
+        statement = (
+            select(AgentStatus)
+            .where(AgentStatus.project_id == project_id, AgentStatus.agent_type == agent_type)
+            .with_for_update()
+        )
+        row: AgentStatus | None = await session.scalar(statement)
+        if row is None:
+            row = AgentStatus(
+                project_id=project_id, agent_type=agent_type, status=status.value, current_task_id=task_id
+            )
+            session.add(row)
+        elif row.status == status.value and row.current_task_id == task_id:
+            return row
+        else:
+            row.status = status.value
+            row.current_task_id = task_id
+        await session.flush()
+        await self.events.record(
+            "agent_status_changed",
+            project_id=project_id,
+            task_id=task_id,
+            data={
+                "agent_type": agent_type,
+                "status": status.value,
+                "current_task_id": str(task_id) if task_id else None,
+            },
+        )
+        return row
+
+    async def statuses(self, project_id: UUID | None, visible: frozenset[UUID] | None) -> Sequence[AgentStatus]:
+        statement = select(AgentStatus).order_by(AgentStatus.project_id, AgentStatus.agent_type)
+        if project_id is not None:
+            statement = statement.where(AgentStatus.project_id == project_id)
+        if visible is not None:
+            statement = statement.where(AgentStatus.project_id.in_(visible))
+        return list(await self.repository.session.scalars(statement))
+
+    # -- usage and budgets -------------------------------------------------------------------
+
+    def record_usage(self, **fields: Any) -> LlmUsage:
+        usage = LlmUsage(**fields)
+        self.repository.session.add(usage)
+        return usage
+
+    async def spent(
+        self, project_id: UUID, *, agent_type: str | None = None, task_id: UUID | None = None
+    ) -> tuple[int, float]:
+        """Tokens (in + out) and USD spent so far in the project, or by one agent type or task in it."""
+        statement = select(
+            func.coalesce(func.sum(LlmUsage.tokens_in + LlmUsage.tokens_out), 0),
+            func.coalesce(func.sum(LlmUsage.cost_usd), 0.0),
+        ).where(LlmUsage.project_id == project_id)
+        if agent_type is not None:
+            statement = statement.where(LlmUsage.agent_type == agent_type)
+        if task_id is not None:
+            statement = statement.where(LlmUsage.task_id == task_id)
+        tokens, cost = (await self.repository.session.execute(statement)).one()
+        return int(tokens), float(cost)
+
+    async def check_budget(
+        self,
+        project: Project,
+        *,
+        agent_type: str,
+        task_id: UUID,
+        estimate_tokens: int,
+        estimate_cost: float,
+        task_token_limit: int | None,
+    ) -> None:
+        """Raise BudgetExceededError if the call would pass a project, agent or task limit."""
+        limits: list[tuple[str, str, float | None, UUID | None, str | None]] = [
+            ("project", "tokens", project.budget_tokens, None, None),
+            ("project", "cost", project.budget_cost_usd, None, None),
+            ("task", "tokens", task_token_limit, task_id, None),
+        ]
+        per_agent = project.settings.get("agent_budgets", {}) if isinstance(project.settings, dict) else {}
+        agent_limits = per_agent.get(agent_type, {}) if isinstance(per_agent, dict) else {}
+        if isinstance(agent_limits, dict):
+            limits.append(("agent", "tokens", agent_limits.get("tokens"), None, agent_type))
+            limits.append(("agent", "cost", agent_limits.get("cost_usd"), None, agent_type))
+        for scope, unit, limit, scope_task, scope_agent in limits:
+            if limit is None:
+                continue
+            tokens, cost = await self.spent(project.id, agent_type=scope_agent, task_id=scope_task)
+            spent, estimate = (float(tokens), float(estimate_tokens)) if unit == "tokens" else (cost, estimate_cost)
+            if spent + estimate > float(limit):
+                label = f"{scope} {unit} budget" + (f" of the {scope_agent}" if scope_agent else "")
+                amount = f"{spent:g} spent + about {estimate:g} for this call > {float(limit):g}"
+                raise BudgetExceededError(
+                    f"The {label} would be exceeded: {amount}.",
+                    scope=scope,
+                    limit=float(limit),
+                    spent=spent,
+                    estimate=estimate,
+                )
+
+    async def usage_summary(self, project_id: UUID) -> UsageSummary:
+        session = self.repository.session
+        columns = (
+            func.count(LlmUsage.id),
+            func.coalesce(func.sum(LlmUsage.tokens_in), 0),
+            func.coalesce(func.sum(LlmUsage.tokens_out), 0),
+            func.coalesce(func.sum(LlmUsage.cost_usd), 0.0),
+        )
+
+        def totals(row: Any) -> UsageTotals:
+            return UsageTotals(
+                calls=int(row[0]), tokens_in=int(row[1]), tokens_out=int(row[2]), cost_usd=round(float(row[3]), 8)
+            )
+
+        where = LlmUsage.project_id == project_id
+        total = (await session.execute(select(*columns).where(where))).one()
+        by_agent = await session.execute(
+            select(LlmUsage.agent_type, *columns)
+            .where(where)
+            .group_by(LlmUsage.agent_type)
+            .order_by(LlmUsage.agent_type)
+        )
+        by_model = await session.execute(
+            select(LlmUsage.provider, LlmUsage.model, *columns)
+            .where(where)
+            .group_by(LlmUsage.provider, LlmUsage.model)
+            .order_by(LlmUsage.provider, LlmUsage.model)
+        )
+        return UsageSummary(
+            project_id=project_id,
+            total=totals(total),
+            by_agent=[UsageRow(agent_type=row[0], **_fields(totals(row[1:]))) for row in by_agent],
+            by_model=[UsageRow(provider=row[0], model=row[1], **_fields(totals(row[2:]))) for row in by_model],
+        )
+
+
+def _fields(totals: UsageTotals) -> dict[str, Any]:
+    return {
+        "calls": totals.calls,
+        "tokens_in": totals.tokens_in,
+        "tokens_out": totals.tokens_out,
+        "cost_usd": totals.cost_usd,
+    }

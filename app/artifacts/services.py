@@ -1,0 +1,463 @@
+"""The context store: artifacts, their sections and versions, staleness and retention.
+
+Writes here never commit: the caller's transaction holds the change and its events together.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import Text, cast, delete, func, or_, select
+from sqlalchemy.orm import defer
+
+from app.agents.outputs import CONTENT_TYPES
+from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
+from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpdate
+from app.core.exceptions import InvalidInputError, NotFoundError
+from app.events.services import EventService
+from app.hitl.models import HitlRequest, HitlStatus
+from app.tasks.models import TERMINAL_TASK_STATUSES, AgentTask
+
+# Largest content of one artifact, encoded.
+MAX_CONTENT_BYTES = 512 * 1024
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_encoder = msgspec.json.Encoder()
+
+
+class ArtifactFilters(msgspec.Struct, frozen=True, kw_only=True):
+    artifact_type: str | None = None
+    source_agent: str | None = None
+    granularity: str | None = None
+    tag: str | None = None
+    q: str | None = None
+    created_after: datetime.datetime | None = None
+    created_before: datetime.datetime | None = None
+    stale: bool | None = None
+    parent_id: UUID | None = None
+
+
+def validate_content(artifact_type: ArtifactType, content: Any) -> Any:
+    """The content as stored, or InvalidInputError naming the field and the reason."""
+    if len(_encoder.encode(content)) > MAX_CONTENT_BYTES:
+        raise InvalidInputError(f"content: larger than {MAX_CONTENT_BYTES} bytes")
+    schema = CONTENT_TYPES.get(artifact_type)
+    if schema is None:  # user input, HITL responses: free-form, already bounded in depth and size
+        return content
+    if not isinstance(content, dict):
+        raise InvalidInputError(f"content: a {artifact_type.value} is a JSON object, not text")
+    try:
+        return msgspec.to_builtins(msgspec.convert(content, schema))
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(f"content: not a valid {artifact_type.value}: {exc}") from None
+
+
+def split_sections(content: Any) -> list[tuple[str, Any]]:
+    """A document's sections: each top-level field of structured content, or each heading of text."""
+    if isinstance(content, dict):
+        text = content.get("text") if set(content) <= {"text", "format"} else None
+        if not isinstance(text, str):
+            return [(key.replace("_", " ").capitalize(), {key: value}) for key, value in content.items() if value]
+        content = text
+    if not isinstance(content, str):
+        return []
+    headings = list(_HEADING.finditer(content))
+    sections = []
+    for index, heading in enumerate(headings):
+        end = headings[index + 1].start() if index + 1 < len(headings) else len(content)
+        sections.append((heading.group(2)[:300], {"text": content[heading.end() : end].strip()}))
+    return sections
+
+
+def _quoted(value: str) -> str:
+    """A JSON string element as it appears in stored JSON text: for exact "list contains" matches."""
+    return f'%"{value}"%'
+
+
+class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
+    class Repo(SQLAlchemyAsyncRepository[Artifact]):
+        model_type = Artifact
+
+    repository_type = Repo
+
+    @property
+    def events(self) -> EventService:
+        return EventService(session=self.repository.session)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get_artifact(self, artifact_id: UUID) -> Artifact:
+        artifact: Artifact | None = await self.repository.session.get(Artifact, artifact_id)
+        if artifact is None or artifact.deleted_at is not None:
+            raise NotFoundError(f"Artifact {artifact_id} does not exist.")
+        return artifact
+
+    async def by_ids(self, project_id: UUID, artifact_ids: Sequence[UUID]) -> list[Artifact]:
+        """The live artifacts of a project among `artifact_ids`, in the order asked for."""
+        if not artifact_ids:
+            return []
+        statement = select(Artifact).where(
+            Artifact.project_id == project_id, Artifact.id.in_(artifact_ids), Artifact.deleted_at.is_(None)
+        )
+        found = {artifact.id: artifact for artifact in await self.repository.session.scalars(statement)}
+        return [found[artifact_id] for artifact_id in artifact_ids if artifact_id in found]
+
+    async def list_page(
+        self, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
+    ) -> tuple[list[Artifact], UUID | None]:
+        """One page in id (creation) order. Content is not loaded: lists stay small and fast."""
+        statement = (
+            select(Artifact)
+            # A page answers summaries: loading ~2 KB of JSON a row only feeds the garbage collector.
+            .options(defer(Artifact.content, raiseload=True))
+            .where(Artifact.project_id == project_id, Artifact.deleted_at.is_(None))
+        )
+        if cursor is not None:
+            statement = statement.where(Artifact.id > cursor)
+        if filters.artifact_type:
+            statement = statement.where(Artifact.artifact_type == filters.artifact_type)
+        if filters.source_agent:
+            statement = statement.where(Artifact.source_agent == filters.source_agent)
+        if filters.granularity:
+            statement = statement.where(Artifact.granularity == filters.granularity)
+        if filters.parent_id:
+            statement = statement.where(Artifact.parent_id == filters.parent_id)
+        if filters.stale is not None:
+            statement = statement.where(Artifact.stale.is_(filters.stale))
+        if filters.created_after:
+            statement = statement.where(Artifact.created_at > filters.created_after)
+        if filters.created_before:
+            statement = statement.where(Artifact.created_at < filters.created_before)
+        if filters.tag:
+            statement = statement.where(cast(Artifact.meta["tags"], Text).like(_quoted(filters.tag)))
+        if filters.q:
+            needle = f"%{filters.q.lower()}%"
+            statement = statement.where(
+                or_(func.lower(Artifact.title).like(needle), func.lower(cast(Artifact.content, Text)).like(needle))
+            )
+        statement = statement.order_by(Artifact.id).limit(limit + 1)
+        rows = list(await self.repository.session.scalars(statement))
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    async def versions(self, artifact_id: UUID) -> list[ArtifactVersion]:
+        await self.get_artifact(artifact_id)
+        statement = (
+            select(ArtifactVersion).where(ArtifactVersion.artifact_id == artifact_id).order_by(ArtifactVersion.version)
+        )
+        return list(await self.repository.session.scalars(statement))
+
+    async def version(self, artifact_id: UUID, number: int) -> ArtifactVersion:
+        await self.get_artifact(artifact_id)
+        statement = select(ArtifactVersion).where(
+            ArtifactVersion.artifact_id == artifact_id, ArtifactVersion.version == number
+        )
+        found: ArtifactVersion | None = await self.repository.session.scalar(statement)
+        if found is None:
+            raise NotFoundError(f"Artifact {artifact_id} has no version {number}.")
+        return found
+
+    async def tree(self, project_id: UUID) -> list[tuple[Artifact, list[Artifact]]]:
+        statement = (
+            select(Artifact)
+            .where(Artifact.project_id == project_id, Artifact.deleted_at.is_(None))
+            .order_by(Artifact.id)
+        )
+        rows = list(await self.repository.session.scalars(statement))
+        children: dict[UUID, list[Artifact]] = {}
+        for row in rows:
+            if row.parent_id is not None:
+                children.setdefault(row.parent_id, []).append(row)
+        return [(row, children.get(row.id, [])) for row in rows if row.parent_id is None]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create_artifact(
+        self, project_id: UUID, data: ArtifactCreate, *, actor: str, source_agent: str | None = None
+    ) -> Artifact:
+        content = validate_content(data.artifact_type, data.content)
+        meta = await self._checked_meta(project_id, data.metadata or ArtifactMetadata())
+        if data.parent_id is not None:
+            parent = await self.get_artifact(data.parent_id)
+            if parent.project_id != project_id:
+                raise InvalidInputError("parent_id: the parent artifact is in another project")
+        if data.granularity == Granularity.SECTION and data.parent_id is None:
+            raise InvalidInputError("parent_id: a section needs the document it belongs to")
+        return await self.store(
+            project_id=project_id,
+            task_id=None,
+            source_agent=source_agent,
+            artifact_type=data.artifact_type.value,
+            title=data.title,
+            content=content,
+            meta=meta,
+            granularity=data.granularity.value,
+            parent_id=data.parent_id,
+            changed_by=actor,
+            event_type="artifact_created",
+        )
+
+    async def store_generated(
+        self,
+        *,
+        project_id: UUID,
+        task_id: UUID | None,
+        source_agent: str,
+        artifact_type: str,
+        title: str,
+        content: Any,
+        meta: dict[str, Any],
+    ) -> Artifact:
+        """A document an agent wrote (content already validated), with its sections."""
+        return await self.store(
+            project_id=project_id,
+            task_id=task_id,
+            source_agent=source_agent,
+            artifact_type=artifact_type,
+            title=title,
+            content=content,
+            meta=meta,
+            granularity=Granularity.DOCUMENT.value,
+            parent_id=None,
+            changed_by=f"agent:{source_agent}",
+            event_type="artifact_generated",
+        )
+
+    async def store(
+        self,
+        *,
+        project_id: UUID,
+        task_id: UUID | None,
+        source_agent: str | None,
+        artifact_type: str,
+        title: str,
+        content: Any,
+        meta: dict[str, Any],
+        granularity: str,
+        parent_id: UUID | None,
+        changed_by: str,
+        event_type: str,
+    ) -> Artifact:
+        session = self.repository.session
+        artifact = Artifact(
+            project_id=project_id,
+            task_id=task_id,
+            parent_id=parent_id,
+            source_agent=source_agent,
+            artifact_type=artifact_type,
+            granularity=granularity,
+            title=title,
+            content=content,
+            version=1,
+            meta=meta,
+        )
+        session.add(artifact)
+        await session.flush()
+        session.add(
+            ArtifactVersion(
+                artifact_id=artifact.id,
+                version=1,
+                title=title,
+                content=content,
+                change_note="created",
+                changed_by=changed_by,
+            )
+        )
+        if granularity == Granularity.DOCUMENT.value:
+            await self._add_sections(artifact)
+        await self.events.record(
+            event_type,
+            project_id=project_id,
+            task_id=task_id,
+            actor=changed_by,
+            data={
+                "artifact_id": str(artifact.id),
+                "artifact_type": artifact_type,
+                "source_agent": source_agent,
+                "title": title,
+                "granularity": granularity,
+                "version": 1,
+                "task_id": str(task_id) if task_id else None,
+            },
+        )
+        return artifact
+
+    async def update_artifact(self, artifact_id: UUID, data: ArtifactUpdate, *, actor: str) -> Artifact:
+        """A new version; everything derived from this artifact becomes stale."""
+        session = self.repository.session
+        statement = select(Artifact).where(Artifact.id == artifact_id, Artifact.deleted_at.is_(None)).with_for_update()
+        artifact: Artifact | None = await session.scalar(statement)
+        if artifact is None:
+            raise NotFoundError(f"Artifact {artifact_id} does not exist.")
+        changed: list[str] = []
+        if not isinstance(data.title, msgspec.UnsetType) and data.title != artifact.title:
+            artifact.title = data.title
+            changed.append("title")
+        if not isinstance(data.content, msgspec.UnsetType):
+            content = validate_content(ArtifactType(artifact.artifact_type), data.content)
+            if content != artifact.content:
+                artifact.content = content
+                changed.append("content")
+        if not isinstance(data.metadata, msgspec.UnsetType):
+            artifact.meta = await self._checked_meta(artifact.project_id, data.metadata, own_id=artifact.id)
+            changed.append("metadata")
+        if not changed:
+            return artifact
+        artifact.version += 1
+        artifact.updated_at = datetime.datetime.now(datetime.UTC)
+        if "content" in changed:
+            artifact.stale, artifact.stale_reason = False, None  # it is the fresh one now
+        session.add(
+            ArtifactVersion(
+                artifact_id=artifact.id,
+                version=artifact.version,
+                title=artifact.title,
+                content=artifact.content,
+                change_note=data.change_note or f"changed {', '.join(changed)}",
+                changed_by=actor,
+            )
+        )
+        if "content" in changed and artifact.granularity == Granularity.DOCUMENT.value:
+            await self._drop_sections(artifact.id)
+            await self._add_sections(artifact)
+        await self.events.record(
+            "artifact_updated",
+            project_id=artifact.project_id,
+            actor=actor,
+            data={"artifact_id": str(artifact.id), "version": artifact.version, "changed": changed, "by": actor},
+        )
+        if "content" in changed:
+            await self._mark_dependents_stale(artifact)
+        return artifact
+
+    async def delete_artifact(self, artifact_id: UUID, *, actor: str) -> Artifact:
+        """Soft: the row and its versions stay (the audit trail refers to them); reads no longer see it."""
+        artifact = await self.get_artifact(artifact_id)
+        now = datetime.datetime.now(datetime.UTC)
+        artifact.deleted_at = now
+        for section in await self._sections(artifact.id):
+            section.deleted_at = now
+        await self.events.record(
+            "artifact_deleted",
+            project_id=artifact.project_id,
+            actor=actor,
+            data={"artifact_id": str(artifact.id), "title": artifact.title, "by": actor},
+        )
+        return artifact
+
+    async def purge(self, older_than_days: int, *, actor: str) -> tuple[int, int]:
+        """Hard-delete artifacts older than that, except those an open task or a pending request uses."""
+        session = self.repository.session
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=older_than_days)
+        candidates = list(
+            await session.execute(
+                select(Artifact.id, Artifact.project_id, Artifact.parent_id).where(Artifact.created_at < cutoff)
+            )
+        )
+        if not candidates:
+            return 0, 0
+        referenced: set[str] = set()
+        open_tasks = select(AgentTask.context_ids).where(
+            AgentTask.status.not_in([s.value for s in TERMINAL_TASK_STATUSES])
+        )
+        for context_ids in await session.scalars(open_tasks):
+            referenced.update(context_ids or [])
+        pending = select(HitlRequest.artifact_ids).where(HitlRequest.status == HitlStatus.PENDING.value)
+        for artifact_ids in await session.scalars(pending):
+            referenced.update(artifact_ids or [])
+        kept = {row.id for row in candidates if str(row.id) in referenced}
+        # A document in use keeps its sections too.
+        doomed = [row for row in candidates if row.id not in kept and row.parent_id not in kept]
+        by_project: dict[UUID, list[UUID]] = {}
+        for row in doomed:
+            by_project.setdefault(row.project_id, []).append(row.id)
+        for project_id, ids in by_project.items():
+            await session.execute(delete(ArtifactVersion).where(ArtifactVersion.artifact_id.in_(ids)))
+            await session.execute(
+                delete(Artifact).where(Artifact.id.in_(ids)).execution_options(synchronize_session=False)
+            )
+            await self.events.record(
+                "artifacts_purged",
+                project_id=project_id,
+                actor=actor,
+                data={"artifact_ids": [str(artifact_id) for artifact_id in ids], "older_than_days": older_than_days},
+            )
+        return len(doomed), len(candidates) - len(doomed)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _checked_meta(
+        self, project_id: UUID, meta: ArtifactMetadata, own_id: UUID | None = None
+    ) -> dict[str, Any]:
+        linked = {*meta.related_artifacts, *meta.derived_from}
+        if own_id in linked:
+            raise InvalidInputError("metadata: an artifact cannot be related to or derived from itself")
+        if linked:
+            found = set(
+                await self.repository.session.scalars(
+                    select(Artifact.id).where(
+                        Artifact.project_id == project_id, Artifact.id.in_(linked), Artifact.deleted_at.is_(None)
+                    )
+                )
+            )
+            if missing := sorted(str(artifact_id) for artifact_id in linked - found):
+                raise InvalidInputError(
+                    f"metadata: related or derived-from artifacts not in this project: {', '.join(missing)}",
+                    extra={"missing": missing},
+                )
+        return {
+            "confidence": meta.confidence,
+            "validation_status": meta.validation_status,
+            "tags": list(meta.tags),
+            "related_artifacts": [str(value) for value in meta.related_artifacts],
+            "derived_from": [str(value) for value in meta.derived_from],
+        }
+
+    async def _sections(self, document_id: UUID) -> list[Artifact]:
+        statement = select(Artifact).where(Artifact.parent_id == document_id, Artifact.deleted_at.is_(None))
+        return list(await self.repository.session.scalars(statement))
+
+    async def _drop_sections(self, document_id: UUID) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        for section in await self._sections(document_id):
+            section.deleted_at = now
+
+    async def _add_sections(self, document: Artifact) -> None:
+        for title, content in split_sections(document.content):
+            self.repository.session.add(
+                Artifact(
+                    project_id=document.project_id,
+                    task_id=document.task_id,
+                    parent_id=document.id,
+                    source_agent=document.source_agent,
+                    artifact_type=document.artifact_type,
+                    granularity=Granularity.SECTION.value,
+                    title=title,
+                    content=content,
+                    version=document.version,
+                    meta={"section_of": str(document.id)},
+                )
+            )
+        await self.repository.session.flush()
+
+    async def _mark_dependents_stale(self, artifact: Artifact) -> None:
+        statement = select(Artifact).where(
+            Artifact.project_id == artifact.project_id,
+            Artifact.deleted_at.is_(None),
+            Artifact.id != artifact.id,
+            cast(Artifact.meta["derived_from"], Text).like(_quoted(str(artifact.id))),
+        )
+        reason = f"'{artifact.title}' changed (version {artifact.version})"
+        for dependent in await self.repository.session.scalars(statement):
+            dependent.stale, dependent.stale_reason = True, reason
+            await self.events.record(
+                "artifact_stale",
+                project_id=artifact.project_id,
+                data={"artifact_id": str(dependent.id), "reason": reason, "source_artifact_id": str(artifact.id)},
+            )

@@ -1,0 +1,59 @@
+"""The BMAD core the server runs: ours (`app/bmad_core`), overlaid by `BOTARMY_BMAD_DIR` if set."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from app.bmad.loader import BmadCore, Team, Workflow, agent_type_of, load_core
+from app.core.exceptions import NotFoundError
+from app.documents.templates import Template
+
+DEFAULT_CORE_DIR = Path(__file__).resolve().parent.parent / "bmad_core"
+
+
+@cache
+def bmad_core(extra_dir: str | None) -> BmadCore:
+    """Loaded once per process: the files are read at the first use, not on every request."""
+    core = load_core(DEFAULT_CORE_DIR)
+    if extra_dir:
+        load_core(Path(extra_dir).expanduser(), core)
+    return core
+
+
+class BmadService:
+    def __init__(self, core: BmadCore) -> None:
+        self.core = core
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        if workflow_id not in self.core.workflows:
+            raise NotFoundError(
+                f"Workflow {workflow_id!r} does not exist; known: {', '.join(sorted(self.core.workflows))}."
+            )
+        return self.core.workflows[workflow_id]
+
+    def template(self, template_id: str) -> Template:
+        if template_id not in self.core.templates:
+            raise NotFoundError(
+                f"Template {template_id!r} does not exist; known: {', '.join(sorted(self.core.templates))}."
+            )
+        return self.core.templates[template_id]
+
+    def team(self, team_id: str) -> Team:
+        if team_id not in self.core.teams:
+            raise NotFoundError(f"Team {team_id!r} does not exist; known: {', '.join(sorted(self.core.teams))}.")
+        return self.core.teams[team_id]
+
+    def teams_for(self, workflow_id: str) -> list[Team]:
+        workflow = self.workflow(workflow_id)
+        file_names = {Path(workflow.source).name, f"{workflow.id}.yaml", f"{workflow.id}.yml"}
+        return [team for team in self.core.teams.values() if file_names & set(team.workflows)]
+
+    def team_problems(self, team: Team) -> list[str]:
+        """What a team names that this server cannot run."""
+        problems = [
+            f"agent {agent!r} maps to none of our agents" for agent in team.agents if agent_type_of(agent) is None
+        ]
+        known_files = {Path(workflow.source).name for workflow in self.core.workflows.values()}
+        problems += [f"workflow {name!r} is not loaded" for name in team.workflows if name not in known_files]
+        return problems

@@ -1,0 +1,111 @@
+"""Who is calling, and what each route lets them do.
+
+Every route declares the role it needs in its `opt` (`opt=needs(Role.PRODUCT_OWNER)`), or is
+`PUBLIC`. One app-wide guard checks it; a route that declares nothing needs `admin`, so that a
+forgotten declaration fails closed. The token itself is checked by the authentication middleware
+(`app.tokens.auth`), which puts a `Principal` on the connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from app.core.exceptions import NotFoundError
+from app.core.headers import DOCS_PREFIX
+
+ROLE_KEY = "role"
+# Litestar's authentication middleware skips handlers whose opt carries this key.
+PUBLIC_KEY = "exclude_from_auth"
+PUBLIC: dict[str, Any] = {PUBLIC_KEY: True}
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    PRODUCT_OWNER = "product_owner"
+    ADMIN = "admin"
+
+
+ROLE_RANK = {Role.VIEWER: 0, Role.PRODUCT_OWNER: 1, Role.ADMIN: 2}
+
+
+# A POST that computes and stores nothing (rendering a template): open to viewers, and marked so.
+READ_ONLY_KEY = "read_only"
+
+
+def needs(role: Role, *, read_only: bool = False) -> dict[str, Any]:
+    """The `opt` of a route that needs `role` (or a higher one)."""
+    return {ROLE_KEY: role, READ_ONLY_KEY: True} if read_only else {ROLE_KEY: role}
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """The caller: one API token, its role and the projects it is limited to (None: all)."""
+
+    token_id: UUID
+    name: str
+    role: Role
+    project_ids: frozenset[UUID] | None = None
+
+    def has_role(self, role: Role) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    @property
+    def is_scoped(self) -> bool:
+        return self.project_ids is not None
+
+    def can_see(self, project_id: UUID | None) -> bool:
+        if self.project_ids is None:
+            return True
+        return project_id is not None and project_id in self.project_ids
+
+    def ensure_can_see(self, project_id: UUID) -> None:
+        """A project outside the token's scope is reported as missing: its existence is not leaked."""
+        if not self.can_see(project_id):
+            raise NotFoundError(f"Project {project_id} does not exist.")
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits: a plain SHA-256 is enough, no slow hash needed.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    if connection.scope["type"] == ScopeType.WEBSOCKET:
+        return connection.query_params.get("token") or None
+    return None
+
+
+def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    principal = connection.scope.get("user")
+    if not isinstance(principal, Principal):
+        raise NotAuthorizedException("A token is required: send 'Authorization: Bearer <token>'.")
+    return principal
+
+
+def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    # The OpenAPI pages are Litestar's own handlers: open by their path, like the auth middleware.
+    if handler.opt.get(PUBLIC_KEY) or connection.scope["path"].startswith(DOCS_PREFIX):
+        return
+    principal = current_principal(connection)
+    required = Role(handler.opt.get(ROLE_KEY, Role.ADMIN))
+    if not principal.has_role(required):
+        raise PermissionDeniedException(
+            f"This needs the {required.value} role; token '{principal.name}' has the {principal.role.value} role."
+        )
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The `principal` dependency of HTTP handlers."""
+    return current_principal(request)

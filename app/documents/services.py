@@ -1,0 +1,254 @@
+"""The project's documents: the latest version of each stage's artifacts, rendered through templates.
+
+Each stage has a BMAD template of ours (`app/bmad_core/templates/`) and a function that turns an
+artifact's content into the template's values. Export: Markdown, a standalone HTML page, or a zip
+of every document plus the generated source files in their folders.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.artifacts.models import Artifact, ArtifactType, Granularity
+from app.documents.render import markdown_to_html, render_markdown
+from app.documents.templates import Template, load_template
+from app.projects.models import Project
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "bmad_core" / "templates"
+
+
+class Document(msgspec.Struct, kw_only=True):
+    stage: str
+    title: str
+    filename: str
+    artifact_ids: list[UUID]
+    markdown: str
+
+
+class Stage(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    template_file: str
+    artifact_types: tuple[ArtifactType, ...]
+    values: Callable[[dict[ArtifactType, Any]], dict[str, Any]]
+
+
+def _prd(content: dict[ArtifactType, Any]) -> dict[str, Any]:
+    spec = content[ArtifactType.SOFTWARE_SPECIFICATION]
+    return {
+        "vision": spec.get("vision", ""),
+        "persona": [
+            {"name": p["name"], "description": p.get("description", ""), "sections": {"needs": p.get("needs", [])}}
+            for p in spec.get("personas", [])
+        ],
+        "requirements": [
+            f"{r['id']} ({r.get('priority', 'must')}): {r['description']}"
+            for r in spec.get("business_requirements", [])
+        ],
+        "features": [
+            [f["name"], f.get("description", ""), ", ".join(f.get("requirement_ids", []))]
+            for f in spec.get("feature_map", [])
+        ],
+        "success-criteria": spec.get("success_criteria", []),
+        "open-questions": spec.get("open_questions", []),
+    }
+
+
+def _architecture(content: dict[ArtifactType, Any]) -> dict[str, Any]:
+    arch = content[ArtifactType.SYSTEM_ARCHITECTURE]
+    return {
+        "overview": arch.get("overview", ""),
+        "components": [[c["name"], c["responsibility"], c["technology"]] for c in arch.get("components", [])],
+        "api": [[e["method"], e["path"], e["description"]] for e in arch.get("api_spec", [])],
+        "data-model": [[e["name"], ", ".join(e.get("fields", []))] for e in arch.get("data_model", [])],
+        "risks": [[r["description"], r["severity"], r["mitigation"]] for r in arch.get("risks", [])],
+    }
+
+
+def _implementation_plan(content: dict[ArtifactType, Any]) -> dict[str, Any]:
+    plan = content[ArtifactType.IMPLEMENTATION_PLAN]
+    return {
+        "tasks": [
+            [
+                t["id"],
+                t["title"],
+                t.get("description", ""),
+                ", ".join(t.get("depends_on", [])),
+                f"{t.get('estimate_hours', 0):g}",
+            ]
+            for t in plan.get("tasks", [])
+        ]
+    }
+
+
+def _test_report(content: dict[ArtifactType, Any]) -> dict[str, Any]:
+    report = content[ArtifactType.TEST_RESULTS]
+    return {
+        "plan": report.get("test_plan", ""),
+        "summary": report.get("summary", ""),
+        "cases": [[c["id"], c["title"], c.get("expected", ""), c.get("status", "")] for c in report.get("cases", [])],
+        "defect": [
+            {
+                **{key: d[key] for key in ("id", "title", "severity")},
+                "sections": {"reproduction": d["reproduction_steps"]},
+            }
+            for d in report.get("defects", [])
+        ],
+    }
+
+
+def _deployment_guide(content: dict[ArtifactType, Any]) -> dict[str, Any]:
+    package = content.get(ArtifactType.DEPLOYMENT_PACKAGE, {})
+    log = content.get(ArtifactType.DEPLOYMENT_LOG, {})
+    files = [[f["path"], "container"] for f in package.get("container_files", [])]
+    files += [[f["path"], "run"] for f in package.get("run_files", [])]
+    return {
+        "files": files,
+        "environment": [
+            [v["name"], v.get("description", ""), "yes" if v.get("required", True) else "no"]
+            for v in package.get("environment", [])
+        ],
+        "health-checks": package.get("health_checks", []),
+        "rollback": package.get("rollback_steps", []),
+        "log": log.get("steps", []),
+    }
+
+
+STAGES = (
+    Stage(
+        name="prd", template_file="prd-tmpl.yaml", artifact_types=(ArtifactType.SOFTWARE_SPECIFICATION,), values=_prd
+    ),
+    Stage(
+        name="architecture",
+        template_file="architecture-tmpl.yaml",
+        artifact_types=(ArtifactType.SYSTEM_ARCHITECTURE,),
+        values=_architecture,
+    ),
+    Stage(
+        name="implementation_plan",
+        template_file="implementation-plan-tmpl.yaml",
+        artifact_types=(ArtifactType.IMPLEMENTATION_PLAN,),
+        values=_implementation_plan,
+    ),
+    Stage(
+        name="test_report",
+        template_file="test-report-tmpl.yaml",
+        artifact_types=(ArtifactType.TEST_RESULTS,),
+        values=_test_report,
+    ),
+    Stage(
+        name="deployment_guide",
+        template_file="deployment-guide-tmpl.yaml",
+        artifact_types=(ArtifactType.DEPLOYMENT_PACKAGE, ArtifactType.DEPLOYMENT_LOG),
+        values=_deployment_guide,
+    ),
+)
+
+
+@cache
+def stage_template(file_name: str) -> Template:
+    return load_template(TEMPLATES_DIR / file_name)
+
+
+class DocumentService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _latest(self, project_id: UUID) -> dict[ArtifactType, Artifact]:
+        """The newest live document of each type (a later one supersedes an earlier one)."""
+        statement = (
+            select(Artifact)
+            .where(
+                Artifact.project_id == project_id,
+                Artifact.deleted_at.is_(None),
+                Artifact.granularity == Granularity.DOCUMENT.value,
+            )
+            .order_by(Artifact.id)
+        )
+        latest: dict[ArtifactType, Artifact] = {}
+        for artifact in await self.session.scalars(statement):
+            latest[ArtifactType(artifact.artifact_type)] = artifact
+        return latest
+
+    async def assemble(self, project: Project) -> tuple[list[Document], Document]:
+        latest = await self._latest(project.id)
+        documents: list[Document] = []
+        for stage in STAGES:
+            present = {kind: latest[kind] for kind in stage.artifact_types if kind in latest}
+            if not present:
+                continue
+            template = stage_template(stage.template_file)
+            section_values = stage.values({kind: artifact.content for kind, artifact in present.items()})
+            documents.append(
+                Document(
+                    stage=stage.name,
+                    title=template.name,
+                    filename=template.output_filename or f"docs/{stage.name}.md",
+                    artifact_ids=[artifact.id for artifact in present.values()],
+                    markdown=render_markdown(template, {"project_name": project.name, "sections": section_values}),
+                )
+            )
+        combined = Document(
+            stage="combined",
+            title=f"{project.name}: all documents",
+            filename="docs/all-documents.md",
+            artifact_ids=[artifact_id for document in documents for artifact_id in document.artifact_ids],
+            markdown=f"# {project.name}\n\n{project.description}\n\n"
+            + "\n\n".join(_demote(document.markdown) for document in documents),
+        )
+        return documents, combined
+
+    async def source_files(self, project_id: UUID) -> list[tuple[str, str]]:
+        """(path, text) of every generated file: code, tests, container and run files."""
+        latest = await self._latest(project_id)
+        files: list[tuple[str, str]] = []
+        code = latest.get(ArtifactType.SOURCE_CODE)
+        if code is not None:
+            files += [(f["path"], f["content"]) for f in code.content.get("files", []) + code.content.get("tests", [])]
+        package = latest.get(ArtifactType.DEPLOYMENT_PACKAGE)
+        if package is not None:
+            files += [
+                (f["path"], f["content"])
+                for f in package.content.get("container_files", []) + package.content.get("run_files", [])
+            ]
+        return files
+
+
+def _demote(markdown: str) -> str:
+    """One level deeper, so that each document is a chapter of the combined one."""
+    return "\n".join(
+        f"#{line}" if line.startswith("#") and not line.startswith("######") else line for line in markdown.splitlines()
+    )
+
+
+def safe_member(path: str) -> str | None:
+    """A zip member name under `src/`, or None for a path that would leave it."""
+    parts = PurePosixPath(path.replace("\\", "/")).parts
+    if not parts or parts[0] == "/" or ".." in parts:
+        return None
+    return str(PurePosixPath("src", *parts))
+
+
+def export_zip(documents: list[Document], combined: Document, files: list[tuple[str, str]], title: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for document in [*documents, combined]:
+            archive.writestr(document.filename, document.markdown)
+            archive.writestr(
+                document.filename.removesuffix(".md") + ".html", markdown_to_html(document.markdown, document.title)
+            )
+        for path, text in files:
+            member = safe_member(path)
+            if member is not None:
+                archive.writestr(member, text)
+        archive.writestr("README.md", f"# {title}\n\nDocuments in `docs/`, generated files in `src/`.\n")
+    return buffer.getvalue()

@@ -1,0 +1,68 @@
+"""Requests for a human decision. (Issue 7 adds responses, expiry and the API.)"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from uuid import UUID
+
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+
+from app.events.services import EventService
+from app.hitl.models import HitlHistory, HitlKind, HitlRequest, Urgency
+
+
+class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
+    class Repo(SQLAlchemyAsyncRepository[HitlRequest]):
+        model_type = HitlRequest
+
+    repository_type = Repo
+
+    @property
+    def events(self) -> EventService:
+        return EventService(session=self.repository.session)
+
+    async def open_request(
+        self,
+        *,
+        project_id: UUID,
+        kind: HitlKind,
+        question: str,
+        task_id: UUID | None = None,
+        options: Sequence[str] = ("approve", "reject", "amend"),
+        artifact_ids: Sequence[UUID] = (),
+        urgency: Urgency = Urgency.MEDIUM,
+        expires_at: datetime.datetime | None = None,
+        actor: str = "system",
+    ) -> HitlRequest:
+        """A pending request, its first history entry and its event (no commit)."""
+        session = self.repository.session
+        request = HitlRequest(
+            project_id=project_id,
+            task_id=task_id,
+            kind=kind.value,
+            question=question,
+            options=list(options),
+            artifact_ids=[str(artifact_id) for artifact_id in artifact_ids],
+            urgency=urgency.value,
+            expires_at=expires_at,
+        )
+        session.add(request)
+        await session.flush()
+        session.add(HitlHistory(request_id=request.id, action="created", actor=actor, data={"kind": kind.value}))
+        await self.events.record(
+            "hitl_request_created",
+            project_id=project_id,
+            task_id=task_id,
+            actor=actor,
+            data={
+                "request_id": str(request.id),
+                "kind": kind.value,
+                "question": question,
+                "urgency": urgency.value,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+                "task_id": str(task_id) if task_id else None,
+            },
+        )
+        return request

@@ -1,0 +1,77 @@
+"""`botarmy token create|list|revoke`: token management from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from uuid import UUID
+
+import click
+
+from app.config import Settings
+from app.core.exceptions import AppError
+from app.core.security import Role
+from app.db.engine import build_db_config, upgrade_database
+from app.tokens.services import TokenService
+
+T = TypeVar("T")
+
+
+def _run(settings: Settings, action: Callable[[TokenService], Awaitable[T]]) -> T:
+    if settings.db.is_sqlite:
+        upgrade_database(settings.db)  # the embedded default keeps its own file at the latest schema
+
+    async def main() -> T:
+        config = build_db_config(settings.db)
+        try:
+            async with config.get_session() as session:
+                return await action(TokenService(session=session))
+        finally:
+            await config.get_engine().dispose()
+
+    try:
+        return asyncio.run(main())
+    except AppError as exc:
+        click.echo(f"botarmy: {exc.detail}", err=True)
+        sys.exit(1)
+
+
+def token_group(get_settings: Callable[[], Settings]) -> click.Group:
+    @click.group(name="token")
+    def token() -> None:
+        """API tokens: create, list, revoke."""
+
+    @token.command()
+    @click.option("--name", required=True, help="A unique name; it is the actor in the audit log.")
+    @click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
+    @click.option("--project", "projects", multiple=True, type=click.UUID, help="Limit to this project (repeatable).")
+    def create(name: str, role: str, projects: tuple[UUID, ...]) -> None:
+        """Create a token and print it: the token alone on the last line, shown only this once."""
+        row, secret = _run(
+            get_settings(), lambda tokens: tokens.issue(name, Role(role), list(projects) or None, actor="cli")
+        )
+        scope = ", ".join(row.project_ids) if row.project_ids else "every project"
+        click.echo(f"Token '{row.name}' ({row.role}, {scope}) created. Keep it now: it is not shown again.")
+        click.echo(secret)
+
+    @token.command(name="list")
+    def list_tokens() -> None:
+        """List tokens (never their secrets)."""
+        rows = _run(get_settings(), lambda tokens: tokens.list_tokens())
+        click.echo(f"{'NAME':<24} {'ROLE':<14} {'STATE':<8} {'PROJECTS':<40} LAST USED")
+        for row in rows:
+            state = "revoked" if row.revoked else "active"
+            projects = ",".join(row.project_ids) if row.project_ids else "*"
+            last_used = row.last_used_at.isoformat(timespec="seconds") if row.last_used_at else "-"
+            click.echo(f"{row.name:<24} {row.role:<14} {state:<8} {projects:<40} {last_used}")
+
+    @token.command()
+    @click.argument("name")
+    def revoke(name: str) -> None:
+        """Revoke the token called NAME; it stops working at once."""
+        _run(get_settings(), lambda tokens: tokens.revoke(name=name, actor="cli"))
+        click.echo(f"Token '{name}' revoked.")
+
+    return token

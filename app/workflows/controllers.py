@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.artifacts.models import Artifact, Granularity
+from app.bmad.services import BmadService, bmad_core
+from app.core.exceptions import NotFoundError
+from app.core.schema import Page
+from app.core.security import Principal, Role, needs
+from app.projects.models import Project
+from app.tasks.jobs import agent_task_enqueuer
+from app.tasks.models import AgentTask
+from app.tasks.services import TaskService, dispatch_all
+from app.worker.runtime import Runtime
+from app.workflows import schemas
+from app.workflows.models import WorkflowExecution
+from app.workflows.services import ExecutionService
+
+
+def provide_executions(db_session: NamedDependency[AsyncSession]) -> ExecutionService:
+    return ExecutionService(db_session)
+
+
+async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> schemas.Execution:
+    workflow = ExecutionService.workflow_of(execution)
+    task_ids = [UUID(state["task_id"]) for state in execution.step_state.values() if state.get("task_id")]
+    statuses: dict[UUID, str] = {}
+    artifacts: dict[UUID, list[UUID]] = {}
+    if task_ids:
+        found = await session.execute(select(AgentTask.id, AgentTask.status).where(AgentTask.id.in_(task_ids)))
+        statuses = {task_id: status for task_id, status in found.tuples()}
+        rows = await session.execute(
+            select(Artifact.task_id, Artifact.id)
+            .where(Artifact.task_id.in_(task_ids), Artifact.granularity == Granularity.DOCUMENT.value)
+            .order_by(Artifact.id)
+        )
+        for task_id, artifact_id in rows.tuples():
+            if task_id is not None:
+                artifacts.setdefault(task_id, []).append(artifact_id)
+    steps = []
+    for step in workflow.steps:
+        state = execution.step_state.get(str(step.index), {})
+        task_id = UUID(state["task_id"]) if state.get("task_id") else None
+        steps.append(
+            schemas.ExecutionStep(
+                index=step.index,
+                agent=step.agent,
+                agent_type=step.agent_type.value if step.agent_type else None,
+                phase=step.phase,
+                status=state.get("status", "pending"),
+                task_id=task_id,
+                task_status=statuses.get(task_id) if task_id else None,
+                artifact_ids=artifacts.get(task_id, []) if task_id else [],
+                reason=state.get("reason"),
+                started_at=state.get("started_at"),
+                finished_at=state.get("finished_at"),
+            )
+        )
+    return schemas.Execution(
+        id=execution.id,
+        project_id=execution.project_id,
+        workflow_id=execution.workflow_id,
+        status=execution.status,
+        current_step=execution.current_step,
+        error=execution.error,
+        steps=steps,
+        gates=execution.variables.get("_gates", {}),
+        variables={key: value for key, value in execution.variables.items() if not key.startswith("_")},
+        created_at=execution.created_at,
+        updated_at=execution.updated_at,
+        finished_at=execution.finished_at,
+    )
+
+
+class ExecutionController(Controller):
+    path = "/api/v1"
+    tags = ["executions"]
+    opt = needs(Role.VIEWER)
+    dependencies = {"executions": Provide(provide_executions, sync_to_thread=False)}
+
+    async def _visible(
+        self, principal: Principal, executions: ExecutionService, execution_id: UUID
+    ) -> WorkflowExecution:
+        execution = await executions.get(execution_id)
+        if not principal.can_see(execution.project_id):
+            raise NotFoundError(f"Execution {execution_id} does not exist.")
+        return execution
+
+    async def _commit_and_dispatch(
+        self, request: Request[Any, Any, Any], session: AsyncSession, task_ids: list[UUID]
+    ) -> None:
+        # Commit first: a worker must never receive a job for a row it cannot see yet.
+        await session.commit()
+        runtime: Runtime = request.app.state.runtime
+        await dispatch_all(TaskService(session=session), task_ids, agent_task_enqueuer(runtime.broker))
+
+    @post("/executions", operation_id="StartExecution", status_code=202, opt=needs(Role.PRODUCT_OWNER))
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        executions: NamedDependency[ExecutionService],
+        data: JSONBody[schemas.ExecutionStart],
+    ) -> schemas.Execution:
+        principal.ensure_can_see(data.project_id)
+        project = await executions.session.get(Project, data.project_id)
+        if project is None:
+            raise NotFoundError(f"Project {data.project_id} does not exist.")
+        workflow = BmadService(bmad_core(request.app.state.settings.app.bmad_dir)).workflow(data.workflow_id)
+        inputs = {
+            "idea": data.inputs.idea,
+            "include_optional": data.inputs.include_optional,
+            "task_timeout_seconds": data.inputs.task_timeout_seconds
+            or request.app.state.settings.models.task_timeout_seconds,
+        }
+        execution, task_ids = await executions.start(project, workflow, inputs, actor=principal.name)
+        await self._commit_and_dispatch(request, executions.session, task_ids)
+        return await to_execution(executions.session, execution)
+
+    @get("/executions/{execution_id:uuid}", operation_id="GetExecution")
+    async def get_execution(
+        self,
+        principal: NamedDependency[Principal],
+        executions: NamedDependency[ExecutionService],
+        execution_id: FromPath[UUID],
+    ) -> schemas.Execution:
+        return await to_execution(executions.session, await self._visible(principal, executions, execution_id))
+
+    @get("/projects/{project_id:uuid}/executions", operation_id="ListProjectExecutions")
+    async def list_executions(
+        self,
+        principal: NamedDependency[Principal],
+        executions: NamedDependency[ExecutionService],
+        project_id: FromPath[UUID],
+    ) -> Page[schemas.ExecutionSummary]:
+        principal.ensure_can_see(project_id)
+        if await executions.session.get(Project, project_id) is None:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        rows = await executions.of_project(project_id)
+        items = [
+            schemas.ExecutionSummary(
+                id=row.id,
+                project_id=row.project_id,
+                workflow_id=row.workflow_id,
+                status=row.status,
+                current_step=row.current_step,
+                created_at=row.created_at,
+                finished_at=row.finished_at,
+            )
+            for row in rows
+        ]
+        return Page(items=items, next_cursor=None)
+
+    @get("/projects/{project_id:uuid}/completion", operation_id="GetProjectCompletion")
+    async def completion(
+        self,
+        principal: NamedDependency[Principal],
+        executions: NamedDependency[ExecutionService],
+        project_id: FromPath[UUID],
+    ) -> schemas.Completion:
+        principal.ensure_can_see(project_id)
+        project = await executions.session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        rows = await executions.of_project(project_id)
+        latest = rows[-1] if rows else None
+        done, total, phase = executions.progress(latest) if latest else (0, 0, None)
+        return schemas.Completion(
+            project_id=project_id,
+            project_status=project.status,
+            execution_id=latest.id if latest else None,
+            execution_status=latest.status if latest else None,
+            steps_done=done,
+            steps_total=total,
+            percentage=round(100 * done / total, 1) if total else 0.0,
+            current_phase=phase,
+        )
+
+    @post(
+        "/executions/{execution_id:uuid}/pause",
+        operation_id="PauseExecution",
+        status_code=200,
+        opt=needs(Role.PRODUCT_OWNER),
+    )
+    async def pause(
+        self,
+        principal: NamedDependency[Principal],
+        executions: NamedDependency[ExecutionService],
+        execution_id: FromPath[UUID],
+    ) -> schemas.Execution:
+        await self._visible(principal, executions, execution_id)
+        execution = await executions.pause(execution_id, actor=principal.name)
+        return await to_execution(executions.session, execution)
+
+    @post(
+        "/executions/{execution_id:uuid}/resume",
+        operation_id="ResumeExecution",
+        status_code=200,
+        opt=needs(Role.PRODUCT_OWNER),
+    )
+    async def resume(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        executions: NamedDependency[ExecutionService],
+        execution_id: FromPath[UUID],
+    ) -> schemas.Execution:
+        await self._visible(principal, executions, execution_id)
+        execution, task_ids = await executions.resume(execution_id, actor=principal.name)
+        await self._commit_and_dispatch(request, executions.session, task_ids)
+        return await to_execution(executions.session, execution)
+
+    @post(
+        "/executions/{execution_id:uuid}/cancel",
+        operation_id="CancelExecution",
+        status_code=200,
+        opt=needs(Role.PRODUCT_OWNER),
+    )
+    async def cancel(
+        self,
+        principal: NamedDependency[Principal],
+        executions: NamedDependency[ExecutionService],
+        execution_id: FromPath[UUID],
+    ) -> schemas.Execution:
+        await self._visible(principal, executions, execution_id)
+        execution, running = await executions.cancel(execution_id, actor=principal.name)
+        await executions.session.commit()
+        tasks = TaskService(session=executions.session)
+        for task_id in running:
+            await tasks.cancel_if_open(task_id, actor=principal.name)
+        return await to_execution(executions.session, execution)

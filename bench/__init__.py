@@ -1,0 +1,1 @@
+"""Benchmarks run against a real served app (see bench/README.md)."""

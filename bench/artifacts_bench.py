@@ -1,0 +1,1107 @@
+"""Benchmark of context-store retrieval (artifact lists, filters, text search, get) on PostgreSQL.
+
+    .venv/bin/python -m bench.artifacts_bench [--requests 200] [--concurrency 1,4] [--no-what-if] [--gc-freeze]
+
+Makes its own PostgreSQL database and Redis namespace (as `bench.status_bench --mode services`),
+starts `python -m app serve` on a free 127.0.0.1 port, creates the projects through the API and
+bulk-loads the artifacts with COPY (UUIDv7 ids in creation order, ~1-2 KB of JSON content each).
+Then, against the served API, with one and with a few concurrent clients (closed loop) and a bounded
+number of requests per query, it measures p50/p99/max latency of `GET /api/v1/projects/{id}/artifacts`
+(first page, all pages, filters, text search) and `GET /api/v1/artifacts/{id}`, in these scenarios:
+
+1. `1k`: the database holds one project's 1,000 artifacts and nothing else;
+2. `100k`: 100,000 artifacts across 100 projects; the same project (still 1,000 artifacts);
+3. `100k-largest`: the largest project of that database;
+4. `100k+idx`, `100k-largest+idx` (unless --no-what-if): the same after creating the indexes the
+   analysis suggests (a (project_id, id) b-tree and pg_trgm GIN indexes for `q`), which the app's
+   migrations do not have.
+
+For every artifact query it also runs the very statement the app sends (captured from ArtifactService)
+under EXPLAIN ANALYZE, both as the app runs it (a prepared statement executed again and again, which
+PostgreSQL may switch to a generic plan) and planned for its values, so that a slow query can be
+attributed to PostgreSQL or to the API. The api's garbage collections are logged (see GC_TRACE_SERVE)
+and matched with the slow requests.
+
+The database and the Redis keys are removed at the end, whatever happened. Results are printed and
+written as JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import itertools
+import json
+import math
+import random
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.status_bench import (
+    BENCH_ENV,
+    HOST,
+    RESULTS_DIR,
+    SERVER_START_SECONDS,
+    BenchError,
+    CpuMeter,
+    Process,
+    Target,
+    _terminate,
+    child_env,
+    create_admin_token,
+    free_port,
+    git_head,
+    machine,
+    services_environment,
+    start_api,
+    summarize_ms,
+    wait_for_quiet,
+)
+
+PAGE_LIMIT = 100  # the largest page the API allows
+WARMUP_REQUESTS = 20  # per query, before measuring: connections, plan and statement caches
+TARGET_P99_MS = 50.0
+LOAD_TIMEOUT_SECONDS = 900.0  # COPY, VACUUM ANALYZE
+SQL_TIMEOUT_SECONDS = 60.0  # each EXPLAIN ANALYZE or fetch
+SQL_WARMUP_RUNS = 6  # PostgreSQL decides on a generic plan after the fifth execution
+DAY = 86_400.0
+
+# Words the text searches look for; no other generated text contains them (checked in generate_rows).
+RARE_WORD = "zanzibar"  # in ~0.5 % of the artifacts
+COMMON_WORD = "latency"  # in ~40 %
+COMMON_TAG = "backend"  # ~30 %
+RARE_TAG = "security-audit"  # ~1 %
+
+WORDS = (
+    "api service request response database query index cache queue worker deploy build test coverage module "
+    "component endpoint schema migration user project agent context artifact document section version review "
+    "approval budget token model prompt plan milestone risk mitigation requirement feature persona metric "
+    "throughput error retry timeout backoff container image cluster node replica config secret log trace span "
+    "alert dashboard release rollback branch commit merge pipeline stage job lint format type check contract "
+    "interface adapter handler router middleware session transaction lock snapshot backup restore storage "
+    "bucket file path parser encoder decoder stream batch event channel socket message broker topic partition "
+    "offset consumer producer scheduler cron lease sweep the a of to and for with on in by from when each every "
+    "must should could will not only then also before after during between invoice customer order payment "
+    "account login password email notification report export import upload download search filter page sort"
+).split()
+TAG_POOL = (
+    "frontend api database auth infra ci docs performance ux mobile billing search observability storage "
+    "messaging compliance refactor bugfix mvp v2"
+).split()
+TYPE_WEIGHTS = {
+    "user_input": 5,
+    "project_plan": 6,
+    "software_specification": 8,
+    "system_architecture": 8,
+    "implementation_plan": 8,
+    "source_code": 25,
+    "test_results": 15,
+    "deployment_log": 10,
+    "deployment_package": 3,
+    "agent_output": 10,
+    "hitl_response": 2,
+}
+AGENT_OF = {
+    "user_input": None,
+    "hitl_response": None,
+    "project_plan": "orchestrator",
+    "agent_output": "orchestrator",
+    "software_specification": "analyst",
+    "system_architecture": "architect",
+    "implementation_plan": "architect",
+    "source_code": "coder",
+    "test_results": "tester",
+    "deployment_log": "deployer",
+    "deployment_package": "deployer",
+}
+TITLE_PREFIX = {
+    "user_input": "Request",
+    "hitl_response": "Decision",
+    "project_plan": "Plan",
+    "agent_output": "Note",
+    "software_specification": "PRD",
+    "system_architecture": "Architecture",
+    "implementation_plan": "Implementation plan",
+    "source_code": "Code",
+    "test_results": "Test run",
+    "deployment_log": "Deployment",
+    "deployment_package": "Package",
+}
+VALIDATION = ("unvalidated", "valid", "invalid", "needs_review")
+COPY_COLUMNS = (
+    "id",
+    "project_id",
+    "source_agent",
+    "artifact_type",
+    "granularity",
+    "title",
+    "content",
+    "version",
+    "metadata",
+    "stale",
+    "created_at",
+    "updated_at",
+)
+COPY_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class Config:
+    projects: int
+    artifacts: int
+    project_size: int
+    requests: int
+    concurrency: tuple[int, ...]
+    explain_runs: int
+    idle_wait: float
+    seed: int
+    what_if: bool
+    gc_trace: bool
+    gc_freeze: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    """One artifact to load, and what the filters need to know of it."""
+
+    id: uuid.UUID
+    project: int  # index into the project list
+    source_agent: str | None
+    artifact_type: str
+    title: str
+    content: str  # JSON text
+    meta: str  # JSON text
+    tags: tuple[str, ...]
+    created_at: datetime.datetime
+
+    def record(self, project_ids: list[uuid.UUID]) -> tuple[Any, ...]:
+        return (
+            self.id,
+            project_ids[self.project],
+            self.source_agent,
+            self.artifact_type,
+            "document",
+            self.title,
+            self.content,
+            1,
+            self.meta,
+            False,
+            self.created_at,
+            self.created_at,
+        )
+
+    def matches(self, params: dict[str, str]) -> bool:
+        """Whether the API's filters select this row (as ArtifactService.list_page does)."""
+        if "artifact_type" in params and self.artifact_type != params["artifact_type"]:
+            return False
+        if "source_agent" in params and self.source_agent != params["source_agent"]:
+            return False
+        if "tag" in params and params["tag"] not in self.tags:
+            return False
+        if "q" in params:
+            needle = params["q"].lower()
+            return needle in self.title.lower() or needle in self.content.lower()
+        return True
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def project_sizes(config: Config, rng: random.Random) -> list[int]:
+    """Artifacts per project: the first exactly `project_size`, the others varied (log-normal), summing up."""
+    rest, others = config.artifacts - config.project_size, config.projects - 1
+    if others == 0:
+        return [config.project_size]
+    weights = [rng.lognormvariate(0, 0.6) for _ in range(others)]
+    total = sum(weights)
+    sizes = [max(1, round(w / total * rest)) for w in weights]
+    largest = max(range(others), key=sizes.__getitem__)
+    sizes[largest] += rest - sum(sizes)
+    return [config.project_size, *sizes]
+
+
+def _sentence(rng: random.Random, low: int, high: int) -> str:
+    text = " ".join(rng.choices(WORDS, k=rng.randint(low, high)))
+    return text[0].upper() + text[1:] + "."
+
+
+def make_content(rng: random.Random, artifact_type: str, target_bytes: int, marker: str) -> dict[str, Any]:
+    """A document of roughly `target_bytes` of JSON, shaped like the type's content; `marker` in one text."""
+    parts: list[dict[str, Any]] = []
+    size = 0
+    while size < target_bytes:
+        if artifact_type in {"source_code", "deployment_package"}:
+            name = "_".join(rng.choices(WORDS[:60], k=2))
+            code = "\n".join(f"def {rng.choice(WORDS[:60])}_{i}(): return {rng.randint(0, 999)}" for i in range(3))
+            part: dict[str, Any] = {"path": f"src/{name}.py", "language": "python", "content": code}
+        elif artifact_type == "test_results":
+            part = {
+                "id": f"TC-{rng.randint(1, 999)}",
+                "title": _sentence(rng, 3, 6),
+                "steps": [_sentence(rng, 5, 10) for _ in range(2)],
+                "status": rng.choice(("passed", "passed", "failed", "not_run")),
+            }
+        else:
+            part = {"heading": _sentence(rng, 2, 5), "text": _sentence(rng, 25, 50)}
+        parts.append(part)
+        size += len(json.dumps(part)) + 2
+    if marker:
+        target = rng.choice(parts)
+        key = next(k for k in ("content", "title", "text") if k in target)
+        words = target[key].split(" ")
+        words.insert(rng.randrange(len(words) + 1), marker)
+        target[key] = " ".join(words)
+    key = {"source_code": "files", "deployment_package": "files", "test_results": "test_cases"}.get(
+        artifact_type, "sections"
+    )
+    return {"summary": _sentence(rng, 10, 20), key: parts, "format": "structured"}
+
+
+def generate_rows(sizes: list[int], rng: random.Random, now: datetime.datetime) -> list[Row]:
+    """Every artifact, in id (= creation) order. Each project is active for a while within the last 180 days."""
+    types, type_weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())
+    span = 180 * DAY
+    end = now.timestamp() - 3600
+    drafts = []
+    for project, size in enumerate(sizes):
+        start = end - span + rng.uniform(0, span - 20 * DAY)
+        length = rng.uniform(15 * DAY, min(60 * DAY, end - start))
+        drafts.extend((start + rng.uniform(0, length), project) for _ in range(size))
+    drafts.sort()
+    # UUIDv7 from each creation time; sorted and handed out in time order, so that id order is creation
+    # order even where two artifacts share a millisecond (the random bits would decide otherwise).
+    import uuid_utils
+
+    ids = sorted(uuid.UUID(bytes=uuid_utils.uuid7(nanoseconds=int(ts * 1e9)).bytes) for ts, _ in drafts)
+    rows = []
+    for number, ((ts, project), artifact_id) in enumerate(zip(drafts, ids, strict=True)):
+        artifact_type = rng.choices(types, type_weights)[0]
+        words = [RARE_WORD] if rng.random() < 0.005 else []
+        if rng.random() < 0.4:
+            words.append(COMMON_WORD)
+        in_title = COMMON_WORD in words and rng.random() < 0.25
+        marker = " ".join(w for w in words if not (in_title and w == COMMON_WORD))
+        content = make_content(rng, artifact_type, rng.randint(1000, 2000), marker)
+        title = f"{TITLE_PREFIX[artifact_type]} {number % 997 + 1}: {' '.join(rng.choices(WORDS[:120], k=4))}"
+        if in_title:
+            title += f" ({COMMON_WORD})"
+        tags = rng.sample(TAG_POOL, k=rng.randint(0, 3))
+        if rng.random() < 0.3:
+            tags.append(COMMON_TAG)
+        if rng.random() < 0.01:
+            tags.append(RARE_TAG)
+        meta = {
+            "confidence": round(rng.uniform(0.5, 1.0), 2),
+            "validation_status": rng.choice(VALIDATION),
+            "tags": tags,
+            "related_artifacts": [],
+            "derived_from": [],
+        }
+        rows.append(
+            Row(
+                id=artifact_id,
+                project=project,
+                source_agent=AGENT_OF[artifact_type],
+                artifact_type=artifact_type,
+                title=title,
+                content=json.dumps(content),
+                meta=json.dumps(meta),
+                tags=tuple(tags),
+                created_at=datetime.datetime.fromtimestamp(ts, datetime.UTC),
+            )
+        )
+    for needle in (RARE_WORD, COMMON_WORD):  # the search words occur only where placed on purpose
+        if any(needle in word for word in (*WORDS, *TAG_POOL, *TITLE_PREFIX.values())):
+            raise BenchError(f"the vocabulary contains {needle!r}")
+    return rows
+
+
+async def pg_connect(dsn: str) -> Any:
+    import asyncpg
+
+    return await asyncpg.connect(dsn, timeout=10, command_timeout=LOAD_TIMEOUT_SECONDS)
+
+
+async def load_rows(dsn: str, rows: list[Row], project_ids: list[uuid.UUID], *, replace: bool) -> dict[str, Any]:
+    """COPY the rows into `artifact` (emptied first if `replace`), then VACUUM ANALYZE; sizes after."""
+    connection = await pg_connect(dsn)
+    try:
+        started = time.perf_counter()
+        if replace:
+            await connection.execute("TRUNCATE artifact CASCADE")
+        for start in range(0, len(rows), COPY_BATCH):
+            records = [row.record(project_ids) for row in rows[start : start + COPY_BATCH]]
+            await connection.copy_records_to_table("artifact", records=records, columns=COPY_COLUMNS)
+        loaded = time.perf_counter()
+        # VACUUM as autovacuum would sooner or later: visibility map and hint bits set, then statistics.
+        await connection.execute("VACUUM (ANALYZE) artifact")
+        vacuumed = time.perf_counter()
+        stats = await connection.fetchrow(
+            """SELECT count(*) AS artifacts, count(DISTINCT project_id) AS projects,
+                      pg_relation_size('artifact') AS heap_bytes,
+                      pg_total_relation_size('artifact') AS total_bytes,
+                      pg_indexes_size('artifact') AS index_bytes,
+                      avg(length(content::text))::int AS avg_content_chars,
+                      avg(pg_column_size(content))::int AS avg_content_stored_bytes
+               FROM artifact"""
+        )
+    finally:
+        await connection.close()
+    return {
+        **dict(stats),
+        "copy_s": round(loaded - started, 2),
+        "vacuum_analyze_s": round(vacuumed - loaded, 2),
+    }
+
+
+async def postgres_settings(dsn: str) -> dict[str, str]:
+    connection = await pg_connect(dsn)
+    try:
+        names = (
+            "server_version",
+            "shared_buffers",
+            "work_mem",
+            "effective_cache_size",
+            "random_page_cost",
+            "jit",
+            "max_parallel_workers_per_gather",
+        )
+        return {name: str(await connection.fetchval(f"SHOW {name}")) for name in names}
+    finally:
+        await connection.close()
+
+
+# --- queries ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    kind: str  # "list" (first page), "walk" (every page), "get" (one artifact by id), "project"
+    params: dict[str, str] = field(default_factory=dict)
+
+
+QUERIES = (
+    Query("project (baseline)", "project"),
+    Query("get by id", "get"),
+    Query("list, first page", "list"),
+    Query("list, all pages", "walk"),
+    Query("artifact_type", "list", {"artifact_type": "system_architecture"}),
+    Query("source_agent", "list", {"source_agent": "tester"}),
+    Query("tag, common", "list", {"tag": COMMON_TAG}),
+    Query("tag, rare", "list", {"tag": RARE_TAG}),
+    Query("type + tag", "list", {"artifact_type": "source_code", "tag": COMMON_TAG}),
+    Query("q, few matches", "list", {"q": RARE_WORD}),
+    Query("q, many matches", "list", {"q": COMMON_WORD}),
+)
+
+
+def list_path(project_id: uuid.UUID, params: dict[str, str], cursor: str | None = None) -> str:
+    query = httpx.QueryParams({**params, "limit": PAGE_LIMIT, **({"cursor": cursor} if cursor else {})})
+    return f"/api/v1/projects/{project_id}/artifacts?{query}"
+
+
+@dataclass
+class Samples:
+    """What a batch of requests gave: (wall-clock start, duration) of each good one, and the failures."""
+
+    requests: list[tuple[float, float]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    walks: list[float] = field(default_factory=list)
+    walk_totals: set[int] = field(default_factory=set)
+    elapsed: float = 0.0
+
+    @property
+    def latencies(self) -> list[float]:
+        return [duration for _, duration in self.requests]
+
+
+async def _timed_get(client: httpx.AsyncClient, path: str, samples: Samples) -> httpx.Response | None:
+    wall, t0 = time.time(), time.perf_counter()
+    try:
+        response = await client.get(path)
+    except httpx.HTTPError as exc:
+        samples.failures.append(f"{path}: {exc!r}")
+        return None
+    duration = time.perf_counter() - t0
+    if response.status_code != 200:
+        samples.failures.append(f"{path}: {response.status_code} {response.text[:200]}")
+        return None
+    samples.requests.append((wall, duration))
+    return response
+
+
+async def _closed_loop(
+    clients: list[httpx.AsyncClient], paths: list[str], check: Callable[[httpx.Response], bool]
+) -> Samples:
+    """The clients work through `paths` together, each sending its next request when the previous answered."""
+    samples = Samples()
+    pending = iter(paths)
+    started = time.perf_counter()
+
+    async def run(client: httpx.AsyncClient) -> None:
+        for path in pending:
+            response = await _timed_get(client, path, samples)
+            if response is not None and not check(response):
+                samples.failures.append(f"{path}: unexpected answer {response.text[:200]}")
+
+    await asyncio.gather(*(run(client) for client in clients))
+    samples.elapsed = time.perf_counter() - started
+    return samples
+
+
+async def _walks(clients: list[httpx.AsyncClient], project_id: uuid.UUID, walks: int, max_pages: int) -> Samples:
+    """`walks` walks through every page (cursor after cursor), spread over the clients."""
+    samples = Samples()
+    remaining = iter(range(walks))
+    started = time.perf_counter()
+
+    async def run(client: httpx.AsyncClient) -> None:
+        for _ in remaining:
+            cursor, seen, walk_started = None, 0, time.perf_counter()
+            for _page in range(max_pages):
+                response = await _timed_get(client, list_path(project_id, {}, cursor), samples)
+                if response is None:
+                    break
+                body = response.json()
+                seen += len(body["items"])
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    samples.walks.append(time.perf_counter() - walk_started)
+                    samples.walk_totals.add(seen)
+                    break
+            else:
+                samples.failures.append(f"more than {max_pages} pages")
+
+    await asyncio.gather(*(run(client) for client in clients))
+    samples.elapsed = time.perf_counter() - started
+    return samples
+
+
+def _has_content(response: httpx.Response) -> bool:
+    return "content" in response.json()
+
+
+def _any_body(response: httpx.Response) -> bool:
+    return True
+
+
+def _expect_items(expected: int) -> Callable[[httpx.Response], bool]:
+    return lambda response: len(response.json()["items"]) == expected
+
+
+# --- the api, with its garbage collections logged --------------------------------------------------------
+
+# `python -m app serve`, run through runpy after registering a gc callback that logs every collection of
+# the oldest generation (and any other taking more than 5 ms): the same server in the same process.
+# With BENCH_GC_FREEZE=1 (--gc-freeze, an experiment), once the api answers /health, everything allocated
+# so far is moved out of the collector's reach with gc.freeze(), as an app could do at the end of startup.
+GC_TRACE_SERVE = """
+import gc, os, runpy, sys, threading, time, urllib.request
+log = open(os.environ["BENCH_GC_LOG"], "a", buffering=1)
+began = {}
+def trace(phase, info):
+    generation = info["generation"]
+    if phase == "start":
+        began[generation] = time.perf_counter()
+        return
+    took = time.perf_counter() - began.pop(generation, time.perf_counter())
+    if generation == 2 or took > 0.005:
+        log.write(f"{time.time():.6f} {generation} {took * 1000:.3f} {info['collected']}\\n")
+gc.callbacks.append(trace)
+def freeze_when_up(url):
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    gc.collect()
+    gc.freeze()
+    log.write(f"# frozen {gc.get_freeze_count()} objects\\n")
+if os.environ.get("BENCH_GC_FREEZE") == "1":
+    url = f"http://{sys.argv[sys.argv.index('--host') + 1]}:{sys.argv[sys.argv.index('--port') + 1]}/health"
+    threading.Thread(target=freeze_when_up, args=(url,), daemon=True).start()
+sys.argv = ["app", *sys.argv[1:]]
+runpy.run_module("app", run_name="__main__", alter_sys=True)
+"""
+
+
+def start_api_traced(env: dict[str, str], log_dir: Path, gc_log: Path, freeze: bool) -> tuple[Process, str]:
+    """As bench.status_bench.start_api, with the gc callback above."""
+    port = free_port()
+    args = [sys.executable, "-c", GC_TRACE_SERVE, "serve", "--host", HOST, "--port", str(port)]
+    extra = {"BENCH_GC_LOG": str(gc_log), "BENCH_GC_FREEZE": "1" if freeze else "0"}
+    api = Process("api", args, child_env({**env, **extra}), log_dir / "api.log")
+    base_url = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if api.popen.poll() is not None:
+            api.stop()
+            raise BenchError(f"the api exited early:\n{api.log_tail()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return api, base_url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    api.stop()
+    raise BenchError(f"the api did not become healthy within {SERVER_START_SECONDS:.0f} s:\n{api.log_tail()}")
+
+
+def gc_pauses(gc_log: Path | None, since: float, until: float) -> list[tuple[float, float, int]]:
+    """(start, end, generation) of the api's logged collections between two wall-clock times."""
+    if gc_log is None or not gc_log.exists():
+        return []
+    pauses = []
+    for line in gc_log.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        ended, generation, took_ms, _ = line.split()
+        end = float(ended)
+        if since <= end <= until:
+            pauses.append((end - float(took_ms) / 1000, end, int(generation)))
+    return pauses
+
+
+def tail_analysis(samples: Samples, pauses: list[tuple[float, float, int]]) -> dict[str, Any]:
+    """How many requests took more than the target, and how many of those overlapped a logged collection."""
+    slow = [(start, start + duration) for start, duration in samples.requests if duration * 1000 > TARGET_P99_MS]
+    gen2 = [p for p in pauses if p[2] == 2]
+    during = sum(1 for a, b in slow if any(start < b and end > a for start, end, _ in pauses))
+    return {
+        "over_target": len(slow),
+        "over_target_during_gc": during,
+        "gen2_collections": len(gen2),
+        "gen2_ms_max": round(max((end - start for start, end, _ in gen2), default=0) * 1000, 1),
+        "gen2_ms_total": round(sum(end - start for start, end, _ in gen2) * 1000, 1),
+        "slow_young_collections": len(pauses) - len(gen2),
+    }
+
+
+async def measure_query(
+    target: Target,
+    query: Query,
+    project_id: uuid.UUID,
+    rows: list[Row],
+    config: Config,
+    concurrency: int,
+    rng: random.Random,
+    gc_log: Path | None,
+) -> dict[str, Any]:
+    matching = [row for row in rows if row.matches(query.params)] if query.kind in {"list", "walk"} else rows
+    result: dict[str, Any] = {
+        "query": query.name,
+        "kind": query.kind,
+        "params": query.params,
+        "concurrency": concurrency,
+    }
+    if query.kind in {"list", "walk"}:
+        result["matching_rows"] = len(matching)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(target.client(limits=limits)) for _ in range(concurrency)]
+        if query.kind == "walk":
+            pages = max(1, math.ceil(len(rows) / PAGE_LIMIT))
+            await _walks(clients, project_id, 1, pages + 5)  # warm-up
+            result["machine_busy_before_percent"] = await wait_for_quiet(config.idle_wait)
+            since = time.time()
+            with CpuMeter(target.groups) as cpu:
+                samples = await _walks(clients, project_id, max(1, config.requests // pages), pages + 5)
+            if samples.walk_totals != {len(rows)}:
+                samples.failures.append(f"walks saw {sorted(samples.walk_totals)} artifacts, expected {len(rows)}")
+            result.update(pages_per_walk=pages, walks=len(samples.walks), walk=summarize_ms(samples.walks))
+        else:
+            if query.kind == "get":
+                ids = [rng.choice(rows).id for _ in range(config.requests + WARMUP_REQUESTS)]
+                paths = [f"/api/v1/artifacts/{artifact_id}" for artifact_id in ids]
+                check = _has_content
+            elif query.kind == "project":
+                paths = [f"/api/v1/projects/{project_id}"] * (config.requests + WARMUP_REQUESTS)
+                check = _any_body
+            else:
+                paths = [list_path(project_id, query.params)] * (config.requests + WARMUP_REQUESTS)
+                check = _expect_items(min(PAGE_LIMIT, len(matching)))
+            await _closed_loop(clients, paths[:WARMUP_REQUESTS], check)
+            result["machine_busy_before_percent"] = await wait_for_quiet(config.idle_wait)
+            since = time.time()
+            with CpuMeter(target.groups) as cpu:
+                samples = await _closed_loop(clients, paths[WARMUP_REQUESTS:], check)
+    latencies = samples.latencies
+    result.update(
+        latency=summarize_ms(latencies),
+        requests_ok=len(latencies),
+        errors=len(samples.failures),
+        failures=samples.failures[:3],
+        duration_s=round(samples.elapsed, 3),
+        requests_per_s=round(len(latencies) / samples.elapsed, 1) if samples.elapsed else None,
+        tail=tail_analysis(samples, gc_pauses(gc_log, since, time.time())),
+        cpu=cpu.result,
+    )
+    return result
+
+
+# --- SQL: the app's own statements under EXPLAIN ANALYZE -------------------------------------------------
+
+
+async def capture_statement(engine: Any, method: str, *args: Any, **kwargs: Any) -> tuple[str, Any]:
+    """The statement (and parameters) that ArtifactService.`method`(*args, **kwargs) sends to PostgreSQL."""
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.artifacts.services import ArtifactService
+
+    captured: list[tuple[str, Any]] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        captured.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        async with AsyncSession(engine) as session:
+            await getattr(ArtifactService(session=session), method)(*args, **kwargs)
+            await session.rollback()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    statements = [(s, p) for s, p in captured if "FROM artifact" in s]
+    if not statements:
+        raise BenchError(f"no artifact statement captured: {captured}")
+    return statements[-1]
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(child for sub in node.get("Plans", []) for child in _plan_nodes(sub))]
+
+
+def summarize_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    nodes = _plan_nodes(plan["Plan"])
+    steps = []
+    for node in nodes:
+        text = node["Node Type"]
+        if "Index Name" in node:
+            text += f" {node['Index Name']}"
+        elif "Relation Name" in node:
+            text += f" {node['Relation Name']}"
+        removed = node.get("Rows Removed by Filter", 0) * node.get("Actual Loops", 1)
+        text += f" (rows {node.get('Actual Rows', 0) * node.get('Actual Loops', 1)}"
+        text += f", removed {removed})" if removed else ")"
+        steps.append(text)
+    return {
+        "plan": " > ".join(steps),
+        "indexes": sorted({n["Index Name"] for n in nodes if "Index Name" in n}),
+        "seq_scan": any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "artifact" for n in nodes),
+        "rows_removed_by_filter": sum(n.get("Rows Removed by Filter", 0) * n.get("Actual Loops", 1) for n in nodes),
+        # A generic plan (made once for any parameters) shows them as $1, $2, ...; a custom one their values.
+        "generic": bool(re.search(r"\$\d", json.dumps(plan["Plan"]))),
+        "shared_hit_blocks": plan["Plan"].get("Shared Hit Blocks"),
+        "shared_read_blocks": plan["Plan"].get("Shared Read Blocks"),
+        "jit_ms": round(plan["JIT"]["Timing"]["Total"], 3) if "JIT" in plan else None,
+    }
+
+
+def sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime.datetime):
+        value = value.isoformat()
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def explain_statement(pg_dsn: str, statement: str, parameters: Any, runs: int) -> dict[str, Any]:
+    """The app's statement as the app runs it: prepared once per connection, then executed again and again.
+
+    After five executions PostgreSQL may switch a prepared statement to a generic plan, made without
+    the parameters' values (plan_cache_mode = auto); asyncpg, under SQLAlchemy, prepares every statement
+    and keeps it per connection. So: PREPARE, execute it SQL_WARMUP_RUNS times, then EXPLAIN ANALYZE
+    EXECUTE it `runs` times (the plan the app gets); and the same with plan_cache_mode =
+    force_custom_plan (the plan for these very values, as a one-off query gets).
+    """
+    import asyncpg
+
+    values = ", ".join(sql_literal(value) for value in (parameters or ()))
+    execute = f"EXECUTE bench_statement({values})" if values else "EXECUTE bench_statement"
+    explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {execute}"
+    connection = await asyncpg.connect(pg_dsn, timeout=10, command_timeout=SQL_TIMEOUT_SECONDS)
+    found: dict[str, Any] = {}
+    try:
+        await connection.execute(f"SET statement_timeout = '{int(SQL_TIMEOUT_SECONDS)}s'")
+        for mode in ("auto", "force_custom_plan"):
+            await connection.execute(f"SET plan_cache_mode = {mode}")
+            await connection.execute(f"PREPARE bench_statement AS {statement}")
+            fetch = []
+            for i in range(SQL_WARMUP_RUNS + runs):
+                t0 = time.perf_counter()
+                fetched = await connection.fetch(execute)
+                if i >= SQL_WARMUP_RUNS:
+                    fetch.append(time.perf_counter() - t0)
+            execution, planning, last = [], [], {}
+            for _ in range(runs):
+                last = json.loads(await connection.fetchval(explain))[0]
+                execution.append(last["Execution Time"])
+                planning.append(last["Planning Time"])
+            await connection.execute("DEALLOCATE bench_statement")
+            found["prepared" if mode == "auto" else "custom"] = {
+                "execution_ms_median": round(statistics.median(execution), 3),
+                "execution_ms_max": round(max(execution), 3),
+                "planning_ms_median": round(statistics.median(planning), 3),
+                "fetch": summarize_ms(fetch),
+                "rows_fetched": len(fetched),
+                **summarize_plan(last),
+            }
+    finally:
+        await connection.close()
+    return {"runs": runs, **found}
+
+
+async def explain_scenario(
+    pg_dsn: str, sa_dsn: str, project_id: uuid.UUID, rows: list[Row], config: Config, rng: random.Random
+) -> dict[str, Any]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from app.artifacts.services import ArtifactFilters
+
+    engine = create_async_engine(sa_dsn, poolclass=NullPool, connect_args={"timeout": 10})
+    explained: dict[str, Any] = {}
+    try:
+        for query in QUERIES:
+            if query.kind == "project":
+                continue
+            if query.kind == "get":
+                method, args, kwargs = "get_artifact", (rng.choice(rows).id,), {}
+            elif query.kind == "walk":  # a page in the middle: the cursor condition
+                method, args = "list_page", (project_id, ArtifactFilters())
+                kwargs = {"limit": PAGE_LIMIT, "cursor": rows[len(rows) // 2].id}
+            else:
+                method, args = "list_page", (project_id, ArtifactFilters(**query.params))
+                kwargs = {"limit": PAGE_LIMIT, "cursor": None}
+            statement, parameters = await capture_statement(engine, method, *args, **kwargs)
+            explained[query.name] = await explain_statement(pg_dsn, statement, parameters, config.explain_runs)
+            explained[query.name]["statement"] = statement
+            explained[query.name]["parameters"] = [str(p) for p in parameters] if parameters else []
+    finally:
+        await engine.dispose()
+    return explained
+
+
+# --- scenarios -------------------------------------------------------------------------------------------
+
+# Not in the app's migrations: what the analysis suggests, created for the last scenarios only.
+WHAT_IF_INDEXES = (
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    # list pages: WHERE project_id = ? [AND id > cursor] ORDER BY id LIMIT n, straight from one index
+    "CREATE INDEX bench_artifact_project_id_id ON artifact (project_id, id)",
+    # q: lower(title) LIKE '%...%' OR lower(CAST(content AS TEXT)) LIKE '%...%', as ArtifactService writes it
+    "CREATE INDEX bench_artifact_title_trgm ON artifact USING gin (lower(title) gin_trgm_ops)",
+    "CREATE INDEX bench_artifact_content_trgm ON artifact USING gin (lower(content::text) gin_trgm_ops)",
+)
+
+
+async def create_what_if_indexes(pg_dsn: str) -> dict[str, Any]:
+    connection = await pg_connect(pg_dsn)
+    try:
+        started = time.perf_counter()
+        await connection.execute("SET maintenance_work_mem = '256MB'")
+        for statement in WHAT_IF_INDEXES:
+            await connection.execute(statement)
+        await connection.execute("ANALYZE artifact")
+        sizes = await connection.fetch(
+            "SELECT indexrelid::regclass::text AS name, pg_relation_size(indexrelid) AS bytes "
+            "FROM pg_index WHERE indrelid = 'artifact'::regclass AND indexrelid::regclass::text LIKE 'bench_%'"
+        )
+    finally:
+        await connection.close()
+    return {
+        "statements": list(WHAT_IF_INDEXES),
+        "build_s": round(time.perf_counter() - started, 2),
+        "index_bytes": {row["name"]: row["bytes"] for row in sizes},
+    }
+
+
+@dataclass(frozen=True)
+class Bench:
+    target: Target
+    pg_dsn: str  # asyncpg
+    sa_dsn: str  # SQLAlchemy (postgresql+asyncpg)
+    gc_log: Path | None
+    config: Config
+
+
+async def measure_scenario(bench: Bench, name: str, project_id: uuid.UUID, rows: list[Row]) -> dict[str, Any]:
+    print(f"  scenario {name}: project {project_id} with {len(rows)} artifacts", flush=True)
+    config = bench.config
+    rng = random.Random(f"{config.seed}-{name}")
+    queries = []
+    for query, concurrency in itertools.product(QUERIES, config.concurrency):
+        result = await measure_query(bench.target, query, project_id, rows, config, concurrency, rng, bench.gc_log)
+        lat = result["latency"]
+        print(
+            f"    {query.name:<20}{concurrency:>3} clients  p50 {lat.get('p50_ms', math.nan):7.2f} ms"
+            f"  p99 {lat.get('p99_ms', math.nan):7.2f} ms  errors {result['errors']}"
+            f"  gen2 GCs {result['tail']['gen2_collections']}  other CPU {result['cpu']['other_cpu_percent']:.0f} %",
+            flush=True,
+        )
+        queries.append(result)
+    print("    EXPLAIN ANALYZE of the app's statements …", flush=True)
+    explained = await explain_scenario(bench.pg_dsn, bench.sa_dsn, project_id, rows, config, rng)
+    for result in queries:
+        if result["query"] in explained:
+            result["sql"] = explained[result["query"]]
+    return {"scenario": name, "project_id": str(project_id), "project_artifacts": len(rows), "queries": queries}
+
+
+async def create_projects(target: Target, count: int) -> list[uuid.UUID]:
+    ids = []
+    async with target.client() as client:
+        for i in range(count):
+            body = {"name": f"artifacts bench {i}", "description": "context store retrieval benchmark"}
+            response = await client.post("/api/v1/projects/", json=body)
+            if response.status_code != 201:
+                raise BenchError(f"create project: {response.status_code} {response.text}")
+            ids.append(uuid.UUID(response.json()["id"]))
+    return ids
+
+
+def size_label(count: int) -> str:
+    return f"{count // 1000}k" if count % 1000 == 0 else str(count)
+
+
+async def measure(bench: Bench) -> dict[str, Any]:
+    config = bench.config
+    rng = random.Random(config.seed)
+    sizes = project_sizes(config, rng)
+    project_ids = await create_projects(bench.target, config.projects)
+    print(f"  {config.projects} projects created; generating {config.artifacts} artifacts …", flush=True)
+    t0 = time.perf_counter()
+    rows = generate_rows(sizes, rng, datetime.datetime.now(datetime.UTC))
+    by_project: dict[int, list[Row]] = {}
+    for row in rows:
+        by_project.setdefault(row.project, []).append(row)
+    print(f"  generated in {time.perf_counter() - t0:.1f} s", flush=True)
+    largest = max(range(1, len(sizes)), key=sizes.__getitem__, default=0)
+    scenarios = []
+    loads: dict[str, Any] = {}
+
+    small, large = size_label(config.project_size), size_label(config.artifacts)
+    loads[small] = await load_rows(bench.pg_dsn, by_project[0], project_ids, replace=False)
+    print(f"  loaded {loads[small]}", flush=True)
+    scenarios.append(await measure_scenario(bench, small, project_ids[0], by_project[0]))
+
+    if config.projects > 1:
+        loads[large] = await load_rows(bench.pg_dsn, rows, project_ids, replace=True)  # all, in creation order
+        print(f"  loaded {loads[large]}", flush=True)
+        scenarios.append(await measure_scenario(bench, large, project_ids[0], by_project[0]))
+        scenarios.append(await measure_scenario(bench, f"{large}-largest", project_ids[largest], by_project[largest]))
+    if config.what_if:
+        loads["what_if_indexes"] = await create_what_if_indexes(bench.pg_dsn)
+        print(f"  suggested indexes created: {loads['what_if_indexes']}", flush=True)
+        if config.projects > 1:
+            scenarios.append(await measure_scenario(bench, f"{large}+idx", project_ids[0], by_project[0]))
+            scenarios.append(
+                await measure_scenario(bench, f"{large}-largest+idx", project_ids[largest], by_project[largest])
+            )
+        else:
+            scenarios.append(await measure_scenario(bench, f"{small}+idx", project_ids[0], by_project[0]))
+    return {
+        "project_sizes": {"measured": sizes[0], "largest": sizes[largest], "smallest": min(sizes)},
+        "loads": loads,
+        "scenarios": scenarios,
+    }
+
+
+def run(config: Config) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="botarmy-bench-artifacts-") as workdir:
+        log_dir = Path(workdir)
+        gc_log = log_dir / "gc.log" if config.gc_trace else None
+        with services_environment(info) as env:
+            pg_dsn = env["DATABASE_URL"]
+            sa_dsn = pg_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+            info["postgres_settings"] = asyncio.run(postgres_settings(pg_dsn))
+            token = create_admin_token(env)
+            api: Process | None = None
+            try:
+                api, base_url = (
+                    start_api_traced(env, log_dir, gc_log, config.gc_freeze) if gc_log else start_api(env, log_dir)
+                )
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                target = Target(base_url, headers, {"api": api.popen.pid})
+                results = asyncio.run(measure(Bench(target, pg_dsn, sa_dsn, gc_log, config)))
+                if gc_log is not None and gc_log.exists():
+                    frozen = [line for line in gc_log.read_text().splitlines() if line.startswith("# frozen")]
+                    info["gc_frozen_objects"] = int(frozen[0].split()[2]) if frozen else None
+            except BaseException:
+                if api is not None:
+                    print(f"--- api log (tail)\n{api.log_tail()}", file=sys.stderr)
+                raise
+            finally:
+                if api is not None:
+                    api.stop()  # before the database is dropped
+    return {**info, **results}
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+
+def _plan_text(sql: dict[str, Any]) -> str:
+    if not sql:
+        return ""
+    text = ", ".join(index.removeprefix("ix_artifact_") for index in sql["indexes"])
+    if sql["seq_scan"]:
+        text += " + seq scan" if text else "seq scan"
+    if sql["rows_removed_by_filter"]:
+        text += f"; {sql['rows_removed_by_filter']} filtered"
+    return ("generic: " if sql["generic"] else "") + text
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print()
+    print(f"GET /api/v1/projects/{{id}}/artifacts?limit={PAGE_LIMIT}&... and GET /api/v1/artifacts/{{id}}")
+    print("  API: latency of the measured requests; >50: requests over 50 ms (of which during a gen-2 GC of the api);")
+    print(
+        "  SQL: EXPLAIN ANALYZE execution time (median) of the app's statement, as prepared and re-executed"
+        " by the app (prep) and planned for its values (custom); plan of the prepared one."
+    )
+    header = (
+        f"{'scenario':<17}{'query':<19}{'cl':>3}{'match':>6}{'p50':>7}{'p99':>7}{'max':>7}{'req/s':>6}{'err':>4}"
+        f"{'>50':>9}{'<50?':>5}{'prep':>7}{'custom':>7}  {'plan (prepared)':<52}{'api%':>5}{'pg%':>5}{'oth%':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    for scenario in results.get("scenarios", []):
+        for q in scenario["queries"]:
+            lat, cpu, tail = q["latency"], q["cpu"], q["tail"]
+            sql = q.get("sql", {})
+            prepared, custom = sql.get("prepared", {}), sql.get("custom", {})
+            p99 = lat.get("p99_ms", math.nan)
+            slow = f"{tail['over_target']}({tail['over_target_during_gc']})"
+            print(
+                f"{scenario['scenario']:<17}{q['query']:<19}{q['concurrency']:>3}{q.get('matching_rows', ''):>6}"
+                f"{lat.get('p50_ms', math.nan):>7.1f}{p99:>7.1f}{lat.get('max_ms', math.nan):>7.0f}"
+                f"{q['requests_per_s'] or 0:>6.0f}{q['errors']:>4}{slow:>9}{'yes' if p99 < TARGET_P99_MS else 'NO':>5}"
+                f"{prepared.get('execution_ms_median', math.nan):>7.2f}"
+                f"{custom.get('execution_ms_median', math.nan):>7.2f}"
+                f"  {_plan_text(prepared)[:52]:<52}{cpu['api_cpu_percent']:>5.0f}{cpu['postgres_cpu_percent']:>5.0f}"
+                f"{cpu['other_cpu_percent']:>5.0f}"
+            )
+            if q["kind"] == "walk":
+                walk = q["walk"]
+                print(
+                    f"{'':<17}{'  whole walk':<19}{'':>3}{q['pages_per_walk']:>4}pp"
+                    f"{walk.get('p50_ms', math.nan):>7.0f}{walk.get('p99_ms', math.nan):>7.0f}"
+                    f"{walk.get('max_ms', math.nan):>7.0f}"
+                )
+    print()
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(prog="python -m bench.artifacts_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--projects", type=int, default=100, help="projects in the large database (1..1000)")
+    parser.add_argument("--artifacts", type=int, default=100_000, help="artifacts in the large database (max 200000)")
+    parser.add_argument("--project-size", type=int, default=1000, help="artifacts of the measured project")
+    parser.add_argument("--requests", type=int, default=200, help="measured requests per query (1..5000)")
+    parser.add_argument("--concurrency", default="1,4", help="comma-separated client counts (each 1..32)")
+    parser.add_argument("--explain-runs", type=int, default=15, help="EXPLAIN ANALYZE runs per statement (1..100)")
+    parser.add_argument(
+        "--idle-wait", type=float, default=15.0, help="before each query, wait up to this long for an idle machine"
+    )
+    parser.add_argument("--seed", type=int, default=20261124)
+    parser.add_argument(
+        "--what-if",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="at the end, create the suggested indexes and measure the 100k scenarios again (default on)",
+    )
+    parser.add_argument(
+        "--gc-trace",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log the api's garbage collections (python -c wrapper around `app serve`; default on)",
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="experiment: gc.freeze() in the api once it is up (needs --gc-trace; the app does not do this)",
+    )
+    args = parser.parse_args(argv)
+    if args.gc_freeze and not args.gc_trace:
+        parser.error("--gc-freeze needs --gc-trace")
+    if not 1 <= args.projects <= 1000:
+        parser.error("--projects: 1..1000")
+    if not 1 <= args.project_size <= args.artifacts <= 200_000:
+        parser.error("--project-size <= --artifacts <= 200000")
+    if args.projects == 1 and args.artifacts != args.project_size:
+        parser.error("one project: --artifacts must equal --project-size")
+    if args.artifacts - args.project_size < args.projects - 1:
+        parser.error("at least one artifact per other project")
+    concurrency = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
+    if not concurrency or not all(1 <= c <= 32 for c in concurrency):
+        parser.error("--concurrency: 1..32 each")
+    if not 1 <= args.requests <= 5000 or not 1 <= args.explain_runs <= 100:
+        parser.error("--requests 1..5000, --explain-runs 1..100")
+    if not 0 <= args.idle_wait <= 600:
+        parser.error("--idle-wait: 0..600")
+    return Config(
+        args.projects,
+        args.artifacts,
+        args.project_size,
+        args.requests,
+        concurrency,
+        args.explain_runs,
+        args.idle_wait,
+        args.seed,
+        args.what_if,
+        args.gc_trace,
+        args.gc_freeze,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = datetime.datetime.now(datetime.UTC)
+    failure = None
+    results: dict[str, Any] = {}
+    try:
+        results = run(config)
+    except Exception as exc:
+        failure = str(exc) or repr(exc)
+        print(f"!! failed: {failure}", file=sys.stderr)
+    print_table(results)
+    report = {
+        "benchmark": "artifacts_bench",
+        "started_at": started.isoformat(),
+        "machine": machine(),
+        "git_head": git_head(),
+        "config": asdict(config),
+        "env": BENCH_ENV,
+        "target_p99_ms": TARGET_P99_MS,
+        "results": results,
+        "failure": failure,
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"artifacts_bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"results written to {path.relative_to(RESULTS_DIR.parents[1])}")
+    return 1 if failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The context store on both modes: create, filters, sections, versions, staleness, delete, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+from typing import Any
+
+from httpx import AsyncClient
+from sqlalchemy import func, select, update
+
+from app.artifacts.models import Artifact
+from app.config import Settings
+from app.db.engine import build_db_config
+from app.events.models import Event
+from tests.helpers import wait_for_task
+
+SPEC = {
+    "vision": "Families share recipes.",
+    "personas": [{"name": "Cook", "description": "Cooks daily.", "needs": ["speed"]}],
+    "business_requirements": [{"id": "BR-1", "description": "Store recipes.", "priority": "must"}],
+    "feature_map": [{"name": "Recipes", "description": "CRUD for recipes.", "requirement_ids": ["BR-1"]}],
+    "success_criteria": ["A recipe is saved in under a minute."],
+}
+
+
+async def new_project(client: AsyncClient) -> str:
+    return str((await client.post("/api/v1/projects", json={"name": "store"})).json()["id"])
+
+
+async def create(client: AsyncClient, project_id: str, **body: Any) -> dict[str, Any]:
+    response = await client.post(f"/api/v1/projects/{project_id}/artifacts", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def count_artifacts(settings: Settings, project_id: str) -> int:
+    config = build_db_config(settings.db)
+    try:
+        async with config.get_session() as session:
+            statement = select(func.count()).select_from(Artifact).where(Artifact.project_id == uuid.UUID(project_id))
+            return int(await session.scalar(statement) or 0)
+    finally:
+        await config.get_engine().dispose()
+
+
+async def test_create_read_and_split_into_sections(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    spec = await create(
+        client,
+        project_id,
+        artifact_type="software_specification",
+        title="PRD",
+        content=SPEC,
+        metadata={"confidence": 0.8, "tags": ["prd", "v1"], "validation_status": "needs_review"},
+    )
+    assert spec["version"] == 1
+    assert spec["granularity"] == "document"
+    assert spec["metadata"]["tags"] == ["prd", "v1"]
+    assert (await client.get(f"/api/v1/artifacts/{spec['id']}")).json() == spec
+
+    tree = (await client.get(f"/api/v1/projects/{project_id}/context")).json()
+    [document] = tree["documents"]
+    assert document["id"] == spec["id"]
+    assert [s["title"] for s in document["sections"]] == [
+        "Vision",
+        "Personas",
+        "Business requirements",
+        "Feature map",
+        "Success criteria",
+    ]
+    vision = (await client.get(f"/api/v1/artifacts/{document['sections'][0]['id']}")).json()
+    assert vision["content"] == {"vision": "Families share recipes."}
+    assert vision["parent_id"] == spec["id"]
+    assert vision["granularity"] == "section"
+
+    notes = await create(
+        client, project_id, artifact_type="user_input", title="Notes", content="# Goals\nShare.\n## Risks\nNone yet."
+    )
+    sections = (await client.get(f"/api/v1/projects/{project_id}/artifacts", params={"parent_id": notes["id"]})).json()[
+        "items"
+    ]
+    assert [s["title"] for s in sections] == ["Goals", "Risks"]
+    concept = await create(
+        client,
+        project_id,
+        artifact_type="agent_output",
+        title="Database: PostgreSQL",
+        content={"summary": "We chose PostgreSQL for transactions."},
+        granularity="concept",
+    )
+    assert concept["granularity"] == "concept"
+
+
+async def test_list_filters_and_pages(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    before = datetime.datetime.now(datetime.UTC).isoformat()
+    await asyncio.sleep(0.01)
+    first = await create(client, project_id, artifact_type="user_input", title="Alpha idea", content={"text": "kanban"})
+    second = await create(
+        client,
+        project_id,
+        artifact_type="user_input",
+        title="Beta",
+        content={"text": "a Kanban board"},
+        metadata={"tags": ["ui"]},
+    )
+    third = await create(client, project_id, artifact_type="software_specification", title="PRD", content=SPEC)
+    path = f"/api/v1/projects/{project_id}/artifacts"
+
+    async def ids(**params: Any) -> list[str]:
+        response = await client.get(path, params={"granularity": "document", **params})
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    assert await ids() == [first["id"], second["id"], third["id"]]
+    assert await ids(artifact_type="user_input") == [first["id"], second["id"]]
+    assert await ids(tag="ui") == [second["id"]]
+    assert await ids(tag="u") == []  # a tag matches whole
+    assert await ids(q="KANBAN") == [first["id"], second["id"]]
+    assert await ids(q="alpha") == [first["id"]]
+    assert await ids(created_after=before) == [first["id"], second["id"], third["id"]]
+    assert await ids(created_before=before) == []
+    assert await ids(stale="true") == []
+    page = (await client.get(path, params={"granularity": "document", "limit": 2})).json()
+    assert len(page["items"]) == 2
+    rest = (await client.get(path, params={"granularity": "document", "cursor": page["next_cursor"]})).json()
+    assert [item["id"] for item in rest["items"]] == [third["id"]]
+    assert rest["next_cursor"] is None
+    assert "content" not in page["items"][0]
+    bad_params: list[tuple[dict[str, str | int], str]] = [
+        ({"artifact_type": "poem"}, "artifact_type"),
+        ({"limit": 0}, "limit"),
+        ({"tag": "no spaces"}, "tag"),
+        ({"created_after": "yesterday"}, "created_after"),
+    ]
+    for params, field in bad_params:
+        bad = await client.get(path, params=params)
+        assert bad.status_code == 400, params
+        assert field in bad.text
+
+
+async def test_bad_artifacts_are_refused_and_nothing_is_stored(client: AsyncClient, settings: Settings) -> None:
+    project_id = await new_project(client)
+    other_project = await new_project(client)
+    elsewhere = await create(client, other_project, artifact_type="user_input", title="x", content={"text": "x"})
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"artifact_type": "software_specification", "title": "PRD", "content": {"vision": "only"}}, "personas"),
+        (
+            {
+                "artifact_type": "source_code",
+                "title": "c",
+                "content": {"files": [{"path": "../etc/passwd", "language": "x", "content": ""}]},
+            },
+            "path",
+        ),
+        ({"artifact_type": "software_specification", "title": "t", "content": "text"}, "JSON object"),
+        ({"artifact_type": "user_input", "title": "", "content": {}}, "title"),
+        ({"artifact_type": "sonnet", "title": "t", "content": {}}, "artifact_type"),
+        ({"artifact_type": "user_input", "title": "t", "content": {}, "metadata": {"confidence": 1.5}}, "confidence"),
+        (
+            {"artifact_type": "user_input", "title": "t", "content": {}, "metadata": {"validation_status": "great"}},
+            "validation_status",
+        ),
+        (
+            {
+                "artifact_type": "user_input",
+                "title": "t",
+                "content": {},
+                "metadata": {"related_artifacts": [elsewhere["id"]]},
+            },
+            "not in this project",
+        ),
+        ({"artifact_type": "user_input", "title": "t", "content": {}, "granularity": "section"}, "parent_id"),
+        ({"artifact_type": "user_input", "title": "t", "content": {"x": "y" * 600_000}}, "larger than"),
+    ]
+    for body, reason in cases:
+        response = await client.post(f"/api/v1/projects/{project_id}/artifacts", json=body)
+        assert response.status_code in (400, 413, 422), (body, response.text)
+        assert reason in response.text, (reason, response.text)
+    assert await count_artifacts(settings, project_id) == 0
+    assert (await client.post(f"/api/v1/projects/{uuid.uuid4()}/artifacts", json=cases[3][0])).status_code in (400, 404)
+
+
+async def test_versions_and_staleness(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    spec = await create(client, project_id, artifact_type="software_specification", title="PRD", content=SPEC)
+    design = await create(
+        client,
+        project_id,
+        artifact_type="user_input",
+        title="Design notes",
+        content={"text": "Follows the PRD"},
+        metadata={"derived_from": [spec["id"]]},
+    )
+    changed = {**SPEC, "vision": "Families and friends share recipes."}
+    response = await client.patch(
+        f"/api/v1/artifacts/{spec['id']}", json={"content": changed, "change_note": "wider audience"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 2
+
+    versions = (await client.get(f"/api/v1/artifacts/{spec['id']}/versions")).json()["items"]
+    assert [(v["version"], v["change_note"]) for v in versions] == [(1, "created"), (2, "wider audience")]
+    assert versions[1]["changed_by"].startswith("test-admin-")
+    old = (await client.get(f"/api/v1/artifacts/{spec['id']}/versions/1")).json()
+    assert old["content"]["vision"] == "Families share recipes."
+    assert (await client.get(f"/api/v1/artifacts/{spec['id']}/versions/3")).status_code == 404
+
+    stale = (await client.get(f"/api/v1/projects/{project_id}/artifacts", params={"stale": "true"})).json()["items"]
+    assert [item["id"] for item in stale] == [design["id"]]
+    assert "PRD" in stale[0]["stale_reason"]
+    # Sections follow the new content; the old ones are gone from the tree.
+    [document] = [
+        d
+        for d in (await client.get(f"/api/v1/projects/{project_id}/context")).json()["documents"]
+        if d["id"] == spec["id"]
+    ]
+    vision = (await client.get(f"/api/v1/artifacts/{document['sections'][0]['id']}")).json()
+    assert vision["content"]["vision"].startswith("Families and friends")
+
+    invalid = await client.patch(f"/api/v1/artifacts/{spec['id']}", json={"content": {"vision": "broken"}})
+    assert invalid.status_code in (400, 422)
+    assert "personas" in invalid.text
+    assert (await client.get(f"/api/v1/artifacts/{spec['id']}")).json()["version"] == 2  # nothing stored
+
+
+async def test_concurrent_patches_each_make_a_version(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    notes = await create(client, project_id, artifact_type="user_input", title="n", content={"text": "0"})
+    responses = await asyncio.gather(
+        *(client.patch(f"/api/v1/artifacts/{notes['id']}", json={"content": {"text": str(n)}}) for n in range(1, 6))
+    )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    versions = (await client.get(f"/api/v1/artifacts/{notes['id']}/versions")).json()["items"]
+    assert [v["version"] for v in versions] == [1, 2, 3, 4, 5, 6]
+    final = (await client.get(f"/api/v1/artifacts/{notes['id']}")).json()
+    assert final["version"] == 6
+    assert final["content"] == (await client.get(f"/api/v1/artifacts/{notes['id']}/versions/6")).json()["content"]
+
+
+async def test_delete_is_soft_and_recorded(client: AsyncClient, settings: Settings) -> None:
+    project_id = await new_project(client)
+    spec = await create(client, project_id, artifact_type="software_specification", title="PRD", content=SPEC)
+    assert (await client.delete(f"/api/v1/artifacts/{spec['id']}")).status_code == 200
+    assert (await client.get(f"/api/v1/artifacts/{spec['id']}")).status_code == 404
+    assert (await client.delete(f"/api/v1/artifacts/{spec['id']}")).status_code == 404
+    assert (await client.get(f"/api/v1/projects/{project_id}/context")).json()["documents"] == []
+    assert await count_artifacts(settings, project_id) == 6  # the rows stay, with their sections
+    config = build_db_config(settings.db)
+    try:
+        async with config.get_session() as session:
+            kinds = list(
+                await session.scalars(
+                    select(Event.event_type).where(Event.project_id == uuid.UUID(project_id)).order_by(Event.id)
+                )
+            )
+    finally:
+        await config.get_engine().dispose()
+    assert kinds[-1] == "artifact_deleted"
+
+
+async def test_retention_never_purges_what_is_in_use(client: AsyncClient, settings: Settings) -> None:
+    project_id = await new_project(client)
+    old_used = await create(client, project_id, artifact_type="user_input", title="used", content={"text": "u"})
+    old_free = await create(client, project_id, artifact_type="user_input", title="free", content={"text": "f"})
+    fresh = await create(client, project_id, artifact_type="user_input", title="fresh", content={"text": "n"})
+    # A task that waits for a human keeps its context alive.
+    task = await client.post(
+        f"/api/v1/projects/{project_id}/tasks",
+        json={"agent_type": "analyst", "instructions": "x [[offline:question=ok?]]", "context_ids": [old_used["id"]]},
+    )
+    await wait_for_task(client, task.json()["task_id"], "waiting_for_hitl")
+    config = build_db_config(settings.db)
+    try:
+        async with config.get_session() as session:
+            long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=200)
+            await session.execute(
+                update(Artifact)
+                .where(Artifact.id.in_([uuid.UUID(old_used["id"]), uuid.UUID(old_free["id"])]))
+                .values(created_at=long_ago)
+            )
+            await session.commit()
+    finally:
+        await config.get_engine().dispose()
+    purged = await client.post("/api/v1/artifacts/purge", params={"older_than_days": 90})
+    assert purged.status_code == 200, purged.text
+    assert purged.json()["purged"] >= 1
+    assert (await client.get(f"/api/v1/artifacts/{old_free['id']}")).status_code == 404
+    assert (await client.get(f"/api/v1/artifacts/{old_used['id']}")).status_code == 200
+    assert (await client.get(f"/api/v1/artifacts/{fresh['id']}")).status_code == 200
