@@ -33,7 +33,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the api (and, without REDIS_URL, the worker in the same process)."""
     settings = _settings()
     uvicorn.run(
-        "app.main:create_app",
+        "app.main:create_served_app",
         factory=True,
         host=host or settings.server.host,
         port=port or settings.server.port,

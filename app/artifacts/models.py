@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, literal_column
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import UUIDv7AuditBase, enum_check
@@ -42,6 +42,23 @@ class Artifact(UUIDv7AuditBase):
         Index("ix_artifact_project_id_artifact_type", "project_id", "artifact_type"),
         Index("ix_artifact_project_id_created_at", "project_id", "created_at"),
         Index("ix_artifact_parent_id", "parent_id"),
+        # Lists are ordered by id: without this, a project's first page walks the primary key
+        # through every older project's rows (bench/README.md, "Context store retrieval").
+        Index("ix_artifact_project_id_id", "project_id", "id"),
+        # Text search (`q`) is `lower(...) LIKE '%word%'`, which only a trigram index can serve.
+        # PostgreSQL only (pg_trgm); SQLite scans one project's rows, which is fine at its scale.
+        Index(
+            "ix_artifact_title_trgm",
+            func.lower(literal_column("title")).label("title_lower"),
+            postgresql_using="gin",
+            postgresql_ops={"title_lower": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_artifact_content_trgm",
+            func.lower(literal_column("content::text")).label("content_lower"),
+            postgresql_using="gin",
+            postgresql_ops={"content_lower": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     project_id: Mapped[UUID] = mapped_column(GUID, ForeignKey("project.id", ondelete="CASCADE"))
