@@ -13,9 +13,10 @@ from sqlalchemy import func, select
 from app.artifacts.models import Artifact
 from app.config import load_settings
 from app.db.engine import build_db_config
+from app.hitl.models import HitlRequest
 from app.tasks.models import AgentTask
 from tests.conftest import free_port
-from tests.helpers import Process, Server, cli_token, start_server, start_worker
+from tests.helpers import Process, Server, cli_token, eventually, start_server, start_worker
 
 
 @pytest.fixture
@@ -81,8 +82,11 @@ async def test_killed_api_and_worker_mid_execution(crash_env: dict[str, str], tm
             restart_worker("worker-4")
             async with asyncio.timeout(90):
                 while (body := await execution(client, execution_id))["status"] != "completed":
-                    assert body["status"] == "running", body
+                    assert body["status"] == "running", body["steps"]
                     await asyncio.sleep(0.2)
+            steps = body["steps"]
+            assert isinstance(steps, list)
+            coder_runs = len(steps[3]["runs"])  # one per task of the plan, in parallel
     finally:
         for process in processes.values():
             process.stop()
@@ -108,13 +112,109 @@ async def test_killed_api_and_worker_mid_execution(crash_env: dict[str, str], tm
             )
     finally:
         await config.get_engine().dispose()
-    assert sorted((step, count) for step, count in steps) == [(str(n), 1) for n in range(6)]  # one task a step
-    # Each step's documents were written once: the six agents write 2, 2, 2, 1, 1 and 2.
-    assert sorted((step, count) for step, count in documents) == [
-        ("0", 2),
-        ("1", 2),
-        ("2", 2),
-        ("3", 1),
-        ("4", 1),
-        ("5", 2),
-    ]
+    # One task a step (a run of the coder's a task of the plan), never a second one after a crash.
+    assert coder_runs > 1
+    runs = [1, 1, 1, coder_runs, 1, 1]
+    assert sorted((step, count) for step, count in steps) == [(str(n), runs[n]) for n in range(6)]
+    # Each step's documents were written once: the six agents write 2, 2, 2, 1 (a run), 1 and 2.
+    written = [2, 2, 2, coder_runs, 1, 2]
+    assert sorted((step, count) for step, count in documents) == [(str(n), written[n]) for n in range(6)]
+
+
+DEPLOY_ONCE = """
+workflow:
+  id: deploy-once
+  name: Deploy once
+  sequence:
+    - agent: deployer
+      phase: launch
+      creates: [deployment_package, deployment_log]
+      side_effects: true
+"""
+
+
+async def test_a_step_with_side_effects_is_put_to_a_human_after_a_crash(
+    crash_env: dict[str, str], tmp_path: Path
+) -> None:
+    """At most once: a deploy interrupted by a crash is not rerun blindly; the human decides."""
+    (tmp_path / "bmad" / "workflows").mkdir(parents=True)
+    (tmp_path / "bmad" / "workflows" / "deploy-once.yaml").write_text(DEPLOY_ONCE)
+    env = {**crash_env, "BOTARMY_BMAD_DIR": str(tmp_path / "bmad")}
+    headers = {"Authorization": f"Bearer {cli_token(env)}"}
+    port = free_port()
+    server = start_server(env, port, tmp_path / "api.log")
+    workers = [start_worker(env, tmp_path / "worker-1.log")]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=20) as client:
+            execution_ids = []
+            for name in ("approved", "rejected"):
+                project = (await client.post("/api/v1/projects", json={"name": name})).json()
+                started = await client.post(
+                    "/api/v1/executions",
+                    json={
+                        "project_id": project["id"],
+                        "workflow_id": "deploy-once",
+                        "inputs": {"idea": "Ship it [[offline:delay=5]]"},
+                    },
+                )
+                assert started.status_code == 202, started.text
+                execution_ids.append(started.json()["id"])
+
+            async def run_statuses() -> list[str]:
+                bodies = [await execution(client, execution_id) for execution_id in execution_ids]
+                return [body["steps"][0]["runs"][0]["task_status"] for body in bodies]  # type: ignore[index]
+
+            await eventually(run_statuses, lambda statuses: statuses == ["working", "working"], timeout=30)
+            workers[0].kill()  # mid-deploy: part of it may have happened
+            workers.append(start_worker(env, tmp_path / "worker-2.log"))
+            parked = ["waiting_for_hitl", "waiting_for_hitl"]
+            await eventually(run_statuses, lambda statuses: statuses == parked, timeout=30, interval=0.2)
+            for execution_id in execution_ids:
+                assert (await execution(client, execution_id))["status"] == "waiting_for_hitl"
+
+            config = build_db_config(load_settings(env).db)
+            try:
+                async with config.get_session() as session:
+                    tasks = list(await session.scalars(select(AgentTask).order_by(AgentTask.id)))
+                    requests = {
+                        request.task_id: request
+                        for request in await session.scalars(
+                            select(HitlRequest).where(HitlRequest.kind == "task_failure")
+                        )
+                    }
+            finally:
+                await config.get_engine().dispose()
+            assert [(task.at_most_once, task.attempts) for task in tasks] == [(True, 1), (True, 1)]  # not rerun
+            approve, reject = (requests[task.id] for task in tasks)
+            assert "interrupted" in approve.question and approve.options == ["approve", "reject"]
+
+            answered = await client.post(f"/api/v1/hitl/{approve.id}/respond", json={"action": "approve"})
+            assert answered.status_code == 200, answered.text
+            declined = await client.post(
+                f"/api/v1/hitl/{reject.id}/respond", json={"action": "reject", "comment": "rolled back by hand"}
+            )
+            assert declined.status_code == 200, declined.text
+            async with asyncio.timeout(30):
+                while (done := await execution(client, execution_ids[0]))["status"] != "completed":
+                    assert done["status"] in ("running", "waiting_for_hitl"), done
+                    await asyncio.sleep(0.2)
+            failed = await execution(client, execution_ids[1])
+            assert failed["status"] == "failed"
+            assert "rolled back by hand" in str(failed["error"])
+    finally:
+        for process in [server, *workers]:
+            process.stop()
+
+    config = build_db_config(load_settings(env).db)
+    try:
+        async with config.get_session() as session:
+            tasks = list(await session.scalars(select(AgentTask).order_by(AgentTask.id)))
+            documents = await session.scalar(
+                select(func.count(Artifact.id)).where(
+                    Artifact.task_id == tasks[0].id, Artifact.granularity == "document"
+                )
+            )
+    finally:
+        await config.get_engine().dispose()
+    assert [(task.status, task.attempts) for task in tasks] == [("completed", 2), ("failed", 1)]
+    assert documents == 2  # the approved rerun wrote the package and the log, once

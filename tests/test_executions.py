@@ -75,17 +75,31 @@ async def test_the_default_workflow_runs_to_completion(client: AsyncClient, sett
     assert all(step["status"] == "completed" and step["task_status"] == "completed" for step in done["steps"])
     assert all(step["artifact_ids"] for step in done["steps"])
 
+    # The coder step repeats for each task of the architect's implementation plan, one run each.
+    design = [(await client.get(f"/api/v1/artifacts/{id_}")).json() for id_ in done["steps"][2]["artifact_ids"]]
+    plan_tasks = next(a["content"]["tasks"] for a in design if a["artifact_type"] == "implementation_plan")
+    coder_runs = done["steps"][3]["runs"]
+    assert len(plan_tasks) > 1
+    assert [run["item"] for run in coder_runs] == [f"{task['id']}: {task['title']}" for task in plan_tasks]
+    assert all(run["task_status"] == "completed" and run["artifact_ids"] for run in coder_runs)
+    assert [len(step["runs"]) for step in done["steps"]] == [1, 1, 1, len(plan_tasks), 1, 1]
+
     tasks = await rows(
         settings, select(AgentTask).where(AgentTask.project_id == uuid.UUID(project_id)).order_by(AgentTask.id)
     )
-    assert [task.agent_type for task in tasks] == SIX  # each step exactly once, in order
-    assert [task.step_id for task in tasks] == [str(n) for n in range(6)]
+    expected = [*SIX[:3], *["coder"] * len(plan_tasks), *SIX[4:]]
+    assert [task.agent_type for task in tasks] == expected  # each step (or run) exactly once, in order
+    assert [task.step_id for task in tasks] == [str(SIX.index(agent)) for agent in expected]
+    assert [task.at_most_once for task in tasks] == [agent == "deployer" for agent in expected]
     by_agent = {task.agent_type: task for task in tasks}
-    # The architect was given the PRD (and the idea), the coder the plan and architecture.
+    # The architect was given the PRD (and the idea), each coder run the plan and architecture, and
+    # the tester the code of every coder run.
     architect_context = set(by_agent["architect"].context_ids)
     assert set(done["steps"][0]["artifact_ids"]) & architect_context
-    coder_context = set(by_agent["coder"].context_ids)
-    assert set(done["steps"][2]["artifact_ids"]) <= coder_context
+    for coder in (task for task in tasks if task.agent_type == "coder"):
+        assert set(done["steps"][2]["artifact_ids"]) <= set(coder.context_ids)
+    coder_code = {artifact_id for run in coder_runs for artifact_id in run["artifact_ids"]}
+    assert coder_code <= set(by_agent["tester"].context_ids)
     handoffs = await rows(
         settings, select(Handoff).where(Handoff.project_id == uuid.UUID(project_id)).order_by(Handoff.id)
     )
@@ -161,6 +175,13 @@ async def test_the_sample_bmad_workflow_runs_and_skips_what_it_cannot_or_need_no
     assert "architecture_suggests_prd_changes" in reasons[3]  # a condition no agent has set
     assert "various" in reasons[5]  # no agent of ours
     assert reasons[10] == "optional step not requested"  # qa review is optional
+    # The story step `repeats: for_each_epic`, but the sharded plan has tasks, not epics: it runs once.
+    story = done["steps"][7]
+    assert (story["agent"], story["reason"]) == (
+        "sm",
+        "no list of epic items in the required documents; the step runs once",
+    )
+    assert len(story["runs"]) == 1
     assert all(step["status"] in ("completed", "skipped") for step in done["steps"])
 
 

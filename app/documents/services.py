@@ -209,18 +209,28 @@ class DocumentService:
 
     async def source_files(self, project_id: UUID) -> list[tuple[str, str]]:
         """(path, text) of every generated file: code, tests, container and run files."""
-        latest = await self._latest(project_id)
-        files: list[tuple[str, str]] = []
-        code = latest.get(ArtifactType.SOURCE_CODE)
-        if code is not None:
-            files += [(f["path"], f["content"]) for f in code.content.get("files", []) + code.content.get("tests", [])]
-        package = latest.get(ArtifactType.DEPLOYMENT_PACKAGE)
+        # Code may come in several documents (a coder run per planned task): all of them, and where
+        # two write the same path the later one wins.
+        statement = (
+            select(Artifact)
+            .where(
+                Artifact.project_id == project_id,
+                Artifact.deleted_at.is_(None),
+                Artifact.granularity == Granularity.DOCUMENT.value,
+                Artifact.artifact_type == ArtifactType.SOURCE_CODE.value,
+            )
+            .order_by(Artifact.id)
+        )
+        files: dict[str, str] = {}
+        for code in await self.session.scalars(statement):
+            files |= {f["path"]: f["content"] for f in code.content.get("files", []) + code.content.get("tests", [])}
+        package = (await self._latest(project_id)).get(ArtifactType.DEPLOYMENT_PACKAGE)
         if package is not None:
-            files += [
-                (f["path"], f["content"])
+            files |= {
+                f["path"]: f["content"]
                 for f in package.content.get("container_files", []) + package.content.get("run_files", [])
-            ]
-        return files
+            }
+        return list(files.items())
 
 
 def _demote(markdown: str) -> str:

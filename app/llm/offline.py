@@ -5,7 +5,7 @@ every agent and every workflow runs on a fresh machine. The same request always 
 answer. A few directives in the instructions make it behave like a real model for tests and demos:
 `[[offline:confidence=0.4]]`, `[[offline:question=...]]` (an open question), `[[offline:delay=2.5]]`
 (seconds the call takes), `[[offline:fail=transient|permanent]]`, `[[offline:invalid]]` (an answer
-that does not match the schema).
+that does not match the schema), `[[offline:flags=a,!b]]` (workflow flags: a true, b false).
 """
 
 from __future__ import annotations
@@ -228,7 +228,11 @@ class OfflineProvider:
             "artifacts": artifacts,
             "confidence": float(directives.get("confidence") or 0.9),
             "open_questions": [directives["question"]] if directives.get("question") else [],
-            "flags": {},
+            "flags": {
+                name.strip().lstrip("!"): not name.strip().startswith("!")
+                for name in (directives.get("flags") or "").split(",")
+                if name.strip().lstrip("!")
+            },
         }
         if "invalid" in directives:
             answer["confidence"] = "very"

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import UUIDv7AuditBase, enum_check
@@ -68,3 +68,5 @@ class AgentTask(UUIDv7AuditBase):
         GUID, ForeignKey("workflow_execution.id", ondelete="SET NULL"), nullable=True
     )
     step_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Work with effects outside the server (deploy, push): never started twice without a human.
+    at_most_once: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -34,6 +34,8 @@ class Task(Struct):
     status: TaskStatus
     attempts: int
     timeout_seconds: int
+    # Acts outside the server: an interrupted attempt is put to a human, never retried blindly.
+    at_most_once: bool
     output: dict[str, Any] | None
     error: str | None
     job_id: str | None

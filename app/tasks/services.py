@@ -142,6 +142,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         actor: str | None = None,
         workflow_execution_id: UUID | None = None,
         step_id: str | None = None,
+        at_most_once: bool = False,
     ) -> AgentTask:
         """Store a task `pending` with its `task_created` event (no commit, not yet queued)."""
         session = self.repository.session
@@ -158,6 +159,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "timeout_seconds": data.timeout_seconds or default_timeout,
                 "workflow_execution_id": workflow_execution_id,
                 "step_id": step_id,
+                "at_most_once": at_most_once,
             }
         )
         await self.events.record(
@@ -233,7 +235,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         token = str(uuid4())
         claimable = or_(
             AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value]),
-            and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.lease_expires_at < now),
+            and_(_lost(now), AgentTask.at_most_once.is_(False)),
         )
         task = await self._transition(
             task_id,
@@ -316,8 +318,19 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
     async def cancel(self, task_id: UUID, *, actor: str | None = None) -> AgentTask:
         """Stop a task that has not finished: it never starts, or its running attempt is abandoned."""
         await self.get_task(task_id)  # 404 for an unknown task
+        cancelled = await self.cancel_open(task_id, actor=actor)
+        if cancelled is None:
+            current = await self.get_task(task_id)
+            raise ConflictError(
+                f"Task {task_id} is already {current.status}; only unfinished tasks can be cancelled.",
+                extra={"status": current.status},
+            )
+        return cancelled
+
+    async def cancel_open(self, task_id: UUID, *, actor: str | None = None, commit: bool = True) -> AgentTask | None:
+        """Cancel the task if it has not finished. None: it had."""
         open_statuses = [TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.WORKING, TaskStatus.WAITING_FOR_HITL]
-        cancelled = await self._transition(
+        return await self._transition(
             task_id,
             AgentTask.status.in_([status.value for status in open_statuses]),
             {
@@ -327,14 +340,8 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "finished_at": utcnow(),
             },
             message=f"cancelled by {actor or 'the system'}",
+            commit=commit,
         )
-        if cancelled is None:
-            current = await self.get_task(task_id)
-            raise ConflictError(
-                f"Task {task_id} is already {current.status}; only unfinished tasks can be cancelled.",
-                extra={"status": current.status},
-            )
-        return cancelled
 
     async def cancel_if_open(self, task_id: UUID, *, actor: str | None = None) -> bool:
         """Cancel the task if it has not finished; False if it had."""
@@ -396,16 +403,15 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
     async def sweep(self, enqueue: Enqueue, *, pending_after: float, queued_after: float, limit: int = 100) -> int:
         """Put back into the queue every task that fell out of it. Safe in several processes at once.
 
-        - working, lease expired: its worker died;
+        - working, lease expired: its worker died (an at-most-once task is parked instead, see
+          `park_interrupted`);
         - pending for `pending_after` s: the broker was down when it was submitted;
         - queued for `queued_after` s: its message was lost (a flushed Redis); a duplicate
           message is harmless, since only one claim can win.
         """
         now = utcnow()
         conditions = {
-            "worker lost; requeued": and_(
-                AgentTask.status == TaskStatus.WORKING.value, AgentTask.lease_expires_at < now
-            ),
+            "worker lost; requeued": and_(_lost(now), AgentTask.at_most_once.is_(False)),
             "queued": and_(
                 AgentTask.status == TaskStatus.PENDING.value,
                 AgentTask.created_at < now - datetime.timedelta(seconds=pending_after),
@@ -424,6 +430,61 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 if await self.dispatch(task_id, condition, enqueue, message) is not None:
                     dispatched += 1
         return dispatched
+
+    # -- at-most-once tasks whose worker died ---------------------------------------------------
+
+    async def interrupted(self, grace_seconds: float, limit: int = 100) -> list[UUID]:
+        """At-most-once tasks whose worker died mid-attempt: they may have partly done their work.
+
+        Their lease must have run out `grace_seconds` ago: a live worker that was only slow to
+        heartbeat renews its lease meanwhile and keeps the task, instead of troubling a human.
+        """
+        lapsed = utcnow() - datetime.timedelta(seconds=grace_seconds)
+        statement = (
+            select(AgentTask.id)
+            .where(_lost(lapsed), AgentTask.at_most_once.is_(True))
+            .order_by(AgentTask.id)
+            .limit(limit)
+        )
+        task_ids = list(await self.repository.session.scalars(statement))
+        await self.repository.session.commit()
+        return task_ids
+
+    async def park_interrupted(self, task_id: UUID, grace_seconds: float) -> AgentTask | None:
+        """Hold an interrupted at-most-once task for a human (no commit). None: it moved on meanwhile."""
+        lapsed = utcnow() - datetime.timedelta(seconds=grace_seconds)
+        return await self._transition(
+            task_id,
+            and_(_lost(lapsed), AgentTask.at_most_once.is_(True)),
+            {"status": TaskStatus.WAITING_FOR_HITL.value, "lease_token": None, "lease_expires_at": None},
+            message="interrupted mid-attempt; it acts outside the server, so a human decides whether to rerun it",
+            commit=False,
+        )
+
+    async def rerun_parked(self, task_id: UUID, *, actor: str) -> AgentTask | None:
+        """A human allowed another attempt of a parked task: pending again (no commit; dispatch after)."""
+        return await self._transition(
+            task_id,
+            AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
+            {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None, "error": None},
+            message=f"another attempt allowed by {actor}",
+            commit=False,
+        )
+
+    async def fail_parked(self, task_id: UUID, error: str) -> AgentTask | None:
+        """A human declined another attempt of a parked task: it fails (no commit)."""
+        return await self._transition(
+            task_id,
+            AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
+            {"status": TaskStatus.FAILED.value, "error": error, "finished_at": utcnow()},
+            message=f"failed: {error}",
+            commit=False,
+        )
+
+
+def _lost(now: datetime.datetime) -> ColumnElement[bool]:
+    """An attempt whose worker stopped renewing its lease: the worker died (or hangs)."""
+    return and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.lease_expires_at < now)
 
 
 async def dispatch_all(tasks: TaskService, task_ids: Sequence[UUID], enqueue: Enqueue) -> None:

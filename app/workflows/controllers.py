@@ -21,7 +21,7 @@ from app.tasks.services import TaskService, dispatch_all
 from app.worker.runtime import Runtime
 from app.workflows import schemas
 from app.workflows.models import WorkflowExecution
-from app.workflows.services import ExecutionService
+from app.workflows.services import ExecutionService, step_runs
 
 
 def provide_executions(db_session: NamedDependency[AsyncSession]) -> ExecutionService:
@@ -30,7 +30,7 @@ def provide_executions(db_session: NamedDependency[AsyncSession]) -> ExecutionSe
 
 async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> schemas.Execution:
     workflow = ExecutionService.workflow_of(execution)
-    task_ids = [UUID(state["task_id"]) for state in execution.step_state.values() if state.get("task_id")]
+    task_ids = [UUID(run["task_id"]) for state in execution.step_state.values() for run in step_runs(state)]
     statuses: dict[UUID, str] = {}
     artifacts: dict[UUID, list[UUID]] = {}
     if task_ids:
@@ -47,7 +47,16 @@ async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> s
     steps = []
     for step in workflow.steps:
         state = execution.step_state.get(str(step.index), {})
-        task_id = UUID(state["task_id"]) if state.get("task_id") else None
+        runs = [
+            schemas.StepRun(
+                task_id=(run_task := UUID(run["task_id"])),
+                task_status=statuses.get(run_task),
+                item=run.get("item"),
+                artifact_ids=artifacts.get(run_task, []),
+            )
+            for run in step_runs(state)
+        ]
+        task_id = runs[0].task_id if runs else None
         steps.append(
             schemas.ExecutionStep(
                 index=step.index,
@@ -57,7 +66,9 @@ async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> s
                 status=state.get("status", "pending"),
                 task_id=task_id,
                 task_status=statuses.get(task_id) if task_id else None,
-                artifact_ids=artifacts.get(task_id, []) if task_id else [],
+                artifact_ids=[artifact_id for run in runs for artifact_id in run.artifact_ids],
+                runs=runs,
+                request_id=UUID(state["request_id"]) if state.get("request_id") else None,
                 reason=state.get("reason"),
                 started_at=state.get("started_at"),
                 finished_at=state.get("finished_at"),

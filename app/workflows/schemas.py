@@ -25,6 +25,15 @@ class ExecutionStart(InputStruct):
     inputs: ExecutionInputs
 
 
+class StepRun(Struct):
+    """One task of a step: a step that `repeats` has one per item."""
+
+    task_id: UUID
+    task_status: str | None
+    item: str | None
+    artifact_ids: list[UUID]
+
+
 class ExecutionStep(Struct):
     index: int
     agent: str | None
@@ -34,6 +43,9 @@ class ExecutionStep(Struct):
     task_id: UUID | None
     task_status: str | None
     artifact_ids: list[UUID]
+    runs: list[StepRun]
+    # A question about the step's condition, waiting for a human (high oversight).
+    request_id: UUID | None
     reason: str | None
     started_at: str | None
     finished_at: str | None

@@ -30,7 +30,7 @@ from app.events.services import EventService
 from app.hitl.models import HitlKind, HitlRequest, HitlStatus
 from app.hitl.services import HitlService
 from app.projects.models import OversightLevel, Project, ProjectStatus
-from app.tasks.models import AgentTask, TaskStatus
+from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import TaskCreate
 from app.tasks.services import TaskService
 from app.workflows.models import ExecutionStatus, Handoff, HandoffStatus, WorkflowExecution
@@ -51,6 +51,11 @@ ARTIFACT_NAMES: dict[str, ArtifactType] = {
     "implementation_files": ArtifactType.SOURCE_CODE,
 }
 OPEN = (ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING_FOR_HITL.value, ExecutionStatus.PAUSED.value)
+DONE = ("completed", "skipped")
+ASK = "ask"  # a decision: put the step's condition to a human
+MAX_RUNS = 50  # runs of one `repeats` step
+# What a HITL request of an execution holds up, by its step_id.
+GATE_PREFIX, CONDITION_PREFIX, INTERRUPTED_PREFIX = "gate:", "condition:", "interrupted:"
 
 
 def now() -> datetime.datetime:
@@ -61,6 +66,88 @@ def _set_step(execution: WorkflowExecution, step: WorkflowStep, state: dict[str,
     # A new dict every time: JSON columns are saved when the attribute is assigned a new object,
     # not when an object it already holds is changed in place.
     execution.step_state = {**execution.step_state, str(step.index): state}
+
+
+def _state(execution: WorkflowExecution, step: WorkflowStep) -> dict[str, Any]:
+    state: dict[str, Any] = execution.step_state.get(str(step.index), {"status": "pending"})
+    return state
+
+
+def step_runs(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A step's runs (fresh dicts); executions stored before `runs` existed had one `task_id`."""
+    if "runs" in state:
+        return [dict(run) for run in state["runs"]]
+    if state.get("task_id"):
+        return [{"task_id": state["task_id"], "status": state["status"], "item": None}]
+    return []
+
+
+def _step_status(runs: list[dict[str, Any]]) -> str:
+    statuses = {run["status"] for run in runs}
+    if "failed" in statuses:
+        return "failed"
+    if "running" in statuses:
+        return "running"
+    if "waiting_for_hitl" in statuses:
+        return "waiting_for_hitl"
+    return "completed"
+
+
+def phase_stages(workflow: Workflow) -> list[list[WorkflowStep]]:
+    """The sequence cut where the phase changes: stages run one after the other."""
+    stages: list[list[WorkflowStep]] = []
+    for step in workflow.steps:
+        if stages and stages[-1][0].phase == step.phase:
+            stages[-1].append(step)
+        else:
+            stages.append([step])
+    return stages
+
+
+def _outputs(step: WorkflowStep) -> tuple[set[str], set[ArtifactType]]:
+    names = {name.split(" ")[0] for name in [*step.creates, *step.updates]}
+    return names, {kind for name in names if (kind := artifact_type_of(name)) is not None}
+
+
+def depends_on(step: WorkflowStep, earlier: WorkflowStep) -> bool:
+    """Whether `step` needs something `earlier` makes (or writes what `earlier` writes)."""
+    names, kinds = _outputs(earlier)
+    for name in [name.split(" ")[0] for name in [*step.requires, *step.updates]]:
+        if name.startswith("all_") or name in names or artifact_type_of(name) in kinds:
+            return True
+    return False
+
+
+def may_start(step: WorkflowStep, unfinished: list[WorkflowStep], variables: dict[str, Any]) -> bool:
+    """Whether a pending step may start beside the unfinished earlier steps of its phase.
+
+    It waits for those it depends on; a step with effects outside the server waits for all of
+    them; and a condition no one has set yet waits for them too, since any of them may set it.
+    """
+    if not unfinished:
+        return True
+    if step.side_effects or (step.condition and step.condition not in variables):
+        return False
+    return not any(depends_on(step, earlier) for earlier in unfinished)
+
+
+def _item_label(item: Any) -> str | None:
+    if item is None:
+        return None
+    if isinstance(item, dict):
+        name = item.get("title") or item.get("name") or item.get("summary")
+        ident = item.get("id")
+        text = f"{ident}: {name}" if ident and name else str(name or ident or msgspec.json.encode(item).decode())
+    else:
+        text = str(item)
+    return text[:300]
+
+
+def _item_text(instructions: str, item: Any, number: int, total: int) -> str:
+    if item is None:
+        return instructions
+    body = item if isinstance(item, str) else msgspec.json.encode(item).decode()
+    return f"{instructions}\nThis run is item {number} of {total}; do only this one: {body[:4000]}"
 
 
 def artifact_type_of(name: str) -> ArtifactType | None:
@@ -145,72 +232,29 @@ class ExecutionService:
     # -- the state machine -------------------------------------------------------------------
 
     async def advance(self, execution: WorkflowExecution, project: Project | None = None) -> list[UUID]:
-        """Move the execution as far as it can go now; the tasks it created, to enqueue after commit."""
-        if execution.status != ExecutionStatus.RUNNING.value:
+        """Move the execution as far as it can go now; the tasks it created, to enqueue after commit.
+
+        Phases run one after the other (a gate may stand between two); within a phase every step
+        whose inputs are ready starts, so one execution may have several tasks at once.
+        """
+        if execution.status not in (ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING_FOR_HITL.value):
             return []
         project = project or await self.session.get(Project, execution.project_id)
         if project is None:  # the project was deleted: nothing to do for it
             return []
         workflow = self.workflow_of(execution)
-        previous: WorkflowStep | None = None
-        for step in workflow.steps:
-            state = execution.step_state[str(step.index)]
-            if state["status"] in ("completed", "skipped"):
-                previous = step if state["status"] == "completed" else previous
-                continue
-            if state["status"] in ("running", "waiting_for_hitl"):
-                return []  # one step at a time
-            # A gate between phases, when the oversight level asks for one.
-            if previous is not None and previous.phase != step.phase:
-                gate = await self._gate(execution, project, previous.phase)
-                if gate is not None:
-                    return []
-            skip_reason = self._skip_reason(execution, project, step)
-            if skip_reason is not None:
-                _set_step(
-                    execution, step, {"status": "skipped", "reason": skip_reason, "finished_at": now().isoformat()}
-                )
-                await self.events.record(
-                    "workflow_step_completed",
-                    project_id=execution.project_id,
-                    data={
-                        "execution_id": str(execution.id),
-                        "step": step.index,
-                        "status": "skipped",
-                        "reason": skip_reason,
-                    },
-                )
-                continue
-            task = await self._task_for(execution, project, workflow, step, previous)
-            _set_step(execution, step, {"status": "running", "task_id": str(task.id), "started_at": now().isoformat()})
-            execution.current_step = str(step.index)
-            await self.events.record(
-                "workflow_step_started",
-                project_id=execution.project_id,
-                task_id=task.id,
-                data={
-                    "execution_id": str(execution.id),
-                    "step": step.index,
-                    "agent_type": step.agent_type.value if step.agent_type else None,
-                    "phase": step.phase,
-                    "task_id": str(task.id),
-                },
-            )
-            return [task.id]
+        started: list[UUID] = []
+        previous: list[WorkflowStep] = []
+        for stage in phase_stages(workflow):
+            if previous and await self._gate(execution, project, previous[0].phase) is not None:
+                return started  # the whole execution waits for the gate
+            started += await self._advance_stage(execution, project, workflow, stage)
+            if not all(_state(execution, step)["status"] in DONE for step in stage):
+                self._settle(execution)
+                return started
+            previous = stage
         await self._complete(execution, project)
-        return []
-
-    def _skip_reason(self, execution: WorkflowExecution, project: Project, step: WorkflowStep) -> str | None:
-        if step.agent_type is None:
-            return f"no agent of ours runs {step.agent or step.step!r}"
-        requested = set(execution.inputs.get("include_optional", []))
-        if step.optional and str(step.index) not in requested and project.oversight_level != OversightLevel.HIGH.value:
-            return "optional step not requested"
-        if step.condition:
-            flag = execution.variables.get(step.condition)
-            if flag is not True:
-                return f"condition {step.condition!r} is {'false' if flag is False else 'not set'}"
-        return None
+        return started
 
     async def _gate(self, execution: WorkflowExecution, project: Project, phase: str) -> HitlRequest | None:
         """The pending gate after `phase`, opened now if needed; None once approved or not needed."""
@@ -229,7 +273,7 @@ class ExecutionService:
                 actor="workflow",
             )
             request.workflow_execution_id = execution.id
-            request.step_id = f"gate:{phase}"
+            request.step_id = f"{GATE_PREFIX}{phase}"
             gates[phase] = {"status": "pending", "request_id": str(request.id)}
             execution.variables = {**execution.variables, "_gates": gates}
             execution.status = ExecutionStatus.WAITING_FOR_HITL.value
@@ -248,10 +292,10 @@ class ExecutionService:
 
     async def approve_gate(self, request: HitlRequest) -> list[UUID]:
         """A human approved a phase gate: the execution goes on."""
-        if request.workflow_execution_id is None or not (request.step_id or "").startswith("gate:"):
+        if request.workflow_execution_id is None or not (request.step_id or "").startswith(GATE_PREFIX):
             return []
         execution = await self.get(request.workflow_execution_id, lock=True)
-        phase = (request.step_id or "").removeprefix("gate:")
+        phase = (request.step_id or "").removeprefix(GATE_PREFIX)
         gates = dict(execution.variables.get("_gates", {}))
         gates[phase] = {**gates.get(phase, {}), "status": "approved"}
         execution.variables = {**execution.variables, "_gates": gates}
@@ -264,12 +308,52 @@ class ExecutionService:
             )
         return await self.advance(execution)
 
+    async def answer_condition(self, request: HitlRequest, *, run: bool, actor: str) -> list[UUID]:
+        """A human said whether a step's condition holds: set the flag, then the step runs or is skipped."""
+        execution = await self.get(request.workflow_execution_id or UUID(int=0), lock=True)
+        index = (request.step_id or "").removeprefix(CONDITION_PREFIX)
+        step = self.workflow_of(execution).steps[int(index)]
+        if step.condition is None or execution.step_state[index].get("request_id") != str(request.id):
+            return []
+        execution.variables = {**execution.variables, step.condition: run}
+        _set_step(execution, step, {"status": "pending"})
+        await self.events.record(
+            "workflow_condition_set",
+            project_id=execution.project_id,
+            actor=actor,
+            data={"execution_id": str(execution.id), "step": step.index, "condition": step.condition, "value": run},
+        )
+        return await self.advance(execution)
+
+    async def on_hitl_answered(
+        self, request: HitlRequest, action: str, *, actor: str, comment: str | None
+    ) -> list[UUID]:
+        """Route a human's answer to what the request holds up. Returns the tasks to enqueue after commit."""
+        step_id = request.step_id or ""
+        if step_id.startswith(GATE_PREFIX):
+            return await self.approve_gate(request)
+        if step_id.startswith(CONDITION_PREFIX):
+            return await self.answer_condition(request, run=action == "approve", actor=actor)
+        if step_id.startswith(INTERRUPTED_PREFIX) and request.task_id is not None:
+            tasks = TaskService(session=self.session)
+            if action == "approve":
+                task = await tasks.rerun_parked(request.task_id, actor=actor)
+                if task is None:
+                    return []
+                await self.on_task_finished(task)  # the run is running again
+                return [task.id]
+            reason = f"not run again after an interruption: {comment or 'declined by ' + actor}"
+            failed = await tasks.fail_parked(request.task_id, reason)
+            return await self.on_task_finished(failed) if failed is not None else []
+        return []
+
     async def _phase_artifacts(self, execution: WorkflowExecution, phase: str) -> list[UUID]:
         workflow = self.workflow_of(execution)
         task_ids = [
-            UUID(state["task_id"])
+            UUID(run["task_id"])
             for step in workflow.steps
-            if step.phase == phase and (state := execution.step_state.get(str(step.index), {})).get("task_id")
+            if step.phase == phase
+            for run in step_runs(execution.step_state.get(str(step.index), {}))
         ]
         if not task_ids:
             return []
@@ -278,22 +362,166 @@ class ExecutionService:
         )
         return list(await self.session.scalars(statement))
 
-    async def _task_for(
-        self,
-        execution: WorkflowExecution,
-        project: Project,
-        workflow: Workflow,
-        step: WorkflowStep,
-        previous: WorkflowStep | None,
-    ) -> AgentTask:
+    async def _advance_stage(
+        self, execution: WorkflowExecution, project: Project, workflow: Workflow, stage: list[WorkflowStep]
+    ) -> list[UUID]:
+        started: list[UUID] = []
+        moved = True
+        while moved:  # a skipped step may free the steps after it
+            moved = False
+            for position, step in enumerate(stage):
+                if _state(execution, step)["status"] != "pending":
+                    continue
+                unfinished = [other for other in stage[:position] if _state(execution, other)["status"] not in DONE]
+                if not may_start(step, unfinished, execution.variables):
+                    continue
+                decision = self._decide(execution, project, step)
+                if decision == ASK:
+                    await self._ask_condition(execution, step)
+                elif decision is not None:
+                    await self._skip(execution, step, decision)
+                    moved = True
+                else:
+                    started += await self._start_step(execution, project, workflow, step)
+        return started
+
+    def _settle(self, execution: WorkflowExecution) -> None:
+        """Running while any step runs; waiting for a human when all that is left waits for one."""
+        if execution.status not in (ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING_FOR_HITL.value):
+            return
+        statuses = {int(index): state["status"] for index, state in execution.step_state.items()}
+        active = sorted(index for index, status in statuses.items() if status in ("running", "waiting_for_hitl"))
+        execution.current_step = str(active[0]) if active else None
+        waiting = active and all(statuses[index] == "waiting_for_hitl" for index in active)
+        execution.status = (ExecutionStatus.WAITING_FOR_HITL if waiting else ExecutionStatus.RUNNING).value
+
+    def _decide(self, execution: WorkflowExecution, project: Project, step: WorkflowStep) -> str | None:
+        """None: run the step; ASK: ask a human about its condition; else why it is skipped."""
         if step.agent_type is None:
-            raise InvalidInputError(f"step {step.index} has no agent of ours")
-        context_ids = await self._context_for(execution, step)
+            return f"no agent of ours runs {step.agent or step.step!r}"
+        requested = set(execution.inputs.get("include_optional", []))
+        high = project.oversight_level == OversightLevel.HIGH.value
+        if step.optional and str(step.index) not in requested and not high:
+            return "optional step not requested"
+        if step.condition:
+            flag = execution.variables.get(step.condition)
+            if flag is None:
+                return ASK if high else f"condition {step.condition!r} is not set"
+            if flag is not True:
+                return f"condition {step.condition!r} is false"
+        return None
+
+    async def _skip(self, execution: WorkflowExecution, step: WorkflowStep, reason: str) -> None:
+        _set_step(execution, step, {"status": "skipped", "reason": reason, "finished_at": now().isoformat()})
+        await self.events.record(
+            "workflow_step_completed",
+            project_id=execution.project_id,
+            data={"execution_id": str(execution.id), "step": step.index, "status": "skipped", "reason": reason},
+        )
+
+    async def _ask_condition(self, execution: WorkflowExecution, step: WorkflowStep) -> None:
+        """High oversight: a condition no agent has decided goes to the product owner."""
+        what = step.action or ", ".join(step.creates) or step.step or "its work"
+        request = await HitlService(session=self.session).open_request(
+            project_id=execution.project_id,
+            kind=HitlKind.MANUAL,
+            question=(
+                f"Step {step.index + 1} ({step.agent}: {what}) runs only if {step.condition!r}, and no agent has "
+                "said whether it holds. Approve to run the step, reject to skip it."
+            ),
+            options=("approve", "reject"),
+            actor="workflow",
+        )
+        request.workflow_execution_id = execution.id
+        request.step_id = f"{CONDITION_PREFIX}{step.index}"
+        _set_step(
+            execution,
+            step,
+            {
+                "status": "waiting_for_hitl",
+                "reason": f"condition {step.condition!r} asked",
+                "request_id": str(request.id),
+            },
+        )
+
+    async def _start_step(
+        self, execution: WorkflowExecution, project: Project, workflow: Workflow, step: WorkflowStep
+    ) -> list[UUID]:
+        """One task per run: one run, or one per item of the list the step `repeats` over."""
+        context_ids = await self._context_for(execution, workflow, step)
+        items: list[Any] = [None]
+        note = None
+        if step.repeats:
+            items, note = await self._repeat_items(step, context_ids)
+        instructions = self._instructions(execution, workflow, step)
+        runs: list[dict[str, Any]] = []
+        for number, item in enumerate(items, start=1):
+            task = await TaskService(session=self.session).create_task(
+                project.id,
+                TaskCreate(
+                    agent_type=step.agent_type or AgentType.ORCHESTRATOR,
+                    instructions=_item_text(instructions, item, number, len(items)),
+                    context_ids=context_ids,
+                ),
+                default_timeout=int(execution.inputs.get("task_timeout_seconds") or 300),
+                actor="workflow",
+                workflow_execution_id=execution.id,
+                step_id=str(step.index),
+                at_most_once=step.side_effects,
+            )
+            runs.append({"task_id": str(task.id), "status": "running", "item": _item_label(item)})
+        state: dict[str, Any] = {
+            "status": "running",
+            "task_id": runs[0]["task_id"],
+            "runs": runs,
+            "started_at": now().isoformat(),
+        }
+        if note:
+            state["reason"] = note
+        _set_step(execution, step, state)
+        self.session.add(
+            Handoff(
+                project_id=project.id,
+                workflow_execution_id=execution.id,
+                from_agent=self._handing_over(execution, workflow, step),
+                to_agent=(step.agent_type or AgentType.ORCHESTRATOR).value,
+                phase=step.phase,
+                instructions=instructions,
+                context_ids=[str(artifact_id) for artifact_id in context_ids],
+                expected_outputs=step.creates or step.updates,
+                status=HandoffStatus.PENDING.value,
+            )
+        )
+        await self.events.record(
+            "workflow_step_started",
+            project_id=execution.project_id,
+            task_id=UUID(runs[0]["task_id"]),
+            data={
+                "execution_id": str(execution.id),
+                "step": step.index,
+                "agent_type": step.agent_type.value if step.agent_type else None,
+                "phase": step.phase,
+                "task_id": runs[0]["task_id"],
+                "task_ids": [run["task_id"] for run in runs],
+            },
+        )
+        return [UUID(run["task_id"]) for run in runs]
+
+    @staticmethod
+    def _handing_over(execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep) -> str:
+        """The agent of the last finished step before this one: who hands the work over."""
+        for earlier in reversed(workflow.steps[: step.index]):
+            if earlier.agent_type is not None and _state(execution, earlier)["status"] == "completed":
+                return earlier.agent_type.value
+        return "orchestrator"
+
+    @staticmethod
+    def _instructions(execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep) -> str:
         what = (
             step.action.replace("_", " ") if step.action else "create " + ", ".join(step.creates or ["your documents"])
         )
         idea = str(execution.inputs.get("idea", ""))
-        instructions = "\n".join(
+        return "\n".join(
             part
             for part in (
                 f"{workflow.name}, step {step.index + 1} of {len(workflow.steps)} ({step.phase} phase): {what}.",
@@ -302,94 +530,140 @@ class ExecutionService:
             )
             if part
         )
-        task = await TaskService(session=self.session).create_task(
-            project.id,
-            TaskCreate(agent_type=step.agent_type, instructions=instructions, context_ids=context_ids),
-            default_timeout=int(execution.inputs.get("task_timeout_seconds") or 300),
-            actor="workflow",
-            workflow_execution_id=execution.id,
-            step_id=str(step.index),
-        )
-        from_agent = previous.agent_type.value if previous is not None and previous.agent_type else "orchestrator"
-        self.session.add(
-            Handoff(
-                project_id=project.id,
-                workflow_execution_id=execution.id,
-                from_agent=from_agent,
-                to_agent=step.agent_type.value,
-                phase=step.phase,
-                instructions=instructions,
-                context_ids=[str(artifact_id) for artifact_id in context_ids],
-                expected_outputs=step.creates or step.updates,
-                status=HandoffStatus.PENDING.value,
-            )
-        )
-        return task
 
-    async def _context_for(self, execution: WorkflowExecution, step: WorkflowStep) -> list[UUID]:
-        """The latest document of each artifact the step requires (and always the idea)."""
+    async def _repeat_items(self, step: WorkflowStep, context_ids: list[UUID]) -> tuple[list[Any], str | None]:
+        """The items of `repeats: for_each_<x>`: the first list of <x>s in the step's required documents."""
+        noun = (step.repeats or "").removeprefix("for_each_")
+        keys = [noun[:-1] + "ies" if noun.endswith("y") else noun + "s", noun + "es", noun, "items"]
+        statement = select(Artifact).where(Artifact.id.in_(context_ids)).order_by(Artifact.id.desc())
+        for artifact in await self.session.scalars(statement):
+            if artifact.artifact_type == ArtifactType.USER_INPUT.value or not isinstance(artifact.content, dict):
+                continue
+            for key in keys:
+                items = artifact.content.get(key)
+                if isinstance(items, list) and items:
+                    if len(items) > MAX_RUNS:
+                        return items[:MAX_RUNS], f"{len(items)} {key} in {artifact.title!r}; the first {MAX_RUNS} run"
+                    return items, None
+        return [None], f"no list of {noun} items in the required documents; the step runs once"
+
+    async def _context_for(self, execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep) -> list[UUID]:
+        """What the step requires, and always the idea.
+
+        For each required artifact type: every document of that type the latest finished step of
+        this execution made (all its runs, e.g. one source file set per task), else the project's
+        newest one.
+        """
         wanted = [kind for name in step.requires if (kind := artifact_type_of(name)) is not None]
         found: list[UUID] = []
         for kind in dict.fromkeys(wanted):
-            statement = (
-                select(Artifact.id)
-                .where(
-                    Artifact.project_id == execution.project_id,
-                    Artifact.artifact_type == kind.value,
-                    Artifact.granularity == Granularity.DOCUMENT.value,
-                    Artifact.deleted_at.is_(None),
-                )
-                .order_by(Artifact.id.desc())
-                .limit(1)
+            task_ids = self._producer_tasks(execution, workflow, step, kind)
+            statement = select(Artifact.id).where(
+                Artifact.project_id == execution.project_id,
+                Artifact.artifact_type == kind.value,
+                Artifact.granularity == Granularity.DOCUMENT.value,
+                Artifact.deleted_at.is_(None),
             )
-            artifact_id = await self.session.scalar(statement)
-            if artifact_id is not None:
-                found.append(artifact_id)
+            if task_ids:
+                found += list(await self.session.scalars(statement.where(Artifact.task_id.in_(task_ids))))
+            else:
+                newest = await self.session.scalar(statement.order_by(Artifact.id.desc()).limit(1))
+                if newest is not None:
+                    found.append(newest)
         idea = UUID(execution.inputs["idea_artifact_id"])
-        return found if idea in found else [*found, idea]
+        return list(dict.fromkeys(found)) if idea in found else [*dict.fromkeys(found), idea]
+
+    @staticmethod
+    def _producer_tasks(
+        execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep, kind: ArtifactType
+    ) -> list[UUID]:
+        for earlier in reversed(workflow.steps[: step.index]):
+            made = {artifact_type_of(name) for name in [*earlier.creates, *earlier.updates]}
+            state = _state(execution, earlier)
+            if kind in made and state["status"] == "completed":
+                return [UUID(run["task_id"]) for run in step_runs(state)]
+        return []
 
     async def on_task_finished(self, task: AgentTask, *, flags: dict[str, bool] | None = None) -> list[UUID]:
-        """The step of `task` is done (or failed): record it once, then advance. Same transaction as the task."""
+        """A run of a step finished, failed or waits for a human: record it once, then advance.
+
+        Same transaction as the task's own change. Keyed by task id: a redelivered task, or one
+        whose step has moved on, changes nothing.
+        """
         if task.workflow_execution_id is None or task.step_id is None:
             return []
         execution = await self.get(task.workflow_execution_id, lock=True)
         state = dict(execution.step_state.get(task.step_id, {}))
-        if state.get("task_id") != str(task.id) or state.get("status") != "running":
-            return []  # a redelivered or superseded task: this step moved on already
-        step_status = {
+        runs = step_runs(state)
+        run = next((run for run in runs if run["task_id"] == str(task.id)), None)
+        if run is None or run["status"] not in ("running", "waiting_for_hitl"):
+            return []
+        run_status = {
             TaskStatus.COMPLETED.value: "completed",
             TaskStatus.WAITING_FOR_HITL.value: "waiting_for_hitl",
+            TaskStatus.WORKING.value: "running",
+            TaskStatus.PENDING.value: "running",
+            TaskStatus.QUEUED.value: "running",
         }.get(task.status, "failed")
-        execution.step_state = {
-            **execution.step_state,
-            task.step_id: {**state, "status": step_status, "finished_at": now().isoformat()},
-        }
+        if run_status == run["status"]:
+            return []
+        run["status"] = run_status
+        step_status = _step_status(runs)
+        state = {**state, "runs": runs, "status": step_status}
+        if step_status in DONE or step_status == "failed":
+            state["finished_at"] = now().isoformat()
+        execution.step_state = {**execution.step_state, task.step_id: state}
         if flags:
             execution.variables = {**execution.variables, **flags}
-        await self.events.record(
-            "workflow_step_completed",
-            project_id=execution.project_id,
-            task_id=task.id,
-            data={
-                "execution_id": str(execution.id),
-                "step": int(task.step_id),
-                "status": step_status,
-                "task_id": str(task.id),
-            },
-        )
+        if step_status in DONE or step_status == "failed":
+            await self.events.record(
+                "workflow_step_completed",
+                project_id=execution.project_id,
+                task_id=task.id,
+                data={
+                    "execution_id": str(execution.id),
+                    "step": int(task.step_id),
+                    "status": step_status,
+                    "task_id": str(task.id),
+                    "task_ids": [run["task_id"] for run in runs],
+                },
+            )
         if step_status == "failed":
+            return await self._fail(execution, int(task.step_id), task.error)
+        return await self.advance(execution)
+
+    async def _fail(self, execution: WorkflowExecution, step_index: int, error: str | None) -> list[UUID]:
+        """A step failed: so does the execution. Its other unfinished tasks are cancelled."""
+        if execution.status in OPEN:
             execution.status = ExecutionStatus.FAILED.value
-            execution.error = f"step {task.step_id} failed: {task.error}"
+            execution.error = f"step {step_index} failed: {error}"
             execution.finished_at = now()
             await self.events.record(
                 "workflow_failed",
                 project_id=execution.project_id,
-                data={"execution_id": str(execution.id), "step": int(task.step_id), "error": task.error},
+                data={"execution_id": str(execution.id), "step": step_index, "error": error},
             )
-            return []
-        if step_status == "waiting_for_hitl":
-            return []
-        return await self.advance(execution)
+            for task_id in self.open_task_ids(execution):
+                await TaskService(session=self.session).cancel_open(task_id, actor="workflow", commit=False)
+            await self._cancel_requests(execution)
+        return []
+
+    async def _cancel_requests(self, execution: WorkflowExecution) -> None:
+        """The execution is over: nobody needs to answer its pending requests any more."""
+        pending = select(HitlRequest).where(
+            HitlRequest.workflow_execution_id == execution.id, HitlRequest.status == HitlStatus.PENDING.value
+        )
+        for request in await self.session.scalars(pending):
+            request.status = HitlStatus.CANCELLED.value
+
+    @staticmethod
+    def open_task_ids(execution: WorkflowExecution) -> list[UUID]:
+        return [
+            UUID(run["task_id"])
+            for state in execution.step_state.values()
+            for run in step_runs(state)
+            if run["status"] in ("running", "waiting_for_hitl")
+        ]
 
     async def _complete(self, execution: WorkflowExecution, project: Project) -> None:
         execution.status = ExecutionStatus.COMPLETED.value
@@ -441,14 +715,8 @@ class ExecutionService:
             raise ConflictError(f"Execution {execution_id} is already {execution.status}.")
         execution.status = ExecutionStatus.CANCELLED.value
         execution.finished_at = now()
-        running = [
-            UUID(state["task_id"]) for state in execution.step_state.values() if state.get("status") == "running"
-        ]
-        pending = select(HitlRequest).where(
-            HitlRequest.workflow_execution_id == execution.id, HitlRequest.status == HitlStatus.PENDING.value
-        )
-        for request in await self.session.scalars(pending):
-            request.status = HitlStatus.CANCELLED.value
+        running = self.open_task_ids(execution)
+        await self._cancel_requests(execution)
         await self.events.record(
             "workflow_cancelled", project_id=execution.project_id, actor=actor, data={"execution_id": str(execution.id)}
         )

@@ -1,0 +1,186 @@
+"""Step semantics on both modes: parallel steps within a phase, conditions, optional steps, repeats.
+
+Each test runs workflows of its own, written as BMAD files into a directory the app loads beside ours.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from app.config import Settings, load_settings
+from app.events.models import Event
+from app.main import create_app
+from app.tasks.models import AgentTask
+from tests.helpers import issue_token
+from tests.test_executions import new_project, rows, start, wait_for_execution
+
+WORKFLOWS = {
+    # Design: the architect and the tester both need only the PRD, so they run side by side; the
+    # coder needs the architecture, so it waits for the architect (not for the tester).
+    "side-by-side": """
+workflow:
+  id: side-by-side
+  name: Side by side
+  sequence:
+    - agent: analyst
+      phase: discovery
+      creates: software_specification
+    - agent: architect
+      phase: design
+      creates: system_architecture
+      requires: software_specification
+    - agent: tester
+      phase: design
+      creates: test_results
+      requires: software_specification
+    - agent: coder
+      phase: design
+      creates: source_code
+      requires: system_architecture
+""",
+    # One phase: a coder, then a tester only if `needs_tests`, then an optional deployer.
+    "conditional": """
+workflow:
+  id: conditional
+  name: Conditional
+  sequence:
+    - agent: coder
+      phase: build
+      creates: source_code
+    - agent: tester
+      phase: build
+      creates: test_results
+      requires: source_code
+      condition: needs_tests
+    - agent: deployer
+      phase: build
+      creates: deployment_log
+      optional: true
+""",
+}
+
+
+@pytest.fixture
+def settings(mode_env: dict[str, str], tmp_path: Path) -> Settings:
+    bmad = tmp_path / "bmad"
+    (bmad / "workflows").mkdir(parents=True)
+    for name, text in WORKFLOWS.items():
+        (bmad / "workflows" / f"{name}.yaml").write_text(text)
+    return load_settings({**mode_env, "BOTARMY_BMAD_DIR": str(bmad)})
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncClient]:
+    async with AsyncTestClient(app=create_app(settings), timeout=30) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+        yield test_client
+
+
+async def events_of(settings: Settings, project_id: str) -> list[Event]:
+    statement = select(Event).where(Event.project_id == uuid.UUID(project_id)).order_by(Event.id)
+    return await rows(settings, statement)
+
+
+def step_event(events: list[Event], kind: str, step: int) -> int:
+    """The position of the step's first event of `kind` in the log."""
+    return next(n for n, e in enumerate(events) if e.event_type == kind and e.data.get("step") == step)
+
+
+async def test_steps_of_a_phase_run_side_by_side_when_their_inputs_are_ready(
+    client: AsyncClient, settings: Settings
+) -> None:
+    project_id = await new_project(client)
+    started = await start(client, project_id, "side-by-side", idea="A recipe box [[offline:delay=1]]")
+    done = await wait_for_execution(client, started["id"], "completed")
+    assert [step["status"] for step in done["steps"]] == ["completed"] * 4
+
+    events = await events_of(settings, project_id)
+    architect_started, tester_started = (
+        step_event(events, "workflow_step_started", 1),
+        step_event(events, "workflow_step_started", 2),
+    )
+    architect_done = step_event(events, "workflow_step_completed", 1)
+    tester_done = step_event(events, "workflow_step_completed", 2)
+    # Both design steps started before either finished, in one transaction (adjacent events).
+    assert max(architect_started, tester_started) < min(architect_done, tester_done)
+    # The coder started only once the architecture it needs was there.
+    assert step_event(events, "workflow_step_started", 3) > architect_done
+
+    tasks = {
+        task.agent_type: task
+        for task in await rows(settings, select(AgentTask).where(AgentTask.project_id == uuid.UUID(project_id)))
+    }
+    architect, tester = tasks["architect"], tasks["tester"]
+    assert architect.started_at is not None and tester.started_at is not None
+    assert architect.finished_at is not None and tester.finished_at is not None
+    # Their model calls (a second each) overlapped in time: they really ran at once.
+    assert architect.started_at < tester.finished_at and tester.started_at < architect.finished_at
+    assert set(done["steps"][1]["artifact_ids"]) & set(tasks["coder"].context_ids)
+
+
+@pytest.mark.parametrize(
+    ("oversight", "directive", "answer", "flag", "tester", "reason"),
+    [
+        ("low", "", None, None, "skipped", "condition 'needs_tests' is not set"),
+        ("low", "[[offline:flags=needs_tests]]", None, True, "completed", None),
+        ("low", "[[offline:flags=!needs_tests]]", None, False, "skipped", "condition 'needs_tests' is false"),
+        ("high", "", "approve", True, "completed", None),
+        ("high", "", "reject", False, "skipped", "condition 'needs_tests' is false"),
+    ],
+    ids=["unset-low", "set-by-agent", "cleared-by-agent", "asked-approved", "asked-rejected"],
+)
+async def test_conditions_from_agents_or_asked_of_the_human(
+    client: AsyncClient,
+    oversight: str,
+    directive: str,
+    answer: str | None,
+    flag: bool | None,
+    tester: str,
+    reason: str | None,
+) -> None:
+    project_id = await new_project(client, oversight)
+    started = await start(client, project_id, "conditional", idea=f"A ledger {directive}")
+    if answer is not None:
+        # High oversight: no agent said whether tests are needed, so the product owner is asked.
+        waiting = await wait_for_execution(client, started["id"], "waiting_for_hitl")
+        step = waiting["steps"][1]
+        assert (step["status"], step["reason"]) == ("waiting_for_hitl", "condition 'needs_tests' asked")
+        assert waiting["steps"][0]["status"] == "completed"
+        response = await client.post(f"/api/v1/hitl/{step['request_id']}/respond", json={"action": answer})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == {"approve": "approved", "reject": "rejected"}[answer]
+        again = await client.post(f"/api/v1/hitl/{step['request_id']}/respond", json={"action": "approve"})
+        assert again.status_code == 409
+    done = await wait_for_execution(client, started["id"], "completed")
+    assert done["steps"][1]["status"] == tester
+    assert done["steps"][1]["reason"] == reason
+    assert done["variables"].get("needs_tests") is flag
+    # The optional deployer runs only under high oversight (or when asked for).
+    assert done["steps"][2]["status"] == ("completed" if oversight == "high" else "skipped")
+
+
+async def test_an_optional_step_runs_when_requested(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    started = await start(client, project_id, "conditional", include_optional=["2"])
+    done = await wait_for_execution(client, started["id"], "completed")
+    assert [step["status"] for step in done["steps"]] == ["completed", "skipped", "completed"]
+
+
+async def test_a_gate_answer_other_than_approve_is_refused_and_changes_nothing(client: AsyncClient) -> None:
+    project_id = await new_project(client, "high")
+    started = await start(client, project_id, "side-by-side")
+    waiting = await wait_for_execution(client, started["id"], "waiting_for_hitl")
+    gate: dict[str, Any] = waiting["gates"]["discovery"]
+    for action, status in (("reject", 422), ("amend", 422), ("maybe", 400)):
+        response = await client.post(f"/api/v1/hitl/{gate['request_id']}/respond", json={"action": action})
+        assert response.status_code == status, response.text
+        assert "action" in response.text
+    assert (await client.get(f"/api/v1/executions/{started['id']}")).json()["gates"]["discovery"] == gate
