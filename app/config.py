@@ -147,6 +147,45 @@ class ModelSettings(msgspec.Struct, frozen=True, kw_only=True):
         return f"ModelSettings(default={self.default!r}, ...)"
 
 
+ExpiryAction = Literal["approve", "reject", "escalate", "pause"]
+KindSeconds = Annotated[str, Meta(pattern=r"^\s*([a-z_]+=\d+(\.\d+)?\s*(,\s*[a-z_]+=\d+(\.\d+)?\s*)*)?$")]
+KindActions = Annotated[
+    str,
+    Meta(
+        pattern=r"^\s*([a-z_]+=(approve|reject|escalate|pause)\s*(,\s*[a-z_]+=(approve|reject|escalate|pause)\s*)*)?$"
+    ),
+]
+
+
+class HitlSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """When a human is asked, how long a question may wait, and what happens when it is not answered."""
+
+    # An agent answer less confident than this waits for a human (a project may set its own).
+    confidence_threshold: Annotated[float, Meta(ge=0, le=1)] = 0.8
+    # Rejections of one step or task redone before the next rejection escalates instead.
+    max_redos: Annotated[int, Meta(ge=0, le=100)] = 3
+    # Seconds a request may wait; `kind=seconds,…` overrides per kind.
+    timeout_seconds: Annotated[float, Meta(gt=0, le=365 * 86400)] = 7 * 86400.0
+    timeouts_by_kind: KindSeconds = ""
+    # What expiry does: approve, reject, escalate (a new, critical request for an admin) or pause
+    # (the execution is paused; resuming it asks again); `kind=action,…` overrides per kind.
+    expiry_action: ExpiryAction = "pause"
+    expiry_actions_by_kind: KindActions = ""
+    # An `hitl_request_expiring` event goes out this long before a request expires.
+    warning_seconds: Annotated[float, Meta(ge=0, le=365 * 86400)] = 3600.0
+
+    def timeout_for(self, kind: str) -> float:
+        return float(_by_kind(self.timeouts_by_kind).get(kind, self.timeout_seconds))
+
+    def expiry_action_for(self, kind: str) -> str:
+        return _by_kind(self.expiry_actions_by_kind).get(kind, self.expiry_action)
+
+
+def _by_kind(spec: str) -> dict[str, str]:
+    pairs = (part.split("=", 1) for part in spec.split(",") if part.strip())
+    return {kind.strip(): value.strip() for kind, value in pairs}
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     app: AppSettings
     db: DatabaseSettings
@@ -154,6 +193,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerSettings
     worker: WorkerSettings
     models: ModelSettings
+    hitl: HitlSettings = HitlSettings()
 
 
 # The one table of environment variables: group -> field -> variable.
@@ -206,6 +246,15 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "progress_interval_seconds": "BOTARMY_PROGRESS_INTERVAL_SECONDS",
         "task_token_limit": "BOTARMY_TASK_TOKEN_LIMIT",
     },
+    "hitl": {
+        "confidence_threshold": "BOTARMY_CONFIDENCE_THRESHOLD",
+        "max_redos": "BOTARMY_HITL_MAX_REDOS",
+        "timeout_seconds": "BOTARMY_HITL_TIMEOUT_SECONDS",
+        "timeouts_by_kind": "BOTARMY_HITL_TIMEOUTS",
+        "expiry_action": "BOTARMY_HITL_EXPIRY_ACTION",
+        "expiry_actions_by_kind": "BOTARMY_HITL_EXPIRY_ACTIONS",
+        "warning_seconds": "BOTARMY_HITL_WARNING_SECONDS",
+    },
 }
 
 _GROUP_TYPES: dict[str, type[msgspec.Struct]] = {
@@ -215,6 +264,7 @@ _GROUP_TYPES: dict[str, type[msgspec.Struct]] = {
     "server": ServerSettings,
     "worker": WorkerSettings,
     "models": ModelSettings,
+    "hitl": HitlSettings,
 }
 _ERROR_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$\.(?P<field>\w+)`)?$")
 
@@ -266,7 +316,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         msg = f"REDIS_URL={redis.url!r} is invalid: expected redis://host:port/db, rediss://… or unix://…"
         raise SettingsError(msg)
     return Settings(
-        app=app, db=db, redis=redis, server=groups["server"], worker=groups["worker"], models=groups["models"]
+        app=app,
+        db=db,
+        redis=redis,
+        server=groups["server"],
+        worker=groups["worker"],
+        models=groups["models"],
+        hitl=groups["hitl"],
     )
 
 

@@ -144,35 +144,68 @@ async def test_context_artifacts_are_injected_and_recorded(client: AsyncClient) 
 # -- failures, retries, questions, budgets ----------------------------------------------------
 
 
-async def test_transient_failures_are_retried_then_the_task_fails(client: AsyncClient, settings: Settings) -> None:
+async def failure_request(settings: Settings, task_id: str) -> HitlRequest:
+    requests = await rows(settings, select(HitlRequest).where(HitlRequest.task_id == uuid.UUID(task_id)))
+    assert [(r.kind, r.status, r.options) for r in requests] == [("task_failure", "pending", ["approve", "reject"])]
+    request: HitlRequest = requests[0]
+    return request
+
+
+async def test_transient_failures_are_retried_then_a_human_decides(client: AsyncClient, settings: Settings) -> None:
     project_id = await new_project(client)
     task_id = await submit(client, project_id, "coder", "Build it [[offline:fail=transient]]")
-    task = await wait_for_task(client, task_id, "failed")
+    # After the retries the task waits for a human with the failure, instead of failing outright.
+    task = await wait_for_task(client, task_id, "waiting_for_hitl")
     assert "offline" in task["error"]
     assert "transient" in task["error"]
+    assert task["output"]["code"] == "server_error"
     attempts = await rows(settings, select(LlmUsage.outcome).where(LlmUsage.task_id == uuid.UUID(task_id)))
     assert attempts == ["server_error"] * 4  # the first call and three retries (BOTARMY_MODEL_RETRY_DELAYS)
     agents = (await client.get("/api/v1/agents/status", params={"project_id": project_id})).json()["items"]
     assert [(row["agent_type"], row["status"]) for row in agents] == [("coder", "error")]
+    request = await failure_request(settings, task_id)
+    assert "transient" in request.question
+    # Approve: another try (which fails the same way, and asks again); reject: it fails.
+    approved = await client.post(f"/api/v1/hitl/{request.id}/respond", json={"action": "approve"})
+    assert approved.status_code == 200, approved.text
+    await eventually(
+        lambda: rows(settings, select(LlmUsage.id).where(LlmUsage.task_id == uuid.UUID(task_id))),
+        lambda calls: len(calls) == 8,
+        timeout=20,
+    )
+    again = await eventually(
+        lambda: rows(settings, select(HitlRequest).where(HitlRequest.task_id == uuid.UUID(task_id))),
+        lambda requests: len(requests) == 2,
+        timeout=20,
+    )
+    second = next(r for r in again if r.id != request.id)
+    declined = await client.post(
+        f"/api/v1/hitl/{second.id}/respond", json={"action": "reject", "comment": "the provider is down for today"}
+    )
+    assert declined.status_code == 200, declined.text
+    failed = await wait_for_task(client, task_id, "failed")
+    assert "the provider is down for today" in failed["error"]
 
 
 async def test_permanent_failure_is_not_retried(client: AsyncClient, settings: Settings) -> None:
     project_id = await new_project(client)
     task_id = await submit(client, project_id, "tester", "Test it [[offline:fail=permanent]]")
-    await wait_for_task(client, task_id, "failed")
+    await wait_for_task(client, task_id, "waiting_for_hitl")
     attempts = await rows(settings, select(LlmUsage.outcome).where(LlmUsage.task_id == uuid.UUID(task_id)))
     assert attempts == ["bad_request"]
+    await failure_request(settings, task_id)
 
 
 async def test_an_invalid_answer_is_a_failed_attempt_with_the_reason(client: AsyncClient, settings: Settings) -> None:
     project_id = await new_project(client)
     task_id = await submit(client, project_id, "analyst", "Specify [[offline:invalid]]")
-    task = await wait_for_task(client, task_id, "failed")
+    task = await wait_for_task(client, task_id, "waiting_for_hitl")
     assert "confidence" in task["error"]
     assert "does not match" in task["error"]
     attempts = await rows(settings, select(LlmUsage.outcome).where(LlmUsage.task_id == uuid.UUID(task_id)))
     assert attempts == ["invalid_output"] * 4
     assert await rows(settings, select(Artifact.id).where(Artifact.task_id == uuid.UUID(task_id))) == []
+    await failure_request(settings, task_id)
 
 
 async def test_a_question_the_agent_cannot_answer_waits_for_a_human(client: AsyncClient, settings: Settings) -> None:

@@ -154,7 +154,9 @@ async def test_conditions_from_agents_or_asked_of_the_human(
         step = waiting["steps"][1]
         assert (step["status"], step["reason"]) == ("waiting_for_hitl", "condition 'needs_tests' asked")
         assert waiting["steps"][0]["status"] == "completed"
-        response = await client.post(f"/api/v1/hitl/{step['request_id']}/respond", json={"action": answer})
+        response = await client.post(
+            f"/api/v1/hitl/{step['request_id']}/respond", json={"action": answer, "comment": "decided by the owner"}
+        )
         assert response.status_code == 200, response.text
         assert response.json()["status"] == {"approve": "approved", "reject": "rejected"}[answer]
         again = await client.post(f"/api/v1/hitl/{step['request_id']}/respond", json={"action": "approve"})
@@ -174,13 +176,20 @@ async def test_an_optional_step_runs_when_requested(client: AsyncClient) -> None
     assert [step["status"] for step in done["steps"]] == ["completed", "skipped", "completed"]
 
 
-async def test_a_gate_answer_other_than_approve_is_refused_and_changes_nothing(client: AsyncClient) -> None:
+async def test_a_bad_answer_to_a_gate_is_refused_and_changes_nothing(client: AsyncClient) -> None:
     project_id = await new_project(client, "high")
     started = await start(client, project_id, "side-by-side")
     waiting = await wait_for_execution(client, started["id"], "waiting_for_hitl")
     gate: dict[str, Any] = waiting["gates"]["discovery"]
-    for action, status in (("reject", 422), ("amend", 422), ("maybe", 400)):
-        response = await client.post(f"/api/v1/hitl/{gate['request_id']}/respond", json={"action": action})
+    for body, status, field in (
+        ({"action": "reject"}, 422, "comment"),
+        ({"action": "amend", "comment": "shorter"}, 422, "amended_content"),
+        ({"action": "maybe"}, 400, "action"),
+        ({"action": "amend", "comment": "x", "amended_content": {"not": "a spec"}}, 422, "content"),
+    ):
+        response = await client.post(f"/api/v1/hitl/{gate['request_id']}/respond", json=body)
         assert response.status_code == status, response.text
-        assert "action" in response.text
+        assert field in response.text
     assert (await client.get(f"/api/v1/executions/{started['id']}")).json()["gates"]["discovery"] == gate
+    request = (await client.get(f"/api/v1/hitl/{gate['request_id']}")).json()
+    assert (request["status"], [entry["action"] for entry in request["history"]]) == ("pending", ["created"])

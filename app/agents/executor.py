@@ -26,6 +26,7 @@ from app.agents.prompts import ContextItem, PromptContext, build_prompt
 from app.agents.services import AgentService, BudgetExceededError
 from app.artifacts.models import ArtifactType
 from app.artifacts.services import ArtifactService
+from app.config import HitlSettings
 from app.core.sanitize import clean_json, strip_active_content
 from app.hitl.models import HitlKind, Urgency
 from app.hitl.services import HitlService
@@ -98,6 +99,12 @@ def parse_answer(text: str, allowed: tuple[ArtifactType, ...]) -> AgentAnswer:
     )
 
 
+def confidence_threshold(project: Project, policy: HitlSettings) -> float:
+    """The project's own threshold (`settings.confidence_threshold`, checked when it is set), else the server's."""
+    value = project.settings.get("confidence_threshold") if isinstance(project.settings, dict) else None
+    return float(value) if isinstance(value, int | float) else policy.confidence_threshold
+
+
 class AgentExecutor:
     def __init__(self, runtime: Runtime, lease: Lease) -> None:
         self.runtime = runtime
@@ -132,7 +139,9 @@ class AgentExecutor:
                 for artifact in artifacts
             ]
         allowed = AGENT_ARTIFACTS[self.agent_type]
-        prompt = build_prompt(persona_for(self.agent_type), self.task.instructions, allowed, context)
+        prompt = build_prompt(
+            persona_for(self.agent_type), self.task.instructions, allowed, context, feedback=self.task.feedback
+        )
         if not await self._within_budget(project, prompt):
             return []
         provider = build_provider(self.provider_name, self.models)
@@ -140,7 +149,7 @@ class AgentExecutor:
             answer = await self._call_with_retries(provider, prompt, allowed)
         finally:
             await provider.aclose()
-        return await self._finish(answer, prompt)
+        return await self._finish(answer, prompt, confidence_threshold(project, self.runtime.settings.hitl))
 
     # -- budget ------------------------------------------------------------------------------
 
@@ -252,8 +261,9 @@ class AgentExecutor:
             },
         }
 
-    async def _finish(self, answer: AgentAnswer, prompt: PromptContext) -> list[UUID]:
-        asks = bool(answer.open_questions)
+    async def _finish(self, answer: AgentAnswer, prompt: PromptContext, threshold: float) -> list[UUID]:
+        unsure = answer.confidence < threshold
+        asks = bool(answer.open_questions) or unsure
         async with self.runtime.session() as session:
             tasks = TaskService(session=session)
             # Hold the task's row first: if the lease is gone, nothing of this attempt is written.
@@ -289,12 +299,21 @@ class AgentExecutor:
                 return []
             agents = AgentService(session=session)
             if asks:
+                questions = list(answer.open_questions)
+                if unsure:
+                    questions.append(
+                        f"The {self.agent_type.value} is {answer.confidence:.0%} sure of this answer (the project asks "
+                        f"for {threshold:.0%}). Approve it, reject it with a comment to have it redone, or amend it."
+                    )
                 await HitlService(session=session).open_request(
+                    policy=self.runtime.settings.hitl,
                     project_id=task.project_id,
                     task_id=task.id,
                     kind=HitlKind.LOW_CONFIDENCE,
-                    question="\n".join(answer.open_questions),
+                    question="\n".join(questions),
                     artifact_ids=artifact_ids,
+                    workflow_execution_id=task.workflow_execution_id,
+                    step_id=task.step_id,
                     actor=f"agent:{self.agent_type.value}",
                 )
                 await agents.set_status(
@@ -303,7 +322,9 @@ class AgentExecutor:
             else:
                 await agents.set_status(task.project_id, self.agent_type.value, AgentState.IDLE)
             # A workflow step: it advances in this same transaction, so a crash cannot split the two.
-            follow_ups = await ExecutionService(session).on_task_finished(finished, flags=answer.flags)
+            follow_ups = await ExecutionService(session, self.runtime.settings.hitl).on_task_finished(
+                finished, flags=answer.flags
+            )
             await session.commit()
         self.log.info("task_finished", status=status.value, artifacts=len(artifact_ids))
         return follow_ups
@@ -319,7 +340,14 @@ class AgentExecutor:
             await session.rollback()
             return
         await HitlService(session=session).open_request(
-            project_id=task.project_id, task_id=task.id, kind=kind, question=question, urgency=urgency
+            policy=self.runtime.settings.hitl,
+            project_id=task.project_id,
+            task_id=task.id,
+            kind=kind,
+            question=question,
+            urgency=urgency,
+            workflow_execution_id=task.workflow_execution_id,
+            step_id=task.step_id,
         )
         await AgentService(session=session).set_status(
             task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id

@@ -68,6 +68,7 @@ class HitlRequest(UUIDv7AuditBase):
     expiry_action: Mapped[str] = mapped_column(String(16), default="pause")
     expires_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     responded_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    warned_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
 
 
 class HitlHistory(UUIDv7AuditBase):

@@ -1,4 +1,4 @@
-"""Requests for a human decision. (Issue 7 adds responses, expiry and the API.)"""
+"""Opening requests for a human decision (what an answer does is in `app/hitl/decisions.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from uuid import UUID
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 
+from app.config import HitlSettings
 from app.events.services import EventService
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, Urgency
 
@@ -26,6 +27,7 @@ class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
     async def open_request(
         self,
         *,
+        policy: HitlSettings,
         project_id: UUID,
         kind: HitlKind,
         question: str,
@@ -33,20 +35,30 @@ class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
         options: Sequence[str] = ("approve", "reject", "amend"),
         artifact_ids: Sequence[UUID] = (),
         urgency: Urgency = Urgency.MEDIUM,
-        expires_at: datetime.datetime | None = None,
+        assigned_role: str = "product_owner",
+        workflow_execution_id: UUID | None = None,
+        step_id: str | None = None,
         actor: str = "system",
     ) -> HitlRequest:
-        """A pending request, its first history entry and its event (no commit)."""
+        """A pending request, its first history entry and its event (no commit).
+
+        It expires after the timeout `policy` gives its kind, with the expiry action of its kind.
+        """
         session = self.repository.session
+        expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=policy.timeout_for(kind.value))
         request = HitlRequest(
             project_id=project_id,
             task_id=task_id,
+            workflow_execution_id=workflow_execution_id,
+            step_id=step_id,
             kind=kind.value,
             question=question,
             options=list(options),
             artifact_ids=[str(artifact_id) for artifact_id in artifact_ids],
             urgency=urgency.value,
+            assigned_role=assigned_role,
             expires_at=expires_at,
+            expiry_action=policy.expiry_action_for(kind.value),
         )
         session.add(request)
         await session.flush()
@@ -61,8 +73,9 @@ class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
                 "kind": kind.value,
                 "question": question,
                 "urgency": urgency.value,
-                "expires_at": expires_at.isoformat() if expires_at else None,
+                "expires_at": expires_at.isoformat(),
                 "task_id": str(task_id) if task_id else None,
+                "assigned_role": assigned_role,
             },
         )
         return request

@@ -17,6 +17,17 @@ CostBudget = Annotated[float, Meta(ge=0, le=10**9)]
 ProjectSettings = Annotated[dict[str, Any], Meta(max_length=100)]
 
 
+def check_project_settings(settings: dict[str, Any]) -> None:
+    """Free-form, but the keys the server reads must make sense (a 400 says which one does not)."""
+    check_json_depth("settings", settings)
+    threshold = settings.get("confidence_threshold")
+    if "confidence_threshold" in settings and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1
+    ):
+        msg = "settings.confidence_threshold: a number from 0 to 1"
+        raise ValueError(msg)
+
+
 class Project(Struct):
     id: UUID
     name: str
@@ -49,7 +60,7 @@ class ProjectCreate(InputStruct):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_json_depth("settings", self.settings)
+        check_project_settings(self.settings)
 
 
 class ProjectUpdate(InputStruct, omit_defaults=True):
@@ -64,7 +75,7 @@ class ProjectUpdate(InputStruct, omit_defaults=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.settings, UnsetType):
-            check_json_depth("settings", self.settings)
+            check_project_settings(self.settings)
 
 
 class TaskStatusRow(Struct):

@@ -70,3 +70,6 @@ class AgentTask(UUIDv7AuditBase):
     step_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Work with effects outside the server (deploy, push): never started twice without a human.
     at_most_once: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A redo of a rejected result: the reviewer's comment, and the task whose result was rejected.
+    feedback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    redo_of: Mapped[UUID | None] = mapped_column(GUID, nullable=True)

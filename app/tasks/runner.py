@@ -19,6 +19,8 @@ from sqlalchemy import select
 from app.agents.executor import AgentExecutor, TaskFailedError
 from app.agents.models import AgentState
 from app.agents.services import AgentService
+from app.hitl.models import HitlKind, Urgency
+from app.hitl.services import HitlService
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.services import Enqueue, Lease, TaskService, dispatch_all
 from app.worker.runtime import Runtime
@@ -61,7 +63,10 @@ class TaskRunner:
             log.info("task_stopped", reason="no longer ours (cancelled, timed out or reassigned)")
             await self._settle_agent(lease)
         except TaskFailedError as exc:
-            await self._fail(lease, str(exc))
+            if exc.code == "project_gone":
+                await self._fail(lease, str(exc))
+            else:
+                await self._park_failure(lease, exc)
         except Exception as exc:
             log.exception("task_crashed")
             await self._fail(lease, f"{type(exc).__name__}: {exc}")
@@ -84,7 +89,39 @@ class TaskRunner:
             await AgentService(session=session).set_status(
                 task.project_id, task.agent_type, AgentState.ERROR, task_id=task.id
             )
-            await ExecutionService(session).on_task_finished(task)
+            await ExecutionService(session, self.runtime.settings.hitl).on_task_finished(task)
+            await session.commit()
+
+    async def _park_failure(self, lease: Lease, exc: TaskFailedError) -> None:
+        """Every attempt failed: the task waits for a human with the failure (approve: try again)."""
+        policy = self.runtime.settings.hitl
+        async with self.runtime.session() as session:
+            output = {"failed": str(exc), "code": exc.code}
+            task = await TaskService(session=session).complete(
+                lease, output, status=TaskStatus.WAITING_FOR_HITL, error=str(exc), commit=False
+            )
+            if task is None:
+                await session.rollback()
+                return
+            await HitlService(session=session).open_request(
+                policy=policy,
+                project_id=task.project_id,
+                task_id=task.id,
+                kind=HitlKind.TASK_FAILURE,
+                question=(
+                    f"The {task.agent_type} task failed after its retries: {exc}. Approve to try it again "
+                    "(after fixing the cause), reject to let it fail."
+                ),
+                options=("approve", "reject"),
+                urgency=Urgency.HIGH,
+                workflow_execution_id=task.workflow_execution_id,
+                step_id=task.step_id,
+                actor="worker",
+            )
+            await AgentService(session=session).set_status(
+                task.project_id, task.agent_type, AgentState.ERROR, task_id=task.id
+            )
+            await ExecutionService(session, policy).on_task_finished(task)
             await session.commit()
 
     async def _settle_agent(self, lease: Lease) -> None:

@@ -36,6 +36,9 @@ class Task(Struct):
     timeout_seconds: int
     # Acts outside the server: an interrupted attempt is put to a human, never retried blindly.
     at_most_once: bool
+    # A redo: the reviewer's comment it had to address, and the task whose result was rejected.
+    feedback: str | None
+    redo_of: UUID | None
     output: dict[str, Any] | None
     error: str | None
     job_id: str | None

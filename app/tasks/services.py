@@ -143,6 +143,8 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         workflow_execution_id: UUID | None = None,
         step_id: str | None = None,
         at_most_once: bool = False,
+        feedback: str | None = None,
+        redo_of: UUID | None = None,
     ) -> AgentTask:
         """Store a task `pending` with its `task_created` event (no commit, not yet queued)."""
         session = self.repository.session
@@ -160,6 +162,8 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "workflow_execution_id": workflow_execution_id,
                 "step_id": step_id,
                 "at_most_once": at_most_once,
+                "feedback": feedback,
+                "redo_of": redo_of,
             }
         )
         await self.events.record(
@@ -293,7 +297,13 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         return task is not None
 
     async def complete(
-        self, lease: Lease, output: dict[str, Any], *, status: TaskStatus = TaskStatus.COMPLETED, commit: bool = True
+        self,
+        lease: Lease,
+        output: dict[str, Any],
+        *,
+        status: TaskStatus = TaskStatus.COMPLETED,
+        error: str | None = None,
+        commit: bool = True,
     ) -> AgentTask | None:
         """Finish the attempt. Accepted only from the current lease holder, so a task completes once.
 
@@ -306,6 +316,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             {
                 "status": status.value,
                 "output": output,
+                "error": error,
                 "lease_token": None,
                 "lease_expires_at": None,
                 "finished_at": utcnow() if done else None,
@@ -468,6 +479,17 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
             {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None, "error": None},
             message=f"another attempt allowed by {actor}",
+            commit=False,
+        )
+
+    async def accept_parked(self, task_id: UUID, *, actor: str) -> AgentTask | None:
+        """A human accepted the result a parked task is waiting with: it is complete (no commit)."""
+        return await self._transition(
+            task_id,
+            AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
+            {"status": TaskStatus.COMPLETED.value, "finished_at": utcnow()},
+            message=f"completed: accepted by {actor}",
+            progress=100,
             commit=False,
         )
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import AgentState
 from app.agents.services import AgentService
 from app.artifacts.services import ArtifactService
+from app.config import HitlSettings
 from app.core.exceptions import is_unavailable_error
-from app.hitl.models import HitlKind, Urgency
+from app.hitl.decisions import DecisionService
+from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
 from app.hitl.services import HitlService
 from app.tasks.jobs import agent_task_enqueuer
-from app.tasks.services import TaskService
+from app.tasks.services import TaskService, dispatch_all
 from app.worker.runtime import Runtime
 from app.workflows.services import INTERRUPTED_PREFIX, ExecutionService
 
@@ -28,9 +32,11 @@ async def sweep_once(runtime: Runtime) -> int:
         for task in await TaskService(session=session).fail_timed_out():
             logger.warning("task_timed_out", task_id=str(task.id), timeout_s=task.timeout_seconds)
             await AgentService(session=session).set_status(task.project_id, task.agent_type, AgentState.ERROR)
-            await ExecutionService(session).on_task_finished(task)
+            await ExecutionService(session, runtime.settings.hitl).on_task_finished(task)
             await session.commit()
-        await park_interrupted(session, grace_seconds=worker.lease_seconds)
+        await park_interrupted(session, runtime.settings.hitl, grace_seconds=worker.lease_seconds)
+    await expire_hitl_requests(runtime)
+    async with runtime.session() as session:
         dispatched = await TaskService(session=session).sweep(
             agent_task_enqueuer(runtime.broker),
             pending_after=worker.pending_requeue_seconds,
@@ -41,7 +47,7 @@ async def sweep_once(runtime: Runtime) -> int:
     return dispatched
 
 
-async def park_interrupted(session: AsyncSession, *, grace_seconds: float) -> None:
+async def park_interrupted(session: AsyncSession, policy: HitlSettings, *, grace_seconds: float) -> None:
     """At-most-once tasks whose worker died are not requeued: each is put to a human instead."""
     tasks = TaskService(session=session)
     for task_id in await tasks.interrupted(grace_seconds):
@@ -50,6 +56,7 @@ async def park_interrupted(session: AsyncSession, *, grace_seconds: float) -> No
             await session.rollback()
             continue
         request = await HitlService(session=session).open_request(
+            policy=policy,
             project_id=task.project_id,
             task_id=task.id,
             kind=HitlKind.TASK_FAILURE,
@@ -60,16 +67,42 @@ async def park_interrupted(session: AsyncSession, *, grace_seconds: float) -> No
             ),
             options=("approve", "reject"),
             urgency=Urgency.HIGH,
+            workflow_execution_id=task.workflow_execution_id,
+            step_id=f"{INTERRUPTED_PREFIX}{task.step_id or ''}",
             actor="sweeper",
         )
-        request.workflow_execution_id = task.workflow_execution_id
-        request.step_id = f"{INTERRUPTED_PREFIX}{task.step_id or ''}"
         await AgentService(session=session).set_status(
             task.project_id, task.agent_type, AgentState.WAITING_FOR_HITL, task_id=task.id
         )
-        await ExecutionService(session).on_task_finished(task)
+        await ExecutionService(session, policy).on_task_finished(task)
         await session.commit()
         logger.warning("task_interrupted_parked", task_id=str(task.id), request_id=str(request.id))
+
+
+async def expire_hitl_requests(runtime: Runtime) -> int:
+    """Warn before HITL requests expire, then expire them and carry out their expiry action."""
+    policy = runtime.settings.hitl
+    at = datetime.datetime.now(datetime.UTC)
+    lead = datetime.timedelta(seconds=policy.warning_seconds)
+    pending = HitlRequest.status == HitlStatus.PENDING.value
+    expired = 0
+    async with runtime.session() as session:
+        warn = select(HitlRequest.id).where(
+            pending, HitlRequest.warned_at.is_(None), HitlRequest.expires_at > at, HitlRequest.expires_at <= at + lead
+        )
+        for request_id in list(await session.scalars(warn.order_by(HitlRequest.id).limit(100))):
+            await DecisionService(session, policy).warn(request_id)
+            await session.commit()
+        due = select(HitlRequest.id).where(pending, HitlRequest.expires_at <= at)
+        for request_id in list(await session.scalars(due.order_by(HitlRequest.id).limit(100))):
+            follow_ups = await DecisionService(session, policy).expire(request_id)
+            await session.commit()
+            expired += 1
+            await dispatch_all(TaskService(session=session), follow_ups, agent_task_enqueuer(runtime.broker))
+        await session.commit()
+    if expired:
+        logger.info("hitl_requests_expired", requests=expired)
+    return expired
 
 
 async def purge_old_artifacts(runtime: Runtime) -> int:

@@ -4,6 +4,7 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact, Granularity
 from app.bmad.services import BmadService, bmad_core
+from app.config import Settings
 from app.core.exceptions import NotFoundError
 from app.core.schema import Page
 from app.core.security import Principal, Role, needs
@@ -24,8 +26,9 @@ from app.workflows.models import WorkflowExecution
 from app.workflows.services import ExecutionService, step_runs
 
 
-def provide_executions(db_session: NamedDependency[AsyncSession]) -> ExecutionService:
-    return ExecutionService(db_session)
+def provide_executions(db_session: NamedDependency[AsyncSession], state: State) -> ExecutionService:
+    settings: Settings = state.settings
+    return ExecutionService(db_session, settings.hitl)
 
 
 async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> schemas.Execution:

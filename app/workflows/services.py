@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.artifacts.models import Artifact, ArtifactType, Granularity
 from app.artifacts.services import ArtifactService
 from app.bmad.loader import Workflow, WorkflowStep
+from app.config import HitlSettings
 from app.core.exceptions import ConflictError, InvalidInputError, NotFoundError
 from app.events.services import EventService
-from app.hitl.models import HitlKind, HitlRequest, HitlStatus
+from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
 from app.hitl.services import HitlService
 from app.projects.models import OversightLevel, Project, ProjectStatus
 from app.tasks.models import AgentTask, AgentType, TaskStatus
@@ -161,8 +162,9 @@ def artifact_type_of(name: str) -> ArtifactType | None:
 
 
 class ExecutionService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, hitl: HitlSettings) -> None:
         self.session = session
+        self.hitl = hitl
         self.events = EventService(session=session)
 
     # -- reads -------------------------------------------------------------------------------
@@ -266,14 +268,18 @@ class ExecutionService:
             return None
         if gate is None:
             request = await HitlService(session=self.session).open_request(
+                policy=self.hitl,
                 project_id=execution.project_id,
                 kind=HitlKind.PHASE_APPROVAL,
-                question=f"The {phase} phase is done. Approve to continue with the next phase.",
+                question=(
+                    f"The {phase} phase is done. Approve to continue with the next phase, reject with a comment "
+                    "to have the phase redone with it, or amend one of its documents."
+                ),
                 artifact_ids=await self._phase_artifacts(execution, phase),
+                workflow_execution_id=execution.id,
+                step_id=f"{GATE_PREFIX}{phase}",
                 actor="workflow",
             )
-            request.workflow_execution_id = execution.id
-            request.step_id = f"{GATE_PREFIX}{phase}"
             gates[phase] = {"status": "pending", "request_id": str(request.id)}
             execution.variables = {**execution.variables, "_gates": gates}
             execution.status = ExecutionStatus.WAITING_FOR_HITL.value
@@ -307,6 +313,119 @@ class ExecutionService:
                 data={"execution_id": str(execution.id), "phase": phase},
             )
         return await self.advance(execution)
+
+    def gate_redos(self, execution: WorkflowExecution, phase: str) -> int:
+        redos: dict[str, int] = execution.variables.get("_redos", {})
+        return int(redos.get(phase, 0))
+
+    async def redo_phase(self, request: HitlRequest, feedback: str, *, actor: str) -> list[UUID]:
+        """A human rejected a phase gate: the phase's steps run again with the comment as feedback.
+
+        Their earlier runs stay (with their artifacts) under `previous_runs`; the gate is asked again
+        once the redo is done.
+        """
+        execution = await self.get(request.workflow_execution_id or UUID(int=0), lock=True)
+        phase = (request.step_id or "").removeprefix(GATE_PREFIX)
+        stages = [stage for stage in phase_stages(self.workflow_of(execution)) if stage[0].phase == phase]
+        done = [stage for stage in stages if all(_state(execution, step)["status"] in DONE for step in stage)]
+        redone = [step for step in (done[-1] if done else []) if _state(execution, step)["status"] == "completed"]
+        for step in redone:
+            state = _state(execution, step)
+            history = [*state.get("previous_runs", []), *step_runs(state)]
+            _set_step(execution, step, {"status": "pending", "feedback": feedback, "previous_runs": history})
+        gates = {key: value for key, value in execution.variables.get("_gates", {}).items() if key != phase}
+        redos = {**execution.variables.get("_redos", {}), phase: self.gate_redos(execution, phase) + 1}
+        execution.variables = {**execution.variables, "_gates": gates, "_redos": redos}
+        if execution.status == ExecutionStatus.WAITING_FOR_HITL.value:
+            execution.status = ExecutionStatus.RUNNING.value
+        await self.events.record(
+            "workflow_phase_redone",
+            project_id=execution.project_id,
+            actor=actor,
+            data={
+                "execution_id": str(execution.id),
+                "phase": phase,
+                "steps": [step.index for step in redone],
+                "feedback": feedback,
+            },
+        )
+        return await self.advance(execution)
+
+    async def repoint(self, old: HitlRequest, new: HitlRequest) -> None:
+        """A request was escalated or asked again: the gate or condition it held up now waits on `new`."""
+        if old.workflow_execution_id is None:
+            return
+        execution = await self.get(old.workflow_execution_id, lock=True)
+        step_id = old.step_id or ""
+        if step_id.startswith(GATE_PREFIX):
+            phase = step_id.removeprefix(GATE_PREFIX)
+            gates = dict(execution.variables.get("_gates", {}))
+            if gates.get(phase, {}).get("request_id") == str(old.id):
+                gates[phase] = {"status": "pending", "request_id": str(new.id)}
+                execution.variables = {**execution.variables, "_gates": gates}
+        elif step_id.startswith(CONDITION_PREFIX):
+            index = step_id.removeprefix(CONDITION_PREFIX)
+            state = execution.step_state.get(index, {})
+            if state.get("request_id") == str(old.id):
+                execution.step_state = {**execution.step_state, index: {**state, "request_id": str(new.id)}}
+
+    async def replace_run(self, old: AgentTask, new: AgentTask) -> None:
+        """A rejected task is redone by `new`: the step's run follows the new task."""
+        if old.workflow_execution_id is None or old.step_id is None:
+            return
+        execution = await self.get(old.workflow_execution_id, lock=True)
+        state = dict(execution.step_state.get(old.step_id, {}))
+        runs = step_runs(state)
+        for run in runs:
+            if run["task_id"] == str(old.id):
+                run |= {"task_id": str(new.id), "status": "running", "redo_of": str(old.id)}
+        if state.get("task_id") == str(old.id):
+            state["task_id"] = str(new.id)
+        execution.step_state = {
+            **execution.step_state,
+            old.step_id: {**state, "runs": runs, "status": _step_status(runs)},
+        }
+        self._settle(execution)
+
+    async def pause_on_expiry(self, request: HitlRequest) -> None:
+        """An unanswered request expired with the `pause` action: its execution pauses until resumed,
+        and resuming asks again."""
+        if request.workflow_execution_id is None:
+            return
+        execution = await self.get(request.workflow_execution_id, lock=True)
+        reask = [*execution.variables.get("_reask", []), str(request.id)]
+        execution.variables = {**execution.variables, "_reask": reask}
+        if execution.status in (ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING_FOR_HITL.value):
+            execution.variables = {**execution.variables, "_paused_from": execution.status}
+            execution.status = ExecutionStatus.PAUSED.value
+            await self.events.record(
+                "workflow_paused",
+                project_id=execution.project_id,
+                data={"execution_id": str(execution.id), "reason": "hitl_expired", "request_id": str(request.id)},
+            )
+
+    async def _reask(self, execution: WorkflowExecution) -> None:
+        """Resumed after requests expired: each one still holding something up is asked again."""
+        for request_id in execution.variables.get("_reask", []):
+            old = await self.session.get(HitlRequest, UUID(request_id))
+            if old is None or old.status != HitlStatus.EXPIRED.value:
+                continue
+            new = await HitlService(session=self.session).open_request(
+                policy=self.hitl,
+                project_id=old.project_id,
+                kind=HitlKind(old.kind),
+                question=old.question,
+                task_id=old.task_id,
+                options=old.options,
+                artifact_ids=[UUID(value) for value in old.artifact_ids],
+                urgency=Urgency(old.urgency),
+                assigned_role=old.assigned_role,
+                workflow_execution_id=old.workflow_execution_id,
+                step_id=old.step_id,
+                actor="workflow",
+            )
+            await self.repoint(old, new)
+        execution.variables = {key: value for key, value in execution.variables.items() if key != "_reask"}
 
     async def answer_condition(self, request: HitlRequest, *, run: bool, actor: str) -> list[UUID]:
         """A human said whether a step's condition holds: set the flag, then the step runs or is skipped."""
@@ -423,6 +542,7 @@ class ExecutionService:
         """High oversight: a condition no agent has decided goes to the product owner."""
         what = step.action or ", ".join(step.creates) or step.step or "its work"
         request = await HitlService(session=self.session).open_request(
+            policy=self.hitl,
             project_id=execution.project_id,
             kind=HitlKind.MANUAL,
             question=(
@@ -430,10 +550,10 @@ class ExecutionService:
                 "said whether it holds. Approve to run the step, reject to skip it."
             ),
             options=("approve", "reject"),
+            workflow_execution_id=execution.id,
+            step_id=f"{CONDITION_PREFIX}{step.index}",
             actor="workflow",
         )
-        request.workflow_execution_id = execution.id
-        request.step_id = f"{CONDITION_PREFIX}{step.index}"
         _set_step(
             execution,
             step,
@@ -454,6 +574,7 @@ class ExecutionService:
         if step.repeats:
             items, note = await self._repeat_items(step, context_ids)
         instructions = self._instructions(execution, workflow, step)
+        feedback = _state(execution, step).get("feedback")  # a redo of a phase a human rejected
         runs: list[dict[str, Any]] = []
         for number, item in enumerate(items, start=1):
             task = await TaskService(session=self.session).create_task(
@@ -468,6 +589,7 @@ class ExecutionService:
                 workflow_execution_id=execution.id,
                 step_id=str(step.index),
                 at_most_once=step.side_effects,
+                feedback=feedback,
             )
             runs.append({"task_id": str(task.id), "status": "running", "item": _item_label(item)})
         state: dict[str, Any] = {
@@ -478,6 +600,9 @@ class ExecutionService:
         }
         if note:
             state["reason"] = note
+        previous = _state(execution, step)
+        if feedback:
+            state |= {"feedback": feedback, "previous_runs": previous.get("previous_runs", [])}
         _set_step(execution, step, state)
         self.session.add(
             Handoff(
@@ -702,6 +827,7 @@ class ExecutionService:
         if execution.status != ExecutionStatus.PAUSED.value:
             raise ConflictError(f"Execution {execution_id} is {execution.status}; only a paused one can be resumed.")
         execution.status = execution.variables.get("_paused_from", ExecutionStatus.RUNNING.value)
+        await self._reask(execution)
         await self.events.record(
             "workflow_resumed", project_id=execution.project_id, actor=actor, data={"execution_id": str(execution.id)}
         )

@@ -1,0 +1,300 @@
+"""What a human's answer to a HITL request does.
+
+One answer wins: the request's row is locked and must still be pending (and not past its expiry),
+so of two concurrent answers the second finds it answered and gets a 409 with its state. The
+answer, its history entry, its event and what it sets going (the execution continuing, a step
+redone, an artifact amended) are written in one transaction; the tasks it creates are returned
+for the caller to enqueue after the commit.
+
+What an action does depends on what the request holds up:
+- a phase gate: approve continues; reject redoes the phase's steps with the comment as feedback;
+  amend stores the amended content as a new version of the artifact, then continues;
+- a task parked on a question or low confidence: approve accepts its result; reject redoes it
+  as a new task carrying the comment; amend stores the amendment, then accepts;
+- a task stopped by its budget, a failure or an interruption: approve runs it again, reject fails it;
+- a step's condition: approve runs the step, reject skips it.
+Past `max_redos` rejections, a rejection escalates instead: a new, critical request for an admin.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.artifacts.schemas import ArtifactUpdate
+from app.artifacts.services import ArtifactService
+from app.config import HitlSettings
+from app.core.exceptions import ConflictError, InvalidInputError, NotFoundError
+from app.core.security import Principal
+from app.events.services import EventService
+from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus, Urgency
+from app.hitl.services import HitlService
+from app.tasks.models import AgentTask, AgentType, TaskStatus
+from app.tasks.schemas import TaskCreate
+from app.tasks.services import TaskService
+from app.workflows.services import CONDITION_PREFIX, GATE_PREFIX, INTERRUPTED_PREFIX, ExecutionService
+
+ANSWERED = {"approve": HitlStatus.APPROVED, "reject": HitlStatus.REJECTED, "amend": HitlStatus.AMENDED}
+# Kinds whose task did not produce a result: approving them means "try again".
+RETRIED_KINDS = frozenset({HitlKind.BUDGET.value, HitlKind.TASK_FAILURE.value, HitlKind.PRE_CALL.value})
+
+
+class Answer(msgspec.Struct, frozen=True, kw_only=True):
+    action: str
+    comment: str | None = None
+    amended_content: Any = None
+    response: dict[str, Any] | None = None
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def effective_status(request: HitlRequest, at: datetime.datetime | None = None) -> str:
+    """A pending request past its `expires_at` is expired, whether or not the sweep has run."""
+    at = at or now()
+    if request.status == HitlStatus.PENDING.value and request.expires_at is not None and request.expires_at <= at:
+        return HitlStatus.EXPIRED.value
+    return request.status
+
+
+class DecisionService:
+    def __init__(self, session: AsyncSession, policy: HitlSettings) -> None:
+        self.session = session
+        self.policy = policy
+        self.executions = ExecutionService(session, policy)
+        self.tasks = TaskService(session=session)
+        self.events = EventService(session=session)
+
+    async def locked(self, request_id: UUID, principal: Principal | None = None) -> HitlRequest:
+        statement = select(HitlRequest).where(HitlRequest.id == request_id).with_for_update()
+        request: HitlRequest | None = await self.session.scalar(statement)
+        if request is None or (principal is not None and not principal.can_see(request.project_id)):
+            raise NotFoundError(f"HITL request {request_id} does not exist.")
+        return request
+
+    # -- answering ---------------------------------------------------------------------------
+
+    async def respond(
+        self, request_id: UUID, answer: Answer, *, principal: Principal
+    ) -> tuple[HitlRequest, list[UUID]]:
+        request = await self.locked(request_id, principal)
+        status = effective_status(request)
+        if status != HitlStatus.PENDING.value:
+            raise ConflictError(
+                f"HITL request {request_id} is already {status}.",
+                extra={
+                    "status": status,
+                    "responder": request.responder,
+                    "responded_at": request.responded_at.isoformat() if request.responded_at else None,
+                },
+            )
+        self._check(request, answer)
+        self._record(request, answer, actor=principal.name, status=ANSWERED[answer.action])
+        follow_ups = await self.apply(request, answer, actor=principal.name)
+        return request, follow_ups
+
+    @staticmethod
+    def _check(request: HitlRequest, answer: Answer) -> None:
+        if answer.action not in request.options:
+            raise InvalidInputError(
+                f"action: {answer.action!r} is not one this request takes; one of {', '.join(request.options)}"
+            )
+        if answer.action in ("reject", "amend") and not (answer.comment or "").strip():
+            raise InvalidInputError(f"comment: required to {answer.action}; say what is wrong")
+        if answer.action == "amend" and answer.amended_content is None:
+            raise InvalidInputError("amended_content: required to amend; the corrected content of the artifact")
+
+    def _record(self, request: HitlRequest, answer: Answer, *, actor: str, status: HitlStatus) -> None:
+        request.status = status.value
+        request.responder = actor
+        request.response_comment = answer.comment
+        request.user_response = answer.response
+        request.amended_content = answer.amended_content
+        request.responded_at = now()
+        self.session.add(
+            HitlHistory(
+                request_id=request.id,
+                action=answer.action,
+                actor=actor,
+                comment=answer.comment,
+                data={"response": answer.response} if answer.response else {},
+            )
+        )
+
+    async def announce(self, request: HitlRequest, answer: Answer, *, actor: str) -> None:
+        await self.events.record(
+            "hitl_request_responded",
+            project_id=request.project_id,
+            task_id=request.task_id,
+            actor=actor,
+            data={
+                "request_id": str(request.id),
+                "action": answer.action,
+                "status": request.status,
+                "responder": actor,
+                "comment": answer.comment,
+            },
+        )
+
+    async def apply(self, request: HitlRequest, answer: Answer, *, actor: str) -> list[UUID]:
+        """Carry the answer out on what the request holds up; the tasks to enqueue after commit."""
+        await self.announce(request, answer, actor=actor)
+        step_id = request.step_id or ""
+        comment = answer.comment or ""
+        if step_id.startswith(GATE_PREFIX):
+            if answer.action == "reject":
+                execution = await self.executions.get(request.workflow_execution_id or UUID(int=0))
+                phase = step_id.removeprefix(GATE_PREFIX)
+                if self.executions.gate_redos(execution, phase) >= self.policy.max_redos:
+                    await self.escalate(request, f"The {phase} phase was redone {self.policy.max_redos} times.")
+                    return []
+                return await self.executions.redo_phase(request, comment, actor=actor)
+            if answer.action == "amend":
+                await self._amend(request, answer, actor=actor)
+            return await self.executions.approve_gate(request)
+        if step_id.startswith((CONDITION_PREFIX, INTERRUPTED_PREFIX)):
+            return await self.executions.on_hitl_answered(request, answer.action, actor=actor, comment=comment)
+        if request.task_id is None:
+            return []  # a question about nothing running: the answer itself is the result
+        task = await self.session.scalar(select(AgentTask).where(AgentTask.id == request.task_id).with_for_update())
+        if task is None or task.status != TaskStatus.WAITING_FOR_HITL.value:
+            return []  # cancelled or stopped meanwhile: the answer is kept, there is nothing to continue
+        if request.kind in RETRIED_KINDS:
+            if answer.action == "reject":
+                failed = await self.tasks.fail_parked(task.id, f"stopped by {actor}: {comment}")
+                return await self.executions.on_task_finished(failed) if failed is not None else []
+            rerun = await self.tasks.rerun_parked(task.id, actor=actor)
+            if rerun is None:
+                return []
+            await self.executions.on_task_finished(rerun)
+            return [rerun.id]
+        if answer.action == "reject":
+            return await self._redo(request, task, comment, actor=actor)
+        if answer.action == "amend":
+            await self._amend(request, answer, actor=actor)
+        accepted = await self.tasks.accept_parked(task.id, actor=actor)
+        return await self.executions.on_task_finished(accepted) if accepted is not None else []
+
+    async def _amend(self, request: HitlRequest, answer: Answer, *, actor: str) -> None:
+        """The amended content becomes a new version of the artifact the request is about, by the human."""
+        about = [UUID(value) for value in request.artifact_ids]
+        named = (answer.response or {}).get("artifact_id")
+        if named is not None:
+            try:
+                target = UUID(str(named))
+            except ValueError:
+                raise InvalidInputError("response.artifact_id: not a UUID") from None
+            if target not in about:
+                raise InvalidInputError("response.artifact_id: not one of the artifacts this request is about")
+        elif about:
+            target = about[0]
+        else:
+            raise InvalidInputError("action: 'amend' needs an artifact, and this request is about none")
+        content = answer.amended_content
+        if not isinstance(content, dict | str):
+            raise InvalidInputError("amended_content: a JSON object (or text for free-form artifacts)")
+        await ArtifactService(session=self.session).update_artifact(
+            target,
+            ArtifactUpdate(content=content, change_note=f"amended: {answer.comment}"),
+            actor=f"human:{actor}",
+        )
+
+    async def _redo(self, request: HitlRequest, task: AgentTask, comment: str, *, actor: str) -> list[UUID]:
+        """A rejected result is redone by a new task with the comment as feedback (or escalated)."""
+        redos, earlier = 0, task.redo_of
+        while earlier is not None and redos <= self.policy.max_redos:
+            redos += 1
+            earlier = await self.session.scalar(select(AgentTask.redo_of).where(AgentTask.id == earlier))
+        if redos >= self.policy.max_redos:
+            await self.escalate(request, f"This result was redone {redos} times already.")
+            return []
+        new = await self.tasks.create_task(
+            task.project_id,
+            TaskCreate(
+                agent_type=AgentType(task.agent_type),
+                instructions=task.instructions,
+                context_ids=[UUID(value) for value in task.context_ids],
+            ),
+            default_timeout=task.timeout_seconds,
+            actor=actor,
+            workflow_execution_id=task.workflow_execution_id,
+            step_id=task.step_id,
+            at_most_once=task.at_most_once,
+            feedback=comment,
+            redo_of=task.id,
+        )
+        await self.executions.replace_run(task, new)
+        await self.tasks.cancel_open(task.id, actor=f"{actor} (rejected; redone as task {new.id})", commit=False)
+        return [new.id]
+
+    async def escalate(self, request: HitlRequest, reason: str) -> HitlRequest:
+        """A new, critical request for an admin, in place of `request` (which keeps its own status)."""
+        new = await HitlService(session=self.session).open_request(
+            policy=self.policy,
+            project_id=request.project_id,
+            kind=HitlKind(request.kind),
+            question=f"Escalated: {reason}\n\n{request.question}",
+            task_id=request.task_id,
+            options=request.options,
+            artifact_ids=[UUID(value) for value in request.artifact_ids],
+            urgency=Urgency.CRITICAL,
+            assigned_role="admin",
+            workflow_execution_id=request.workflow_execution_id,
+            step_id=request.step_id,
+            actor="escalation",
+        )
+        self.session.add(
+            HitlHistory(request_id=request.id, action="escalated", actor="escalation", data={"to": str(new.id)})
+        )
+        await self.executions.repoint(request, new)
+        return new
+
+    async def expire(self, request_id: UUID) -> list[UUID]:
+        """The sweep: a pending request past its expiry is expired, and its expiry action carried out."""
+        request = await self.locked(request_id)
+        if request.status != HitlStatus.PENDING.value or effective_status(request) != HitlStatus.EXPIRED.value:
+            return []
+        action = request.expiry_action
+        if action in ("approve", "reject") and action not in request.options:
+            action = "pause"  # e.g. a request that cannot be approved blindly
+        request.status = HitlStatus.EXPIRED.value
+        self.session.add(HitlHistory(request_id=request.id, action="expired", actor="expiry", data={"action": action}))
+        await self.events.record(
+            "hitl_request_expired",
+            project_id=request.project_id,
+            task_id=request.task_id,
+            actor="expiry",
+            data={"request_id": str(request.id), "action": action, "kind": request.kind},
+        )
+        if action in ("approve", "reject"):
+            answer = Answer(action=action, comment="No answer came before the request expired.")
+            return await self.apply(request, answer, actor="expiry")
+        if action == "escalate":
+            await self.escalate(request, "Nobody answered before it expired.")
+            return []
+        await self.executions.pause_on_expiry(request)
+        return []
+
+    async def warn(self, request_id: UUID) -> bool:
+        """The `hitl_request_expiring` event, once per request."""
+        request = await self.locked(request_id)
+        if request.status != HitlStatus.PENDING.value or request.warned_at is not None:
+            return False
+        request.warned_at = now()
+        await self.events.record(
+            "hitl_request_expiring",
+            project_id=request.project_id,
+            task_id=request.task_id,
+            data={
+                "request_id": str(request.id),
+                "expires_at": request.expires_at.isoformat() if request.expires_at else None,
+                "expiry_action": request.expiry_action,
+            },
+        )
+        return True

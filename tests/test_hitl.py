@@ -1,0 +1,367 @@
+"""Human in the loop on both modes: triggers, answers and their effects, races, bulk, expiry, reads.
+
+Tests that need HITL settings of their own get an app (and, in services mode, a worker) with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from app.config import Settings, load_settings
+from app.db.engine import build_db_config
+from app.events.models import Event
+from app.main import create_app
+from tests.helpers import eventually, issue_token, start_worker, task_status, wait_for_task
+
+ClientFactory = Callable[[dict[str, str]], contextlib.AbstractAsyncContextManager[tuple[AsyncClient, Settings]]]
+
+
+@pytest.fixture
+def make_client(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> ClientFactory:
+    """An app with extra settings; in services mode on a database of its own, with its own worker."""
+
+    base: dict[str, str] = request.getfixturevalue("embedded_env" if mode == "embedded" else "own_services_env")
+
+    @contextlib.asynccontextmanager
+    async def factory(overrides: dict[str, str]) -> AsyncIterator[tuple[AsyncClient, Settings]]:
+        env = {**base, **overrides}
+        settings = load_settings(env)
+        worker = start_worker(env, tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log") if mode == "services" else None
+        try:
+            async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
+                client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+                yield client, settings
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    return factory
+
+
+async def new_project(client: AsyncClient, **fields: Any) -> str:
+    response = await client.post("/api/v1/projects", json={"name": "hitl", "oversight_level": "low", **fields})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def submit(client: AsyncClient, project_id: str, agent_type: str, instructions: str) -> str:
+    response = await client.post(
+        f"/api/v1/projects/{project_id}/tasks", json={"agent_type": agent_type, "instructions": instructions}
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["task_id"])
+
+
+async def requests_of(client: AsyncClient, project_id: str, **filters: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/api/v1/hitl/project/{project_id}/requests", params=filters)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def parked(client: AsyncClient, project_id: str, instructions: str, agent: str = "architect") -> dict[str, Any]:
+    """A task that stopped on a question, and its request."""
+    task_id = await submit(client, project_id, agent, instructions)
+    await wait_for_task(client, task_id, "waiting_for_hitl")
+    found = await eventually(
+        lambda: requests_of(client, project_id, status="pending"),
+        lambda items: any(item["task_id"] == task_id for item in items),
+    )
+    request = next(item for item in found if item["task_id"] == task_id)
+    return {"task_id": task_id, **request}
+
+
+async def task_ids(client: AsyncClient, project_id: str) -> list[str]:
+    rows = (await client.get(f"/api/v1/projects/{project_id}/status")).json()["tasks"]
+    return [row["task_id"] for row in rows]
+
+
+async def event_types(settings: Settings, project_id: str) -> list[str]:
+    config = build_db_config(settings.db)
+    try:
+        async with config.get_session() as session:
+            statement = select(Event.event_type).where(Event.project_id == uuid.UUID(project_id)).order_by(Event.id)
+            return list(await session.scalars(statement))
+    finally:
+        await config.get_engine().dispose()
+
+
+async def respond(client: AsyncClient, request_id: str, **body: Any) -> Any:
+    return await client.post(f"/api/v1/hitl/{request_id}/respond", json=body)
+
+
+# -- triggers ---------------------------------------------------------------------------------
+
+
+async def test_low_confidence_waits_for_a_human_and_its_context_shows_why(client: AsyncClient) -> None:
+    # The offline agents are 90 % sure; this project asks for 95 %.
+    project_id = await new_project(client, settings={"confidence_threshold": 0.95})
+    request = await parked(client, project_id, "Design a ledger")
+    assert request["kind"] == "low_confidence"
+    assert "90% sure" in request["question"]
+    context = (await client.get(f"/api/v1/hitl/{request['request_id']}/context")).json()
+    assert context["task"]["id"] == request["task_id"]
+    assert context["task"]["reasoning"]["confidence"] == 0.9
+    assert {artifact["artifact_type"] for artifact in context["artifacts"]} == {
+        "system_architecture",
+        "implementation_plan",
+    }
+    assert all(artifact["content"] for artifact in context["artifacts"])
+    full = (await client.get(f"/api/v1/hitl/{request['request_id']}")).json()
+    assert full["status"] == "pending"
+    assert full["expires_at"] is not None
+    assert [entry["action"] for entry in full["history"]] == ["created"]
+    # A threshold that is not a number from 0 to 1 is refused.
+    for bad in (1.5, "high", True):
+        response = await client.post("/api/v1/projects", json={"name": "x", "settings": {"confidence_threshold": bad}})
+        assert response.status_code == 400, response.text
+        assert "confidence_threshold" in response.text
+
+
+# -- answers to a parked task -----------------------------------------------------------------
+
+
+async def test_approve_accepts_the_result(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    request = await parked(client, project_id, "Design [[offline:question=Which cloud?]]")
+    answered = await respond(client, request["request_id"], action="approve", comment="any cloud")
+    assert answered.status_code == 200, answered.text
+    body = answered.json()
+    assert (body["status"], body["responder"], body["response_comment"]) == ("approved", body["responder"], "any cloud")
+    assert [entry["action"] for entry in body["history"]] == ["created", "approve"]
+    task = await wait_for_task(client, request["task_id"], "completed")
+    assert task["output"]["artifact_ids"]
+
+
+async def test_reject_redoes_the_task_with_the_comment_as_feedback(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    request = await parked(client, project_id, "Design [[offline:question=Which cloud?]]")
+    assert (await respond(client, request["request_id"], action="reject")).status_code == 422  # no comment
+    answered = await respond(client, request["request_id"], action="reject", comment="use the EU region only")
+    assert answered.status_code == 200, answered.text
+    old = await task_status(client, request["task_id"])
+    assert old["status"] == "cancelled"
+    redo_id = next(task_id for task_id in await task_ids(client, project_id) if task_id != request["task_id"])
+    redo = await task_status(client, redo_id)
+    assert (redo["redo_of"], redo["feedback"]) == (request["task_id"], "use the EU region only")
+    # The redo asks the same question again (the directive is in its instructions) and used the feedback.
+    redone = await wait_for_task(client, redo_id, "waiting_for_hitl")
+    artifact = (await client.get(f"/api/v1/artifacts/{redone['output']['artifact_ids'][0]}")).json()
+    assert "revised: use the EU region only" in artifact["title"]
+
+
+async def test_amend_stores_the_human_version_and_accepts(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    request = await parked(client, project_id, "Specify [[offline:question=Who pays?]]", agent="analyst")
+    about = (await client.get(f"/api/v1/hitl/{request['request_id']}")).json()["artifact_ids"]
+    artifacts = [(await client.get(f"/api/v1/artifacts/{artifact_id}")).json() for artifact_id in about]
+    original = next(a for a in artifacts if a["artifact_type"] == "software_specification")
+    artifact_id = original["id"]
+    amended = {**original["content"], "vision": "Families pay nothing; schools pay per seat."}
+    target = {"artifact_id": artifact_id}
+    bad = await respond(
+        client, request["request_id"], action="amend", comment="pricing", amended_content={"vision": 3}, response=target
+    )
+    assert bad.status_code == 422, bad.text  # checked against the specification's schema
+    elsewhere = await respond(
+        client,
+        request["request_id"],
+        action="amend",
+        comment="pricing",
+        amended_content=amended,
+        response={"artifact_id": str(uuid.uuid4())},
+    )
+    assert elsewhere.status_code == 422, elsewhere.text
+    assert "artifact_id" in elsewhere.text
+    answered = await respond(
+        client,
+        request["request_id"],
+        action="amend",
+        comment="pricing decided",
+        amended_content=amended,
+        response=target,
+    )
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["status"] == "amended"
+    await wait_for_task(client, request["task_id"], "completed")
+    versions = (await client.get(f"/api/v1/artifacts/{artifact_id}/versions")).json()["items"]
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[-1]["changed_by"].startswith("human:")
+    latest = (await client.get(f"/api/v1/artifacts/{artifact_id}")).json()
+    assert latest["content"]["vision"] == "Families pay nothing; schools pay per seat."
+
+
+async def test_rejections_past_the_limit_escalate(make_client: ClientFactory) -> None:
+    async with make_client({"BOTARMY_HITL_MAX_REDOS": "1"}) as (client, _):
+        project_id = await new_project(client)
+        first = await parked(client, project_id, "Design [[offline:question=Which cloud?]]")
+        assert (await respond(client, first["request_id"], action="reject", comment="again")).status_code == 200
+        second = await eventually(
+            lambda: requests_of(client, project_id, status="pending"), lambda items: len(items) == 1, timeout=20
+        )
+        assert second[0]["request_id"] != first["request_id"]
+        answered = await respond(client, second[0]["request_id"], action="reject", comment="and again")
+        assert answered.status_code == 200
+        escalated = (await requests_of(client, project_id, status="pending"))[0]
+        assert (escalated["urgency"], escalated["assigned_role"]) == ("critical", "admin")
+        assert escalated["question"].startswith("Escalated: ")
+        assert (await requests_of(client, project_id, assigned_role="admin"))[0]["request_id"] == escalated[
+            "request_id"
+        ]
+        # No third task: the escalation waits for an admin.
+        assert len(await task_ids(client, project_id)) == 2
+
+
+# -- one answer wins ---------------------------------------------------------------------------
+
+
+async def test_concurrent_answers_one_wins_the_rest_get_409(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    request = await parked(client, project_id, "Design [[offline:question=Which cloud?]]")
+    bodies = [{"action": "approve"}] * 6 + [{"action": "reject", "comment": f"no {n}"} for n in range(6)]
+    responses = await asyncio.gather(*(respond(client, request["request_id"], **body) for body in bodies))
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [200] + [409] * 11, [r.text for r in responses]
+    winner = next(response.json() for response in responses if response.status_code == 200)
+    for response in responses:
+        if response.status_code == 409:
+            assert response.json()["extra"]["status"] == winner["status"]
+    final = (await client.get(f"/api/v1/hitl/{request['request_id']}")).json()
+    assert final["status"] == winner["status"]
+    assert [entry["action"] for entry in final["history"]] == ["created", winner["history"][-1]["action"]]
+    # Only the winner's effect happened: one task (approved) or one redo (rejected), never both.
+    assert len(await task_ids(client, project_id)) == (1 if winner["status"] == "approved" else 2)
+
+
+# -- bulk --------------------------------------------------------------------------------------
+
+
+async def test_bulk_approve_reports_each_request(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    first = await parked(client, project_id, "Design one [[offline:question=A?]]")
+    second = await parked(client, project_id, "Design two [[offline:question=B?]]")
+    done = await parked(client, project_id, "Design three [[offline:question=C?]]")
+    assert (await respond(client, done["request_id"], action="approve")).status_code == 200
+    missing = str(uuid.uuid4())
+    ids = [first["request_id"], second["request_id"], done["request_id"], missing]
+    response = await client.post("/api/v1/hitl/bulk/approve", json={"request_ids": ids, "comment": "all fine"})
+    assert response.status_code == 200, response.text
+    results = {item["request_id"]: item for item in response.json()["results"]}
+    assert [(results[i]["ok"], results[i]["status_code"]) for i in ids] == [
+        (True, 200),
+        (True, 200),
+        (False, 409),
+        (False, 404),
+    ]
+    for request in (first, second):
+        await wait_for_task(client, request["task_id"], "completed")
+    assert (await client.post("/api/v1/hitl/bulk/approve", json={"request_ids": []})).status_code == 400
+
+
+# -- reads, filters, statistics, oversight -------------------------------------------------------
+
+
+async def test_lists_filters_statistics_and_oversight(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    kept = await parked(client, project_id, "Design [[offline:question=A?]]")
+    answered = await parked(client, project_id, "Design [[offline:question=B?]]")
+    assert (await respond(client, answered["request_id"], action="approve")).status_code == 200
+
+    assert [r["request_id"] for r in await requests_of(client, project_id, status="pending")] == [kept["request_id"]]
+    assert [r["request_id"] for r in await requests_of(client, project_id, status="approved")] == [
+        answered["request_id"]
+    ]
+    assert len(await requests_of(client, project_id, kind="low_confidence")) == 2
+    assert await requests_of(client, project_id, kind="budget") == []
+    for bad in ({"status": "maybe"}, {"kind": "gossip"}):
+        response = await client.get(f"/api/v1/hitl/project/{project_id}/requests", params=bad)
+        assert response.status_code == 400, response.text
+    pending = (await client.get("/api/v1/hitl/pending")).json()["items"]
+    assert kept["request_id"] in [item["request_id"] for item in pending]
+    assert answered["request_id"] not in [item["request_id"] for item in pending]
+
+    stats = (await client.get("/api/v1/hitl/statistics", params={"project_id": project_id})).json()
+    assert (stats["total"], stats["by_status"], stats["by_kind"]) == (
+        2,
+        {"pending": 1, "approved": 1},
+        {"low_confidence": 2},
+    )
+    assert stats["approval_rate"] == 1.0
+    assert stats["median_response_seconds"] >= 0
+
+    path = f"/api/v1/hitl/project/{project_id}/oversight-level"
+    assert (await client.get(path)).json() == {"project_id": project_id, "oversight_level": "low"}
+    changed = await client.post(path, json={"oversight_level": "high"})
+    assert changed.json()["oversight_level"] == "high"
+    assert (await client.get(f"/api/v1/projects/{project_id}")).json()["oversight_level"] == "high"
+    refused = await client.post(path, json={"oversight_level": "extreme"})
+    assert refused.status_code == 400
+    assert "oversight_level" in refused.text
+    assert (await client.get(path)).json()["oversight_level"] == "high"
+    assert (await client.get(f"/api/v1/hitl/{uuid.uuid4()}")).status_code == 404
+
+
+# -- expiry ------------------------------------------------------------------------------------
+
+
+async def test_expiry_warns_then_carries_out_the_action(make_client: ClientFactory) -> None:
+    overrides = {
+        "BOTARMY_HITL_TIMEOUTS": "low_confidence=2",
+        "BOTARMY_HITL_WARNING_SECONDS": "1.5",
+        "BOTARMY_HITL_EXPIRY_ACTIONS": "low_confidence=approve",
+        "BOTARMY_SWEEP_INTERVAL_SECONDS": "0.3",
+    }
+    async with make_client(overrides) as (client, settings):
+        project_id = await new_project(client)
+        request = await parked(client, project_id, "Design [[offline:question=Which cloud?]]")
+        assert request["status"] == "pending"
+        # Nobody answers: a warning, then expiry, whose action (approve) completes the task.
+        await wait_for_task(client, request["task_id"], "completed", timeout=20)
+        expired = (await client.get(f"/api/v1/hitl/{request['request_id']}")).json()
+        assert expired["status"] == "expired"
+        assert [entry["action"] for entry in expired["history"]] == ["created", "expired"]
+        assert expired["history"][-1]["data"] == {"action": "approve"}
+        kinds = await event_types(settings, project_id)
+        assert kinds.index("hitl_request_expiring") < kinds.index("hitl_request_expired")
+        late = await respond(client, request["request_id"], action="approve")
+        assert late.status_code == 409
+        assert late.json()["extra"]["status"] == "expired"
+
+
+async def test_expiry_can_escalate(make_client: ClientFactory) -> None:
+    overrides = {"BOTARMY_HITL_TIMEOUTS": "low_confidence=1", "BOTARMY_HITL_EXPIRY_ACTIONS": "low_confidence=escalate"}
+    async with make_client({**overrides, "BOTARMY_SWEEP_INTERVAL_SECONDS": "0.3"}) as (client, _):
+        project_id = await new_project(client)
+        request = await parked(client, project_id, "Design [[offline:question=Which cloud?]]")
+        escalated = await eventually(
+            lambda: requests_of(client, project_id, assigned_role="admin"), lambda items: len(items) == 1, timeout=20
+        )
+        assert escalated[0]["urgency"] == "critical"
+        assert (await task_status(client, request["task_id"]))["status"] == "waiting_for_hitl"
+
+
+async def test_a_request_past_its_expiry_is_expired_before_the_sweep(make_client: ClientFactory) -> None:
+    # The sweep runs once at start and then not for ten minutes: only the deadline says it expired.
+    overrides = {"BOTARMY_HITL_TIMEOUTS": "low_confidence=1", "BOTARMY_SWEEP_INTERVAL_SECONDS": "600"}
+    async with make_client(overrides) as (client, _):
+        project_id = await new_project(client)
+        request = await parked(client, project_id, "Design [[offline:question=Which cloud?]]")
+        await asyncio.sleep(1.2)
+        assert (await client.get(f"/api/v1/hitl/{request['request_id']}")).json()["status"] == "expired"
+        assert [r["request_id"] for r in await requests_of(client, project_id, status="expired")] == [
+            request["request_id"]
+        ]
+        assert await requests_of(client, project_id, status="pending") == []
+        response = await respond(client, request["request_id"], action="approve")
+        assert response.status_code == 409
+        assert (await task_status(client, request["task_id"]))["status"] == "waiting_for_hitl"
