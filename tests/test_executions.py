@@ -226,3 +226,54 @@ async def test_bad_starts_are_refused(client: AsyncClient) -> None:
         assert response.status_code == status, (body, response.text)
         assert text in response.text
     assert (await client.get(f"/api/v1/executions/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_the_product_owner_steers_a_whole_run_through_the_api(client: AsyncClient) -> None:
+    """High oversight: every phase ends at a gate; the owner rejects one, amends one, approves the rest."""
+    project_id = await new_project(client, "high")
+    started = await start(client, project_id)
+    seen: list[str] = []
+    amended_overview = "Amended by the owner: one PostgreSQL database, no message broker."
+    for _ in range(10):
+        response = await eventually(
+            lambda: client.get(f"/api/v1/executions/{started['id']}"),
+            lambda r: r.json()["status"] in ("waiting_for_hitl", "completed", "failed"),
+            timeout=60,
+            interval=0.1,
+        )
+        body = response.json()
+        if body["status"] != "waiting_for_hitl":
+            break
+        phase, gate = next((p, g) for p, g in body["gates"].items() if g["status"] == "pending")
+        seen.append(phase)
+        request_id = gate["request_id"]
+        answer: dict[str, Any]
+        if phase == "discovery" and seen.count("discovery") == 1:
+            answer = {"action": "reject", "comment": "Focus on grandparents sharing recipes"}
+        elif phase == "design":
+            about = (await client.get(f"/api/v1/hitl/{request_id}/context")).json()["artifacts"]
+            architecture = next(a for a in about if a["artifact_type"] == "system_architecture")
+            answer = {
+                "action": "amend",
+                "comment": "Keep the stack small",
+                "amended_content": {**architecture["content"], "overview": amended_overview},
+                "response": {"artifact_id": architecture["id"]},
+            }
+        else:
+            answer = {"action": "approve", "comment": "looks right"}
+        answered = await client.post(f"/api/v1/hitl/{request_id}/respond", json=answer)
+        assert answered.status_code == 200, answered.text
+    assert body["status"] == "completed", body
+    # Discovery was asked twice (rejected, then approved after the redo); launch is the last phase.
+    assert seen == ["discovery", "discovery", "plan", "design", "build", "validate"]
+    analyst = body["steps"][0]
+    assert len(analyst["runs"]) == 1 and analyst["task_status"] == "completed"
+    redo = (await client.get(f"/api/v1/tasks/{analyst['task_id']}")).json()
+    assert redo["feedback"] == "Focus on grandparents sharing recipes"
+    specification = (await client.get(f"/api/v1/artifacts/{analyst['artifact_ids'][0]}")).json()
+    assert "revised: Focus on grandparents sharing recipes" in specification["title"]
+    documents = {
+        d["stage"]: d for d in (await client.get(f"/api/v1/projects/{project_id}/documents")).json()["documents"]
+    }
+    assert amended_overview in documents["architecture"]["markdown"]
+    assert "revised: Focus on grandparents" in documents["prd"]["markdown"]
