@@ -365,3 +365,50 @@ async def test_a_request_past_its_expiry_is_expired_before_the_sweep(make_client
         response = await respond(client, request["request_id"], action="approve")
         assert response.status_code == 409
         assert (await task_status(client, request["task_id"]))["status"] == "waiting_for_hitl"
+
+
+# -- emergency stop ----------------------------------------------------------------------------
+
+
+async def test_emergency_stop_halts_running_work_and_resume_continues_it(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    started = await client.post(
+        "/api/v1/executions",
+        json={"project_id": project_id, "workflow_id": "botarmy-sdlc", "inputs": {"idea": "Slow [[offline:delay=2]]"}},
+    )
+    execution_id = started.json()["id"]
+    running = await eventually(
+        lambda: client.get(f"/api/v1/executions/{execution_id}"),
+        lambda r: r.json()["steps"][0]["task_status"] == "working",
+        timeout=20,
+    )
+    task_id = running.json()["steps"][0]["task_id"]
+
+    stopped = await client.post(f"/api/v1/projects/{project_id}/stop")
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json() == {
+        "project_id": project_id,
+        "status": "paused",
+        "executions_paused": 1,
+        "tasks_halted": 1,
+        "tasks_put_to_a_human": 0,
+    }
+    assert (await client.post(f"/api/v1/projects/{project_id}/stop")).status_code == 409
+    assert (await client.get(f"/api/v1/executions/{execution_id}")).json()["status"] == "paused"
+    # The running model call was abandoned; nothing of the project runs while it is stopped, not even new tasks.
+    extra = await submit(client, project_id, "tester", "Check it")
+    await asyncio.sleep(2.5)
+    halted = await task_status(client, task_id)
+    assert (halted["status"], halted["attempts"], halted["output"]) == ("pending", 1, None)
+    assert (await task_status(client, extra))["status"] in ("pending", "queued")
+    assert (await client.get(f"/api/v1/projects/{project_id}")).json()["status"] == "paused"
+
+    resumed = await client.post(f"/api/v1/projects/{project_id}/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["status"] == "active"
+    assert (await client.post(f"/api/v1/projects/{project_id}/resume")).status_code == 409
+    done = await wait_for_task(client, task_id, "completed", timeout=30)
+    assert done["attempts"] == 2
+    await wait_for_task(client, extra, "completed", timeout=30)
+    assert (await client.get(f"/api/v1/executions/{execution_id}")).json()["status"] in ("running", "completed")
+    assert (await client.post(f"/api/v1/executions/{execution_id}/cancel")).status_code == 200

@@ -12,11 +12,12 @@ from litestar.params import FromPath, JSONBody, Parameter
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.projects import schemas
+from app.projects.control import resume_project, stop_project
 from app.projects.models import ProjectStatus
 from app.projects.services import ProjectService
 from app.tasks.jobs import agent_task_enqueuer
 from app.tasks.schemas import TaskCreate, TaskSubmitted
-from app.tasks.services import TaskService
+from app.tasks.services import TaskService, dispatch_all
 from app.worker.runtime import Runtime
 
 
@@ -101,6 +102,40 @@ class ProjectController(Controller):
             for task in tasks
         ]
         return schemas.ProjectTaskStatus(project_id=project_id, tasks=rows)
+
+    @post("/{project_id:uuid}/stop", operation_id="StopProject", status_code=200, opt=needs(Role.PRODUCT_OWNER))
+    async def stop(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        projects_service: NamedDependency[ProjectService],
+        project_id: FromPath[UUID],
+    ) -> schemas.ProjectStopped:
+        """Emergency stop: the project's executions pause and its running model calls are cancelled."""
+        principal.ensure_can_see(project_id)
+        session = projects_service.repository.session
+        runtime: Runtime = request.app.state.runtime
+        halted = await stop_project(session, runtime.settings.hitl, project_id, actor=principal.name)
+        await session.commit()
+        return schemas.ProjectStopped(project_id=project_id, status=ProjectStatus.PAUSED, **halted)
+
+    @post("/{project_id:uuid}/resume", operation_id="ResumeProject", status_code=200, opt=needs(Role.PRODUCT_OWNER))
+    async def resume(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        projects_service: NamedDependency[ProjectService],
+        tasks_service: NamedDependency[TaskService],
+        project_id: FromPath[UUID],
+    ) -> schemas.ProjectResumed:
+        """Undo an emergency stop: executions resume and the waiting tasks are queued again."""
+        principal.ensure_can_see(project_id)
+        session = projects_service.repository.session
+        runtime: Runtime = request.app.state.runtime
+        queued = await resume_project(session, runtime.settings.hitl, project_id, actor=principal.name)
+        await session.commit()
+        await dispatch_all(tasks_service, queued, agent_task_enqueuer(runtime.broker))
+        return schemas.ProjectResumed(project_id=project_id, status=ProjectStatus.ACTIVE, tasks_queued=len(queued))
 
     @post("/{project_id:uuid}/tasks", operation_id="CreateTask", status_code=201, opt=needs(Role.PRODUCT_OWNER))
     async def create_task(

@@ -78,6 +78,21 @@ class ProjectUpdate(InputStruct, omit_defaults=True):
             check_project_settings(self.settings)
 
 
+class ProjectStopped(Struct):
+    project_id: UUID
+    status: ProjectStatus
+    executions_paused: int
+    tasks_halted: int
+    # At-most-once tasks cut off mid-attempt: each waits on a `task_failure` request.
+    tasks_put_to_a_human: int
+
+
+class ProjectResumed(Struct):
+    project_id: UUID
+    status: ProjectStatus
+    tasks_queued: int
+
+
 class TaskStatusRow(Struct):
     task_id: UUID
     agent_type: str

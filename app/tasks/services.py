@@ -25,7 +25,7 @@ from app.core.exceptions import (
     is_unavailable_error,
 )
 from app.events.services import EventService
-from app.projects.models import Project
+from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.schemas import TaskCreate
 
@@ -237,9 +237,12 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         """Start an attempt: pending/queued, or working with a lease that ran out, becomes ours."""
         now = utcnow()
         token = str(uuid4())
-        claimable = or_(
-            AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value]),
-            and_(_lost(now), AgentTask.at_most_once.is_(False)),
+        claimable = and_(
+            or_(
+                AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value]),
+                and_(_lost(now), AgentTask.at_most_once.is_(False)),
+            ),
+            _not_stopped(),
         )
         task = await self._transition(
             task_id,
@@ -434,7 +437,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         }
         dispatched = 0
         for message, condition in conditions.items():
-            statement = select(AgentTask.id).where(condition).order_by(AgentTask.id).limit(limit)
+            statement = select(AgentTask.id).where(condition, _not_stopped()).order_by(AgentTask.id).limit(limit)
             task_ids = list(await self.repository.session.scalars(statement))
             await self.repository.session.commit()
             for task_id in task_ids:
@@ -461,12 +464,18 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         await self.repository.session.commit()
         return task_ids
 
-    async def park_interrupted(self, task_id: UUID, grace_seconds: float) -> AgentTask | None:
-        """Hold an interrupted at-most-once task for a human (no commit). None: it moved on meanwhile."""
-        lapsed = utcnow() - datetime.timedelta(seconds=grace_seconds)
+    async def park_interrupted(self, task_id: UUID, grace_seconds: float | None) -> AgentTask | None:
+        """Hold an interrupted at-most-once task for a human (no commit). None: it moved on meanwhile.
+
+        `grace_seconds`: its worker died (the lease lapsed that long ago); None: it is being stopped.
+        """
+        if grace_seconds is None:
+            attempt = AgentTask.status == TaskStatus.WORKING.value
+        else:
+            attempt = _lost(utcnow() - datetime.timedelta(seconds=grace_seconds))
         return await self._transition(
             task_id,
-            and_(_lost(lapsed), AgentTask.at_most_once.is_(True)),
+            and_(attempt, AgentTask.at_most_once.is_(True)),
             {"status": TaskStatus.WAITING_FOR_HITL.value, "lease_token": None, "lease_expires_at": None},
             message="interrupted mid-attempt; it acts outside the server, so a human decides whether to rerun it",
             commit=False,
@@ -479,6 +488,23 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
             {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None, "error": None},
             message=f"another attempt allowed by {actor}",
+            commit=False,
+        )
+
+    async def halt(self, task_id: UUID, *, actor: str) -> AgentTask | None:
+        """Emergency stop: a working attempt is abandoned (its worker sees the lease gone and cancels
+        the model call) and the task is pending again, to run once the project resumes (no commit)."""
+        return await self._transition(
+            task_id,
+            and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.at_most_once.is_(False)),
+            {
+                "status": TaskStatus.PENDING.value,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "job_id": None,
+                "queued_at": None,
+            },
+            message=f"halted by {actor}: emergency stop",
             commit=False,
         )
 
@@ -502,6 +528,12 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             message=f"failed: {error}",
             commit=False,
         )
+
+
+def _not_stopped() -> ColumnElement[bool]:
+    """Tasks of a project under an emergency stop (paused) are neither claimed nor requeued."""
+    paused = select(Project.id).where(Project.status == ProjectStatus.PAUSED.value)
+    return AgentTask.project_id.not_in(paused)
 
 
 def _lost(now: datetime.datetime) -> ColumnElement[bool]:

@@ -8,20 +8,18 @@ import time
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import AgentState
 from app.agents.services import AgentService
 from app.artifacts.services import ArtifactService
-from app.config import HitlSettings
 from app.core.exceptions import is_unavailable_error
 from app.hitl.decisions import DecisionService
-from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
-from app.hitl.services import HitlService
+from app.hitl.models import HitlRequest, HitlStatus
+from app.projects.control import park_interrupted
 from app.tasks.jobs import agent_task_enqueuer
 from app.tasks.services import TaskService, dispatch_all
 from app.worker.runtime import Runtime
-from app.workflows.services import INTERRUPTED_PREFIX, ExecutionService
+from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
 
@@ -45,38 +43,6 @@ async def sweep_once(runtime: Runtime) -> int:
     if dispatched:
         logger.info("sweep_requeued", tasks=dispatched)
     return dispatched
-
-
-async def park_interrupted(session: AsyncSession, policy: HitlSettings, *, grace_seconds: float) -> None:
-    """At-most-once tasks whose worker died are not requeued: each is put to a human instead."""
-    tasks = TaskService(session=session)
-    for task_id in await tasks.interrupted(grace_seconds):
-        task = await tasks.park_interrupted(task_id, grace_seconds)
-        if task is None:  # another sweeper took it
-            await session.rollback()
-            continue
-        request = await HitlService(session=session).open_request(
-            policy=policy,
-            project_id=task.project_id,
-            task_id=task.id,
-            kind=HitlKind.TASK_FAILURE,
-            question=(
-                f"The {task.agent_type} task {task.id} was interrupted mid-attempt (its worker stopped). It acts "
-                "outside the server, so part of it may already have happened. Approve to run it again, reject to "
-                "fail it."
-            ),
-            options=("approve", "reject"),
-            urgency=Urgency.HIGH,
-            workflow_execution_id=task.workflow_execution_id,
-            step_id=f"{INTERRUPTED_PREFIX}{task.step_id or ''}",
-            actor="sweeper",
-        )
-        await AgentService(session=session).set_status(
-            task.project_id, task.agent_type, AgentState.WAITING_FOR_HITL, task_id=task.id
-        )
-        await ExecutionService(session, policy).on_task_finished(task)
-        await session.commit()
-        logger.warning("task_interrupted_parked", task_id=str(task.id), request_id=str(request.id))
 
 
 async def expire_hitl_requests(runtime: Runtime) -> int:
