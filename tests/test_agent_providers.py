@@ -79,7 +79,8 @@ async def run_coder(client: AsyncClient) -> dict[str, object]:
     task_id = submitted.json()["task_id"]
     for _ in range(200):
         task = (await client.get(f"/api/v1/tasks/{task_id}")).json()
-        if task["status"] in ("completed", "failed"):
+        # A task whose every attempt failed waits for a human with the failure (`task_failure`).
+        if task["status"] in ("completed", "failed", "waiting_for_hitl"):
             return dict(task)
         await asyncio.sleep(0.1)
     raise AssertionError(f"task did not finish: {task}")
@@ -134,7 +135,7 @@ async def test_500_on_every_attempt_fails_with_the_providers_error(
     client, settings, _ = provider_client
     fake_provider_server.script([Fail(500, "upstream exploded")] * 4)
     task = await run_coder(client)
-    assert task["status"] == "failed"
+    assert (task["status"], task["output"]["code"]) == ("waiting_for_hitl", "server_error")
     assert "500" in str(task["error"])
     assert "upstream exploded" in str(task["error"])
     assert SECRET_KEY not in str(task["error"])
@@ -150,7 +151,7 @@ async def test_a_malformed_body_fails_the_task_with_the_reason(
     client, settings, _ = provider_client
     fake_provider_server.script([Malformed(), Reply(await valid_answer(AgentType.CODER))])
     task = await run_coder(client)
-    assert task["status"] == "failed"
+    assert (task["status"], task["output"]["code"]) == ("waiting_for_hitl", "malformed_response")
     assert "malformed" in str(task["error"]).lower()
     assert [row.outcome for row in await usage_of(settings, str(task["id"]))] == ["malformed_response"]
     assert fake_provider_server.remaining == 1
@@ -195,7 +196,7 @@ def test_no_key_reaches_the_logs(fake_provider_server: FakeProviderServer, tmp_p
                     f"/api/v1/projects/{project['id']}/tasks", json={"agent_type": agent, "instructions": "x"}
                 ).json()
                 for _ in range(100):
-                    if http.get(f"/api/v1/tasks/{task['task_id']}").json()["status"] == "failed":
+                    if http.get(f"/api/v1/tasks/{task['task_id']}").json()["status"] == "waiting_for_hitl":
                         break
                     time.sleep(0.1)
                 fake_provider_server.script([Reply(answers[agent])])
