@@ -162,6 +162,9 @@ class HitlSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     # An agent answer less confident than this waits for a human (a project may set its own).
     confidence_threshold: Annotated[float, Meta(ge=0, le=1)] = 0.8
+    # Under high oversight, a model call estimated to cost more than this (USD) waits for approval
+    # (a project's `settings.call_cost_limit_usd` wins); unset: no such check.
+    call_cost_limit_usd: Annotated[float, Meta(ge=0)] | None = 1.0
     # Rejections of one step or task redone before the next rejection escalates instead.
     max_redos: Annotated[int, Meta(ge=0, le=100)] = 3
     # Seconds a request may wait; `kind=seconds,…` overrides per kind.
@@ -249,6 +252,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
     "hitl": {
         "confidence_threshold": "BOTARMY_CONFIDENCE_THRESHOLD",
         "max_redos": "BOTARMY_HITL_MAX_REDOS",
+        "call_cost_limit_usd": "BOTARMY_CALL_COST_LIMIT_USD",
         "timeout_seconds": "BOTARMY_HITL_TIMEOUT_SECONDS",
         "timeouts_by_kind": "BOTARMY_HITL_TIMEOUTS",
         "expiry_action": "BOTARMY_HITL_EXPIRY_ACTION",

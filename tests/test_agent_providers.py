@@ -27,7 +27,7 @@ from app.tasks.models import AgentType
 from tests.conftest import FAST_ENV, free_port
 from tests.fake_providers import Fail, FakeProviderServer, Hang, Malformed, Reply
 from tests.fake_providers import fake_provider_server_fixture as fake_provider_server_fixture
-from tests.helpers import issue_token, start_server
+from tests.helpers import issue_token, start_server, wait_for_task
 
 SECRET_KEY = f"sk-test-{uuid.uuid4().hex}"
 PROVIDERS = {
@@ -135,7 +135,7 @@ async def test_500_on_every_attempt_fails_with_the_providers_error(
     client, settings, _ = provider_client
     fake_provider_server.script([Fail(500, "upstream exploded")] * 4)
     task = await run_coder(client)
-    assert (task["status"], task["output"]["code"]) == ("waiting_for_hitl", "server_error")
+    assert (task["status"], task["output"]) == ("waiting_for_hitl", {"failed": task["error"], "code": "server_error"})
     assert "500" in str(task["error"])
     assert "upstream exploded" in str(task["error"])
     assert SECRET_KEY not in str(task["error"])
@@ -151,7 +151,10 @@ async def test_a_malformed_body_fails_the_task_with_the_reason(
     client, settings, _ = provider_client
     fake_provider_server.script([Malformed(), Reply(await valid_answer(AgentType.CODER))])
     task = await run_coder(client)
-    assert (task["status"], task["output"]["code"]) == ("waiting_for_hitl", "malformed_response")
+    assert (task["status"], task["output"]) == (
+        "waiting_for_hitl",
+        {"failed": task["error"], "code": "malformed_response"},
+    )
     assert "malformed" in str(task["error"]).lower()
     assert [row.outcome for row in await usage_of(settings, str(task["id"]))] == ["malformed_response"]
     assert fake_provider_server.remaining == 1
@@ -214,3 +217,45 @@ def test_no_key_reaches_the_logs(fake_provider_server: FakeProviderServer, tmp_p
     assert "model_call_failed" in log  # the failures were logged, at DEBUG with every library's chatter
     for provider, key in keys.items():
         assert key not in log, provider
+
+
+async def test_a_costly_call_waits_for_approval_under_high_oversight(
+    fake_provider_server: FakeProviderServer, tmp_path: Path
+) -> None:
+    env = {
+        **FAST_ENV,
+        "BOTARMY_DATA_DIR": str(tmp_path / "data"),
+        "BOTARMY_MODEL_CODER": "openai:gpt-4o",
+        "OPENAI_API_KEY": SECRET_KEY,
+        "OPENAI_BASE_URL": fake_provider_server.openai_base_url,
+    }
+    settings = load_settings(env)
+    answer = await valid_answer(AgentType.CODER)
+    async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
+        client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+        for oversight, asks in (("medium", False), ("high", True)):
+            project = (
+                await client.post(
+                    "/api/v1/projects",
+                    json={"name": "costly", "oversight_level": oversight, "settings": {"call_cost_limit_usd": 0.0001}},
+                )
+            ).json()
+            fake_provider_server.script([Reply(answer)])
+            task_id = (
+                await client.post(
+                    f"/api/v1/projects/{project['id']}/tasks", json={"agent_type": "coder", "instructions": "Build"}
+                )
+            ).json()["task_id"]
+            if asks:
+                task = await wait_for_task(client, task_id, "waiting_for_hitl")
+                assert task["output"]["blocked_by"] == "pre_call"
+                assert fake_provider_server.remaining == 1  # the call was not made
+                [request] = (await client.get(f"/api/v1/hitl/project/{project['id']}/requests")).json()["items"]
+                assert request["kind"] == "pre_call"
+                assert "gpt-4o" in request["question"]
+                approved = await client.post(
+                    f"/api/v1/hitl/{request['request_id']}/respond", json={"action": "approve"}
+                )
+                assert approved.status_code == 200, approved.text
+            await wait_for_task(client, task_id, "completed")
+            assert fake_provider_server.remaining == 0

@@ -18,6 +18,7 @@ from uuid import UUID
 
 import msgspec
 import structlog
+from sqlalchemy import select
 
 from app.agents.models import AgentState
 from app.agents.outputs import CODE_TYPES, CONTENT_TYPES, AgentAnswer
@@ -28,13 +29,13 @@ from app.artifacts.models import ArtifactType
 from app.artifacts.services import ArtifactService
 from app.config import HitlSettings
 from app.core.sanitize import clean_json, strip_active_content
-from app.hitl.models import HitlKind, Urgency
+from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
 from app.hitl.services import HitlService
 from app.llm.base import ModelError, ModelProvider, ModelResponse, TransientModelError
 from app.llm.offline import estimate_tokens
 from app.llm.pricing import cost_usd
 from app.llm.registry import build_provider
-from app.projects.models import Project
+from app.projects.models import OversightLevel, Project
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.services import Lease, TaskService
 from app.worker.runtime import Runtime
@@ -97,6 +98,12 @@ def parse_answer(text: str, allowed: tuple[ArtifactType, ...]) -> AgentAnswer:
         summary=strip_active_content(clean_json(answer.summary)),
         open_questions=[strip_active_content(clean_json(question)) for question in answer.open_questions],
     )
+
+
+def call_cost_limit(project: Project, policy: HitlSettings) -> float | None:
+    """The project's own per-call limit (`settings.call_cost_limit_usd`), else the server's."""
+    value = project.settings.get("call_cost_limit_usd") if isinstance(project.settings, dict) else None
+    return float(value) if isinstance(value, int | float) else policy.call_cost_limit_usd
 
 
 def confidence_threshold(project: Project, policy: HitlSettings) -> float:
@@ -176,7 +183,36 @@ class AgentExecutor:
                     urgency=Urgency.HIGH,
                 )
                 return False
+            limit = call_cost_limit(project, self.runtime.settings.hitl)
+            if (
+                project.oversight_level == OversightLevel.HIGH.value
+                and limit is not None
+                and estimate_cost > limit
+                and not await self._call_approved(session)
+            ):
+                self.log.info("call_needs_approval", estimate_cost=estimate_cost, limit=limit)
+                await self._park(
+                    session,
+                    kind=HitlKind.PRE_CALL,
+                    question=(
+                        f"This {self.agent_type.value} call to {self.model} would cost about ${estimate_cost:.4f}, "
+                        f"more than the ${limit:.4f} a call may cost without approval. Approve to make it, reject "
+                        "to stop the task."
+                    ),
+                    output={"blocked_by": "pre_call", "estimate_cost_usd": estimate_cost, "limit_usd": limit},
+                    urgency=Urgency.MEDIUM,
+                )
+                return False
         return True
+
+    async def _call_approved(self, session: Any) -> bool:
+        """A human already approved this task's costly call (the task came back from that approval)."""
+        approved = select(HitlRequest.id).where(
+            HitlRequest.task_id == self.task.id,
+            HitlRequest.kind == HitlKind.PRE_CALL.value,
+            HitlRequest.status == HitlStatus.APPROVED.value,
+        )
+        return await session.scalar(approved.limit(1)) is not None
 
     # -- the call ----------------------------------------------------------------------------
 
@@ -345,6 +381,7 @@ class AgentExecutor:
             task_id=task.id,
             kind=kind,
             question=question,
+            options=("approve", "reject"),
             urgency=urgency,
             workflow_execution_id=task.workflow_execution_id,
             step_id=task.step_id,

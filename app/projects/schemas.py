@@ -26,6 +26,12 @@ def check_project_settings(settings: dict[str, Any]) -> None:
     ):
         msg = "settings.confidence_threshold: a number from 0 to 1"
         raise ValueError(msg)
+    limit = settings.get("call_cost_limit_usd")
+    if "call_cost_limit_usd" in settings and (
+        isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0
+    ):
+        msg = "settings.call_cost_limit_usd: a number of US dollars, 0 or more"
+        raise ValueError(msg)
 
 
 class Project(Struct):
