@@ -412,3 +412,57 @@ async def test_emergency_stop_halts_running_work_and_resume_continues_it(client:
     await wait_for_task(client, extra, "completed", timeout=30)
     assert (await client.get(f"/api/v1/executions/{execution_id}")).json()["status"] in ("running", "completed")
     assert (await client.post(f"/api/v1/executions/{execution_id}/cancel")).status_code == 200
+
+
+# -- a person's own requests -------------------------------------------------------------------
+
+
+async def test_a_person_asks_holds_a_task_or_reviews_one(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    path = f"/api/v1/hitl/project/{project_id}/requests"
+    question = await client.post(path, json={"question": "Should we support Safari 15?", "assigned_role": "architect"})
+    assert question.status_code == 201, question.text
+    asked = question.json()
+    assert (asked["kind"], asked["options"], asked["assigned_role"]) == ("manual", ["approve", "reject"], "architect")
+    assert (await respond(client, asked["request_id"], action="approve")).json()["status"] == "approved"
+
+    # A review of a finished task: reject redoes it with the comment.
+    done = await submit(client, project_id, "analyst", "Specify a wiki")
+    await wait_for_task(client, done, "completed")
+    review = (await client.post(path, json={"question": "Is the spec right?", "task_id": done})).json()
+    assert review["options"] == ["approve", "reject", "amend"]
+    assert review["artifact_ids"] == (await task_status(client, done))["output"]["artifact_ids"]
+    answered = await respond(client, review["request_id"], action="reject", comment="add offline editing")
+    assert answered.status_code == 200, answered.text
+    redo_id = next(task_id for task_id in await task_ids(client, project_id) if task_id != done)
+    redo = await wait_for_task(client, redo_id, "completed")
+    assert (redo["redo_of"], redo["feedback"]) == (done, "add offline editing")
+
+    # A hold on tasks that have not started (the project is stopped, so they wait): approve releases
+    # one, reject cancels the other.
+    assert (await client.post(f"/api/v1/projects/{project_id}/stop")).status_code == 200
+    released, dropped = (
+        await submit(client, project_id, "tester", "Test it"),
+        await submit(client, project_id, "coder", "x"),
+    )
+    holds = [
+        (await client.post(path, json={"question": "Wait for me", "task_id": t})).json() for t in (released, dropped)
+    ]
+    assert [(await task_status(client, t))["status"] for t in (released, dropped)] == ["waiting_for_hitl"] * 2
+    assert (await client.post(f"/api/v1/projects/{project_id}/resume")).status_code == 200
+    await asyncio.sleep(1)
+    assert (await task_status(client, released))["status"] == "waiting_for_hitl"  # still held
+    assert (await respond(client, holds[0]["request_id"], action="approve")).status_code == 200
+    assert (await respond(client, holds[1]["request_id"], action="reject", comment="not now")).status_code == 200
+    await wait_for_task(client, released, "completed")
+    assert (await task_status(client, dropped))["status"] == "cancelled"
+
+    # Bad requests: a task of nowhere, a running or finished-and-cancelled task, an artifact elsewhere.
+    for body, status in (
+        ({"question": "?", "task_id": str(uuid.uuid4())}, 422),
+        ({"question": "?", "task_id": dropped}, 409),
+        ({"question": "?", "artifact_ids": [str(uuid.uuid4())]}, 422),
+        ({"question": ""}, 400),
+    ):
+        response = await client.post(path, json=body)
+        assert response.status_code == status, (body, response.text)

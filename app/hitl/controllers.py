@@ -164,6 +164,36 @@ class HitlController(Controller):
         await self._commit_and_dispatch(request, decisions.session, follow_ups)
         return view
 
+    @post(
+        "/project/{project_id:uuid}/requests",
+        operation_id="CreateHitlRequest",
+        status_code=201,
+        opt=needs(Role.PRODUCT_OWNER),
+    )
+    async def ask(
+        self,
+        principal: NamedDependency[Principal],
+        decisions: NamedDependency[DecisionService],
+        projects_service: NamedDependency[ProjectService],
+        project_id: FromPath[UUID],
+        data: JSONBody[schemas.ManualRequest],
+    ) -> schemas.HitlRequestView:
+        """Ask a question, hold a task that has not started for review, or review a finished one."""
+        principal.ensure_can_see(project_id)
+        await projects_service.get_project(project_id)
+        hitl = await decisions.ask(
+            project_id,
+            question=data.question,
+            task_id=data.task_id,
+            artifact_ids=data.artifact_ids,
+            assigned_role=data.assigned_role,
+            urgency=data.urgency,
+            actor=principal.name,
+        )
+        view = await to_view(decisions.session, hitl)
+        await decisions.session.commit()
+        return view
+
     @post("/bulk/approve", operation_id="BulkApproveHitlRequests", status_code=200, opt=needs(Role.PRODUCT_OWNER))
     async def bulk_approve(
         self,

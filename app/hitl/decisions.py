@@ -39,6 +39,8 @@ from app.tasks.schemas import TaskCreate
 from app.tasks.services import TaskService
 from app.workflows.services import CONDITION_PREFIX, GATE_PREFIX, INTERRUPTED_PREFIX, ExecutionService
 
+REVIEW_PREFIX = "review:"  # a person's hold on a task (`review:pending`) or review of one (`review:completed`)
+
 ANSWERED = {"approve": HitlStatus.APPROVED, "reject": HitlStatus.REJECTED, "amend": HitlStatus.AMENDED}
 # Kinds whose task did not produce a result: approving them means "try again".
 RETRIED_KINDS = frozenset({HitlKind.BUDGET.value, HitlKind.TASK_FAILURE.value, HitlKind.PRE_CALL.value})
@@ -163,6 +165,8 @@ class DecisionService:
         if request.task_id is None:
             return []  # a question about nothing running: the answer itself is the result
         task = await self.session.scalar(select(AgentTask).where(AgentTask.id == request.task_id).with_for_update())
+        if step_id.startswith(REVIEW_PREFIX) and task is not None:
+            return await self._reviewed(request, task, answer, actor=actor)
         if task is None or task.status != TaskStatus.WAITING_FOR_HITL.value:
             return []  # cancelled or stopped meanwhile: the answer is kept, there is nothing to continue
         if request.kind in RETRIED_KINDS:
@@ -180,6 +184,88 @@ class DecisionService:
             await self._amend(request, answer, actor=actor)
         accepted = await self.tasks.accept_parked(task.id, actor=actor)
         return await self.executions.on_task_finished(accepted) if accepted is not None else []
+
+    # -- manual requests ---------------------------------------------------------------------
+
+    async def ask(
+        self,
+        project_id: UUID,
+        *,
+        question: str,
+        task_id: UUID | None,
+        artifact_ids: list[UUID],
+        assigned_role: str,
+        urgency: Urgency,
+        actor: str,
+    ) -> HitlRequest:
+        """A person's own request: a question, a hold on a task that has not started, or a review of a
+        finished one (about its artifacts). The caller commits."""
+        artifacts = await ArtifactService(session=self.session).by_ids(project_id, artifact_ids)
+        if len(artifacts) != len(set(artifact_ids)):
+            raise InvalidInputError("artifact_ids: every artifact must exist in this project")
+        options: tuple[str, ...] = ("approve", "reject")
+        step_id = None
+        if task_id is not None:
+            task = await self.session.scalar(select(AgentTask).where(AgentTask.id == task_id).with_for_update())
+            if task is None or task.project_id != project_id:
+                raise InvalidInputError("task_id: no such task in this project")
+            if task.status in (TaskStatus.PENDING.value, TaskStatus.QUEUED.value):
+                await self.tasks.hold(task.id, actor=actor)
+                await self.executions.on_task_finished(task)
+            elif task.status == TaskStatus.COMPLETED.value:
+                produced = [UUID(value) for value in (task.output or {}).get("artifact_ids", [])]
+                artifact_ids = list(dict.fromkeys([*artifact_ids, *produced]))
+                options = ("approve", "reject", "amend")
+            else:
+                raise ConflictError(
+                    f"Task {task_id} is {task.status}: a hold is for a task that has not started, a review for a "
+                    "completed one (stop the project to halt a running task).",
+                    extra={"status": task.status},
+                )
+            step_id = f"{REVIEW_PREFIX}{task.status}"
+        return await HitlService(session=self.session).open_request(
+            policy=self.policy,
+            project_id=project_id,
+            kind=HitlKind.MANUAL,
+            question=question,
+            task_id=task_id,
+            options=options,
+            artifact_ids=artifact_ids,
+            urgency=urgency,
+            assigned_role=assigned_role,
+            step_id=step_id,
+            actor=actor,
+        )
+
+    async def _reviewed(self, request: HitlRequest, task: AgentTask, answer: Answer, *, actor: str) -> list[UUID]:
+        """The answer to a person's hold or review of a task."""
+        comment = answer.comment or ""
+        if task.status == TaskStatus.WAITING_FOR_HITL.value:  # held before it started
+            if answer.action == "approve":
+                released = await self.tasks.rerun_parked(task.id, actor=actor)
+                if released is None:
+                    return []
+                await self.executions.on_task_finished(released)
+                return [released.id]
+            cancelled = await self.tasks.cancel_open(task.id, actor=f"{actor}: {comment}", commit=False)
+            return await self.executions.on_task_finished(cancelled) if cancelled is not None else []
+        if answer.action == "amend":
+            await self._amend(request, answer, actor=actor)
+        elif answer.action == "reject":  # a finished task: its redo is a task of its own
+            redo = await self.tasks.create_task(
+                task.project_id,
+                TaskCreate(
+                    agent_type=AgentType(task.agent_type),
+                    instructions=task.instructions,
+                    context_ids=[UUID(value) for value in task.context_ids],
+                ),
+                default_timeout=task.timeout_seconds,
+                actor=actor,
+                feedback=comment,
+                redo_of=task.id,
+            )
+            return [redo.id]
+        return []
 
     async def _amend(self, request: HitlRequest, answer: Answer, *, actor: str) -> None:
         """The amended content becomes a new version of the artifact the request is about, by the human."""

@@ -4,9 +4,11 @@ import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 from msgspec import Meta
 
 from app.core.schema import InputStruct, Struct, check_json_depth
+from app.hitl.models import Urgency
 from app.projects.models import OversightLevel
 
 Comment = Annotated[str, Meta(max_length=20_000)]
@@ -98,6 +100,18 @@ class HitlContext(Struct):
     request: HitlRequestView
     artifacts: list[ContextArtifact]
     task: ContextTask | None
+
+
+class ManualRequest(InputStruct):
+    """A person's own request: a question; with `task_id`, a hold on a task that has not started
+    (approve releases it, reject cancels it) or a review of a completed one (reject redoes it with
+    the comment, amend corrects one of its artifacts)."""
+
+    question: Annotated[str, Meta(min_length=1, max_length=20_000)]
+    task_id: UUID | None = None
+    artifact_ids: Annotated[list[UUID], Meta(max_length=20)] = msgspec.field(default_factory=list)
+    assigned_role: Annotated[str, Meta(pattern=r"^[a-z_]{1,32}$")] = "product_owner"
+    urgency: Urgency = Urgency.MEDIUM
 
 
 class BulkApprove(InputStruct):

@@ -508,6 +508,16 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             commit=False,
         )
 
+    async def hold(self, task_id: UUID, *, actor: str) -> AgentTask | None:
+        """A person holds a task that has not started, to review it first (no commit)."""
+        return await self._transition(
+            task_id,
+            AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value]),
+            {"status": TaskStatus.WAITING_FOR_HITL.value, "job_id": None, "queued_at": None},
+            message=f"held for review by {actor}",
+            commit=False,
+        )
+
     async def accept_parked(self, task_id: UUID, *, actor: str) -> AgentTask | None:
         """A human accepted the result a parked task is waiting with: it is complete (no commit)."""
         return await self._transition(
