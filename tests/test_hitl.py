@@ -466,3 +466,46 @@ async def test_a_person_asks_holds_a_task_or_reviews_one(client: AsyncClient) ->
     ):
         response = await client.post(path, json=body)
         assert response.status_code == status, (body, response.text)
+
+
+# -- conflicts between agents --------------------------------------------------------------------
+
+
+async def tasks_with_status(client: AsyncClient, project_id: str) -> list[dict[str, Any]]:
+    return [await task_status(client, task_id) for task_id in await task_ids(client, project_id)]
+
+
+@pytest.mark.parametrize("deadlock", [False, True], ids=["mediated", "put-to-a-person"])
+async def test_a_conflict_is_mediated_then_put_to_a_person(client: AsyncClient, deadlock: bool) -> None:
+    project_id = await new_project(client)
+    analyst = await submit(client, project_id, "analyst", "Specify a photo archive")
+    spec_ids = (await wait_for_task(client, analyst, "completed"))["output"]["artifact_ids"]
+    directive = "[[offline:conflict=storage limits]]" + (" [[offline:deadlock]]" if deadlock else "")
+    response = await client.post(
+        f"/api/v1/projects/{project_id}/tasks",
+        json={"agent_type": "architect", "instructions": f"Design it {directive}", "context_ids": spec_ids},
+    )
+    architect = response.json()["task_id"]
+    if not deadlock:
+        # The orchestrator settled it: the architect's result stands, no person was asked.
+        done = await wait_for_task(client, architect, "completed", timeout=30)
+        assert done["output"]["conflicts"][0]["topic"] == "storage limits"
+        mediators = [t for t in await tasks_with_status(client, project_id) if t["mediates"] == architect]
+        assert [(t["agent_type"], t["status"]) for t in mediators] == [("orchestrator", "completed")]
+        assert await requests_of(client, project_id) == []
+        return
+    # Three rounds of mediation fail; then a person sees both positions.
+    found = await eventually(
+        lambda: requests_of(client, project_id, kind="conflict"), lambda items: len(items) == 1, timeout=30
+    )
+    mediators = [t for t in await tasks_with_status(client, project_id) if t["mediates"] == architect]
+    assert [t["agent_type"] for t in mediators] == ["orchestrator"] * 3
+    request = (await client.get(f"/api/v1/hitl/{found[0]['request_id']}")).json()
+    assert "storage limits" in request["question"]
+    assert "Position of the architect" in request["question"]
+    assert "software_specification" in request["question"]
+    assert spec_ids[0] in request["artifact_ids"]
+    assert (await task_status(client, architect))["status"] == "waiting_for_hitl"
+    answered = await respond(client, request["request_id"], action="approve", comment="the architect is right")
+    assert answered.status_code == 200, answered.text
+    await wait_for_task(client, architect, "completed")

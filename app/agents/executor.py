@@ -20,6 +20,7 @@ import msgspec
 import structlog
 from sqlalchemy import select
 
+from app.agents.mediation import after_mediation, start_mediation
 from app.agents.models import AgentState
 from app.agents.outputs import CODE_TYPES, CONTENT_TYPES, AgentAnswer
 from app.agents.personas import AGENT_ARTIFACTS, persona_for
@@ -283,6 +284,7 @@ class AgentExecutor:
             "confidence": answer.confidence,
             "open_questions": answer.open_questions,
             "flags": answer.flags,
+            "conflicts": msgspec.to_builtins(answer.conflicts),
             "provider": self.provider_name,
             "model": self.model,
             "usage": {
@@ -299,7 +301,10 @@ class AgentExecutor:
 
     async def _finish(self, answer: AgentAnswer, prompt: PromptContext, threshold: float) -> list[UUID]:
         unsure = answer.confidence < threshold
-        asks = bool(answer.open_questions) or unsure
+        mediating = self.task.mediates is not None
+        # A contradiction goes to the orchestrator first; questions wait for the person after that.
+        disputes = bool(answer.conflicts) and not mediating
+        asks = (bool(answer.open_questions) or unsure) and not disputes
         async with self.runtime.session() as session:
             tasks = TaskService(session=session)
             # Hold the task's row first: if the lease is gone, nothing of this attempt is written.
@@ -327,14 +332,20 @@ class AgentExecutor:
                     },
                 )
                 artifact_ids.append(artifact.id)
-            status = TaskStatus.WAITING_FOR_HITL if asks else TaskStatus.COMPLETED
+            status = TaskStatus.WAITING_FOR_HITL if asks or disputes else TaskStatus.COMPLETED
             output = self._output(answer, prompt, artifact_ids)
             finished = await tasks.complete(self.lease, output, status=status, commit=False)
             if finished is None:  # cannot happen: the row is locked
                 await session.rollback()
                 return []
             agents = AgentService(session=session)
-            if asks:
+            follow_ups: list[UUID] = []
+            if disputes:
+                follow_ups.append((await start_mediation(session, finished, round_number=1)).id)
+                await agents.set_status(
+                    task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id
+                )
+            elif asks:
                 questions = list(answer.open_questions)
                 if unsure:
                     questions.append(
@@ -358,9 +369,17 @@ class AgentExecutor:
             else:
                 await agents.set_status(task.project_id, self.agent_type.value, AgentState.IDLE)
             # A workflow step: it advances in this same transaction, so a crash cannot split the two.
-            follow_ups = await ExecutionService(session, self.runtime.settings.hitl).on_task_finished(
+            follow_ups += await ExecutionService(session, self.runtime.settings.hitl).on_task_finished(
                 finished, flags=answer.flags
             )
+            if mediating:
+                follow_ups += await after_mediation(
+                    session,
+                    self.runtime.settings.hitl,
+                    finished,
+                    unresolved=bool(answer.conflicts),
+                    summary=answer.summary,
+                )
             await session.commit()
         self.log.info("task_finished", status=status.value, artifacts=len(artifact_ids))
         return follow_ups

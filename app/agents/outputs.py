@@ -16,6 +16,7 @@ from app.artifacts.models import ArtifactType
 Text = Annotated[str, Meta(max_length=20_000)]
 Short = Annotated[str, Meta(min_length=1, max_length=300)]
 Code = Annotated[str, Meta(max_length=200_000)]
+UUIDText = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{32,36}$")]
 Path = Annotated[str, Meta(min_length=1, max_length=300, pattern=r"^(?!/)(?!.*\.\.)[\w./ -]+$")]
 
 
@@ -207,6 +208,17 @@ class ProducedArtifact(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     content: dict[str, Any]
 
 
+class Disagreement(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The agent's work contradicts an artifact it was given (the architect and the PRD, the tester's
+    defects and the coder's claims): what about, its position, why, and the evidence."""
+
+    artifact_id: UUIDText | None = None
+    topic: Short
+    position: Text
+    reasoning: Text
+    evidence: Annotated[list[Text], Meta(max_length=10)] = msgspec.field(default_factory=list)
+
+
 class AgentAnswer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     summary: Text
     artifacts: Annotated[list[ProducedArtifact], Meta(min_length=1, max_length=10)]
@@ -215,6 +227,8 @@ class AgentAnswer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     open_questions: Annotated[list[Text], Meta(max_length=20)] = msgspec.field(default_factory=list)
     # Named facts for workflow conditions (e.g. {"needs_ux": true}).
     flags: Annotated[dict[str, bool], Meta(max_length=50)] = msgspec.field(default_factory=dict)
+    # Contradictions with the given artifacts; the orchestrator mediates, then a human decides.
+    conflicts: Annotated[list[Disagreement], Meta(max_length=10)] = msgspec.field(default_factory=list)
 
 
 def content_schema(artifact_type: ArtifactType) -> dict[str, Any]:

@@ -89,7 +89,14 @@ def build_prompt(
         used += len(block)
         sections.append(block)
         injected.append(item.artifact_id)
-        hint_context.append({"artifact_type": item.artifact_type, "title": item.title, "content": item.content})
+        hint_context.append(
+            {
+                "artifact_id": str(item.artifact_id),
+                "artifact_type": item.artifact_type,
+                "title": item.title,
+                "content": item.content,
+            }
+        )
     outputs = "\n".join(
         f"- {artifact_type.value}: content must match {_encoder.encode(content_schema(artifact_type)).decode()}"
         for artifact_type in artifact_types
@@ -103,7 +110,8 @@ def build_prompt(
         "# Output\nAnswer with one JSON object matching this schema:\n"
         f"{_encoder.encode(ANSWER_SCHEMA).decode()}\n"
         f"Produce one artifact of each of these types:\n{outputs}\n"
-        "Set confidence between 0 and 1. Put anything you could not decide yourself in open_questions.",
+        "Set confidence between 0 and 1. Put anything you could not decide yourself in open_questions. If your "
+        "work contradicts an artifact of the context, say so in conflicts (its id, your position, why, evidence).",
     ]
     request = ModelRequest(
         system=persona.system_prompt(),

@@ -5,7 +5,9 @@ every agent and every workflow runs on a fresh machine. The same request always 
 answer. A few directives in the instructions make it behave like a real model for tests and demos:
 `[[offline:confidence=0.4]]`, `[[offline:question=...]]` (an open question), `[[offline:delay=2.5]]`
 (seconds the call takes), `[[offline:fail=transient|permanent]]`, `[[offline:invalid]]` (an answer
-that does not match the schema), `[[offline:flags=a,!b]]` (workflow flags: a true, b false).
+that does not match the schema), `[[offline:flags=a,!b]]` (workflow flags: a true, b false),
+`[[offline:conflict=topic]]` (the agent contradicts its first context artifact on `topic`; the
+orchestrator, mediating, resolves it) and `[[offline:deadlock]]` (the orchestrator cannot).
 """
 
 from __future__ import annotations
@@ -234,6 +236,18 @@ class OfflineProvider:
                 if name.strip().lstrip("!")
             },
         }
+        mediating = hints.get("agent_type") == "orchestrator"
+        if directives.get("conflict") and (not mediating or "deadlock" in directives):
+            disputed = context[0] if context else {}
+            answer["conflicts"] = [
+                {
+                    "artifact_id": disputed.get("artifact_id"),
+                    "topic": directives["conflict"][:300],
+                    "position": f"The {hints.get('agent_type')} holds that {directives['conflict']} must change.",
+                    "reasoning": f"{disputed.get('title', 'The given document')} cannot hold as written.",
+                    "evidence": [f"Seen while working on: {subject}"],
+                }
+            ]
         if "invalid" in directives:
             answer["confidence"] = "very"
         text = _encoder.encode(answer).decode()

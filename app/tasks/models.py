@@ -73,3 +73,5 @@ class AgentTask(UUIDv7AuditBase):
     # A redo of a rejected result: the reviewer's comment, and the task whose result was rejected.
     feedback: Mapped[str | None] = mapped_column(Text, nullable=True)
     redo_of: Mapped[UUID | None] = mapped_column(GUID, nullable=True)
+    # An orchestrator task mediating a disagreement: the task that reported it.
+    mediates: Mapped[UUID | None] = mapped_column(GUID, nullable=True)

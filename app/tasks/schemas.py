@@ -39,6 +39,8 @@ class Task(Struct):
     # A redo: the reviewer's comment it had to address, and the task whose result was rejected.
     feedback: str | None
     redo_of: UUID | None
+    # An orchestrator task mediating the disagreement this task reported.
+    mediates: UUID | None
     output: dict[str, Any] | None
     error: str | None
     job_id: str | None

@@ -145,6 +145,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         at_most_once: bool = False,
         feedback: str | None = None,
         redo_of: UUID | None = None,
+        mediates: UUID | None = None,
     ) -> AgentTask:
         """Store a task `pending` with its `task_created` event (no commit, not yet queued)."""
         session = self.repository.session
@@ -164,6 +165,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "at_most_once": at_most_once,
                 "feedback": feedback,
                 "redo_of": redo_of,
+                "mediates": mediates,
             }
         )
         await self.events.record(
