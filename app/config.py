@@ -68,6 +68,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Requests per minute per token (per address for requests without one).
     rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 1200
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    # Events a stream client may be behind before it is told to reconnect with `after`.
+    stream_max_backlog: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
+    # A stream idle this long gets a heartbeat (which also finds dead connections).
+    stream_heartbeat_seconds: Annotated[float, Meta(gt=0, le=3600)] = 15.0
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -222,6 +226,8 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "cors_origins": "BOTARMY_CORS_ORIGINS",
         "rate_limit_per_minute": "BOTARMY_RATE_LIMIT_PER_MINUTE",
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
+        "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
+        "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",

@@ -8,7 +8,7 @@ from app.agents.controllers import AgentController
 from app.artifacts.controllers import ArtifactController, ProjectArtifactController
 from app.bmad.controllers import BmadController
 from app.documents.controllers import DocumentController
-from app.events.controllers import global_stream, project_stream
+from app.events.controllers import EventController, global_stream, project_stream
 from app.health.controllers import HealthController
 from app.hitl.controllers import HitlController
 from app.projects.controllers import ProjectController
@@ -29,5 +29,6 @@ route_handlers: list[ControllerRouterHandler] = [
     HitlController,
     TokenController,
     project_stream,
+    EventController,
     global_stream,
 ]

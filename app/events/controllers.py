@@ -1,54 +1,145 @@
-"""WebSocket streams: one per project, and one for every event of the server."""
+"""Event streams: WebSocket per project and for everything, Server-Sent Events, and the audit log.
+
+Streams take `?after=<id>` (replay everything later, then live: see `app/events/streams.py`) or
+`?last=N`, and filters `?event_types=a,b&agent_types=x,y`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-from litestar import WebSocket, websocket
+from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.core.channels import GLOBAL_CHANNEL, project_channel
+from app.core.exceptions import InvalidInputError, NotFoundError
+from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
+from app.events.models import Event
+from app.events.schemas import AuditEvent
+from app.events.streams import MAX_LAST, Feed, FeedItem, FeedOverflowError, Filters, Heartbeat, parse_list
 from app.projects.models import Project
+from app.tasks.models import AgentTask, AgentType
 from app.worker.runtime import Runtime
 
 # Close codes in the private range (4000-4999), mirroring the HTTP status they stand for.
+CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_SLOW = 4429  # fell too far behind: reconnect with ?after=<last id received>
+_NAME = re.compile(r"^[a-z_]{1,64}$")
 
 
-async def _stream(socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, names: list[str]) -> None:
-    # Subscribe before accepting: once the client's handshake completes, no event can slip by.
-    async with channels.start_subscription(names) as subscriber:
+class StreamRequest:
+    """The query of a stream request, checked: where to start, and what to send."""
+
+    def __init__(self, query: dict[str, Any], last_event_id: str | None = None) -> None:
+        after_raw = query.get("after") or last_event_id
+        last_raw = query.get("last")
+        try:
+            self.after = int(after_raw) if after_raw not in (None, "") else None
+            self.last = int(last_raw) if last_raw not in (None, "") else None
+        except ValueError:
+            raise ValueError("after and last must be whole numbers") from None
+        if self.after is not None and self.after < 0:
+            raise ValueError("after: an event id, 0 or more")
+        if self.last is not None and not 1 <= self.last <= MAX_LAST:
+            raise ValueError(f"last: from 1 to {MAX_LAST}")
+        event_types = parse_list(query.get("event_types"), name="event_types")
+        if event_types is not None and not all(_NAME.match(name) for name in event_types):
+            raise ValueError("event_types: names of lowercase letters and underscores")
+        agent_types = parse_list(query.get("agent_types"), [a.value for a in AgentType], name="agent_types")
+        self.filters = Filters(event_types=event_types, agent_types=agent_types)
+
+
+def _feed(runtime: Runtime, scope: list[UUID] | None, filters: Filters) -> Feed:
+    settings: Settings = runtime.settings
+    return Feed(
+        runtime.session,
+        scope,
+        filters,
+        max_backlog=settings.server.stream_max_backlog,
+        heartbeat_seconds=settings.server.stream_heartbeat_seconds,
+    )
+
+
+async def _start(feed: Feed, stream: StreamRequest) -> int | None:
+    if stream.after is not None:
+        return stream.after
+    if stream.last is not None:
+        return await feed.start_after_last(stream.last)
+    return None
+
+
+async def _visible_project(runtime: Runtime, principal: Principal, project_id: UUID) -> bool:
+    async with runtime.session() as session:
+        return principal.can_see(project_id) and await session.get(Project, project_id) is not None
+
+
+async def _stream(
+    socket: WebSocket[Principal, Any, Any], channels: ChannelsPlugin, names: list[str], scope: list[UUID] | None
+) -> None:
+    runtime: Runtime = socket.app.state.runtime
+    try:
+        stream = StreamRequest(dict(socket.query_params))
+    except ValueError as exc:
+        await socket.accept()
+        await socket.close(code=CLOSE_BAD_REQUEST, reason=str(exc)[:120])
+        return
+    feed = _feed(runtime, scope, stream.filters)
+    # Subscribed before accepting: once the client's handshake completes, no event can slip by.
+    async with feed.open(channels, names, await _start(feed, stream)) as items:
         await socket.accept()
 
-        async def forward(message: bytes) -> None:
-            await socket.send_text(message.decode())
+        async def send_all() -> None:
+            async for item in items:
+                if isinstance(item, Heartbeat):
+                    await socket.send_json({"event_type": "heartbeat", "last_id": feed.last_id})
+                else:
+                    await socket.send_text(item.payload.decode())
 
-        async with subscriber.run_in_background(forward, join=False):
-            try:
-                while True:
-                    await socket.receive_data(mode="text")
-            except WebSocketDisconnect:
-                return
+        sender = asyncio.create_task(send_all())
+        receiver = asyncio.create_task(_drain_incoming(socket))
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sender, receiver):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
+                await task
+        if sender in done and isinstance(sender.exception(), FeedOverflowError):
+            reason = f"too far behind; reconnect with ?after={feed.last_id or 0}"
+            with contextlib.suppress(Exception):
+                await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
+
+
+async def _drain_incoming(socket: WebSocket[Any, Any, Any]) -> None:
+    """Read what the client sends (nothing is expected yet); returns when it disconnects."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await socket.receive_data(mode="text")
 
 
 @websocket("/ws/projects/{project_id:uuid}", name="project_stream", opt=needs(Role.VIEWER))
 async def project_stream(
     socket: WebSocket[Principal, Any, Any], project_id: FromPath[UUID], channels: NamedDependency[ChannelsPlugin]
 ) -> None:
-    runtime: Runtime = socket.app.state.runtime
-    async with runtime.session() as session:
-        exists = socket.user.can_see(project_id) and await session.get(Project, project_id) is not None
-    if not exists:
+    if not await _visible_project(socket.app.state.runtime, socket.user, project_id):
         # Accept first so that the client receives the close code and reason, not a bare 403.
         await socket.accept()
         await socket.close(code=CLOSE_NOT_FOUND, reason=f"project {project_id} does not exist")
         return
-    await _stream(socket, channels, [project_channel(project_id)])
+    await _stream(socket, channels, [project_channel(project_id)], [project_id])
 
 
 @websocket("/ws", name="global_stream", opt=needs(Role.VIEWER))
@@ -56,4 +147,149 @@ async def global_stream(socket: WebSocket[Principal, Any, Any], channels: NamedD
     """Every event; for a token limited to some projects, every event of those projects."""
     scope = socket.user.project_ids
     names = [GLOBAL_CHANNEL] if scope is None else [project_channel(project_id) for project_id in sorted(scope)]
-    await _stream(socket, channels, names)
+    await _stream(socket, channels, names, None if scope is None else sorted(scope))
+
+
+class EventController(Controller):
+    tags = ["events"]
+    opt = needs(Role.VIEWER)
+
+    @get(
+        "/api/v1/projects/{project_id:uuid}/events/stream",
+        operation_id="StreamProjectEvents",
+        media_type="text/event-stream",
+    )
+    async def sse(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        channels: NamedDependency[ChannelsPlugin],
+        project_id: FromPath[UUID],
+    ) -> ServerSentEvent:
+        """Server-Sent Events: the WebSocket stream's events and guarantees; resumes from `Last-Event-ID`."""
+        runtime: Runtime = request.app.state.runtime
+        if not await _visible_project(runtime, principal, project_id):
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        try:
+            stream = StreamRequest(dict(request.query_params), request.headers.get("last-event-id"))
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+        feed = _feed(runtime, [project_id], stream.filters)
+        start = await _start(feed, stream)
+
+        async def messages() -> AsyncIterator[ServerSentEventMessage]:
+            try:
+                async with feed.open(channels, [project_channel(project_id)], start) as items:
+                    async for item in items:
+                        if isinstance(item, FeedItem):
+                            yield ServerSentEventMessage(
+                                data=item.payload.decode(), event=item.event_type, id=str(item.id)
+                            )
+                        else:
+                            yield ServerSentEventMessage(comment="keep-alive")
+            except FeedOverflowError:
+                yield ServerSentEventMessage(
+                    event="error", data=f'{{"detail": "too far behind; reconnect from id {feed.last_id or 0}"}}'
+                )
+
+        return ServerSentEvent(messages(), retry_duration=1000)
+
+    # -- the audit log ------------------------------------------------------------------------
+
+    @get("/api/v1/audit/events", operation_id="ListAuditEvents")
+    async def list_events(
+        self,
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+        project_id: UUID | None = Parameter(default=None),
+        task_id: UUID | None = Parameter(default=None),
+        event_type: str | None = Parameter(default=None, pattern=r"^[a-z_]{1,64}$"),
+        actor: str | None = Parameter(default=None, max_length=100),
+        created_after: datetime.datetime | None = Parameter(default=None),
+        created_before: datetime.datetime | None = Parameter(default=None),
+        limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
+        cursor: int | None = Parameter(default=None, ge=0, description="next_cursor of the previous page"),
+    ) -> Page[AuditEvent]:
+        """The append-only log, oldest first, with filters; a token limited to some projects sees theirs."""
+        if project_id is not None:
+            principal.ensure_can_see(project_id)
+        conditions: list[ColumnElement[bool]] = []
+        if project_id is not None:
+            conditions.append(Event.project_id == project_id)
+        if task_id is not None:
+            conditions.append(Event.task_id == task_id)
+        if event_type is not None:
+            conditions.append(Event.event_type == event_type)
+        if actor is not None:
+            conditions.append(Event.actor == actor)
+        if created_after is not None:
+            conditions.append(Event.created_at > created_after)
+        if created_before is not None:
+            conditions.append(Event.created_at < created_before)
+        return await audit_page(db_session, principal, conditions, limit, cursor)
+
+    @get("/api/v1/audit/events/{event_id:int}", operation_id="GetAuditEvent")
+    async def get_event(
+        self, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession], event_id: FromPath[int]
+    ) -> AuditEvent:
+        event: Event | None = await db_session.get(Event, event_id)
+        if event is None or not (principal.project_ids is None or principal.can_see(event.project_id)):
+            raise NotFoundError(f"Event {event_id} does not exist.")
+        return to_audit(event)
+
+    @get("/api/v1/projects/{project_id:uuid}/events", operation_id="ListProjectEvents")
+    async def project_events(
+        self,
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+        project_id: FromPath[UUID],
+        limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
+        cursor: int | None = Parameter(default=None, ge=0, description="next_cursor of the previous page"),
+    ) -> Page[AuditEvent]:
+        principal.ensure_can_see(project_id)
+        if await db_session.get(Project, project_id) is None:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        return await audit_page(db_session, principal, [Event.project_id == project_id], limit, cursor)
+
+    @get("/api/v1/tasks/{task_id:uuid}/events", operation_id="ListTaskEvents")
+    async def task_events(
+        self,
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+        task_id: FromPath[UUID],
+        limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
+        cursor: int | None = Parameter(default=None, ge=0, description="next_cursor of the previous page"),
+    ) -> Page[AuditEvent]:
+        task: AgentTask | None = await db_session.get(AgentTask, task_id)
+        if task is None or not principal.can_see(task.project_id):
+            raise NotFoundError(f"Task {task_id} does not exist.")
+        return await audit_page(db_session, principal, [Event.task_id == task_id], limit, cursor)
+
+
+async def audit_page(
+    session: AsyncSession,
+    principal: Principal,
+    conditions: list[ColumnElement[bool]],
+    limit: int,
+    cursor: int | None,
+) -> Page[AuditEvent]:
+    statement = select(Event).where(*conditions)
+    if principal.project_ids is not None:
+        statement = statement.where(Event.project_id.in_(principal.project_ids))
+    if cursor is not None:
+        statement = statement.where(Event.id > cursor)
+    rows = list(await session.scalars(statement.order_by(Event.id).limit(limit + 1)))
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return Page(items=[to_audit(row) for row in rows[:limit]], next_cursor=next_cursor)
+
+
+def to_audit(event: Event) -> AuditEvent:
+    return AuditEvent(
+        id=event.id,
+        event_type=event.event_type,
+        project_id=event.project_id,
+        task_id=event.task_id,
+        actor=event.actor,
+        data=event.data,
+        timestamp=event.created_at,
+    )

@@ -15,3 +15,15 @@ class EventMessage(Struct):
     project_id: UUID | None
     data: dict[str, Any]
     timestamp: datetime.datetime
+
+
+class AuditEvent(Struct):
+    """An entry of the append-only log, with who did it."""
+
+    id: int
+    event_type: str
+    project_id: UUID | None
+    task_id: UUID | None
+    actor: str | None
+    data: dict[str, Any]
+    timestamp: datetime.datetime

@@ -1,0 +1,194 @@
+"""Replay then live: `?after=` across a burst, `?last=`, filters, SSE with Last-Event-ID, the audit log,
+and a slow subscriber cut off instead of slowing the rest. Real served apps, real clients, both modes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from litestar import Litestar
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.testing import AsyncTestClient
+from websockets.exceptions import ConnectionClosed
+
+from app.config import load_settings
+from app.db.engine import build_db_config
+from app.events.streams import Feed, FeedItem, FeedOverflowError, Filters
+from tests.conftest import free_port
+from tests.helpers import Server, start_server
+
+
+@pytest.fixture
+def server(mode_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    served = start_server({**mode_env, "BOTARMY_RATE_LIMIT_PER_MINUTE": "100000"}, free_port(), tmp_path / "api.log")
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+async def all_event_ids(http: httpx.AsyncClient, project_id: str) -> list[int]:
+    ids: list[int] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get(f"/api/v1/projects/{project_id}/events", params=params)).json()
+        ids += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return ids
+
+
+async def burst(http: httpx.AsyncClient, project_id: str, count: int, clients: int = 8) -> None:
+    """`count` project updates from several clients at once: as many `project_updated` events."""
+    numbers = iter(range(count))
+
+    async def one_client() -> None:
+        for n in numbers:
+            response = await http.patch(f"/api/v1/projects/{project_id}", json={"description": f"burst {n}"})
+            assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+
+
+async def receive_ids(ws: Any, until: int, timeout: float = 30) -> list[int]:
+    received: list[int] = []
+    async with asyncio.timeout(timeout):
+        while not received or max(received) < until:
+            message = json.loads(await ws.recv())
+            if message["event_type"] != "heartbeat":
+                received.append(message["id"])
+    return received
+
+
+async def test_resume_with_after_across_a_burst_misses_nothing_and_doubles_nothing(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
+        project_id = (await http.post("/api/v1/projects", json={"name": "burst"})).json()["id"]
+        await burst(http, project_id, 40)
+        resume_from = (await all_event_ids(http, project_id))[20]
+        # The client reconnects while the next burst is being written: replay and live overlap.
+        writing = asyncio.create_task(burst(http, project_id, 200))
+        await asyncio.sleep(0.3)
+        async with websockets.connect(server.ws_url(f"/ws/projects/{project_id}") + f"&after={resume_from}") as ws:
+            await writing
+            expected = [event_id for event_id in await all_event_ids(http, project_id) if event_id > resume_from]
+            received = await receive_ids(ws, max(expected))
+            with contextlib.suppress(TimeoutError):  # nothing more may come: no duplicate after the end
+                received.append(json.loads(await asyncio.wait_for(ws.recv(), 1.5))["id"])
+        assert len(received) == len(set(received)), "an event arrived twice"
+        assert sorted(received) == expected, "an event is missing"
+        assert len(expected) >= 219
+
+
+async def test_last_n_and_filters(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
+        project_id = (await http.post("/api/v1/projects", json={"name": "filters"})).json()["id"]
+        await burst(http, project_id, 10, clients=1)
+        ids = await all_event_ids(http, project_id)
+        async with websockets.connect(server.ws_url(f"/ws/projects/{project_id}") + "&last=3") as ws:
+            assert [json.loads(await ws.recv())["id"] for _ in range(3)] == ids[-3:]
+
+        url = server.ws_url(f"/ws/projects/{project_id}") + "&event_types=task_progress_updated&agent_types=coder"
+        async with websockets.connect(url) as ws:
+            for agent in ("tester", "coder"):
+                await http.post(f"/api/v1/projects/{project_id}/tasks", json={"agent_type": agent, "instructions": "x"})
+            seen: list[dict[str, Any]] = []
+            async with asyncio.timeout(20):
+                while not seen or seen[-1]["data"]["status"] != "completed":
+                    message = json.loads(await ws.recv())
+                    if message["event_type"] != "heartbeat":
+                        seen.append(message)
+        assert {m["event_type"] for m in seen} == {"task_progress_updated"}
+        assert {m["data"]["agent_type"] for m in seen} == {"coder"}
+
+        for bad in ("&after=x", "&last=0", "&agent_types=poet", "&event_types=Not-A-Name"):
+            async with websockets.connect(server.ws_url(f"/ws/projects/{project_id}") + bad) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400, bad
+
+
+async def test_server_sent_events_resume_from_last_event_id(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
+        project_id = (await http.post("/api/v1/projects", json={"name": "sse"})).json()["id"]
+        await burst(http, project_id, 6, clients=1)
+        ids = await all_event_ids(http, project_id)
+        received: list[tuple[str, str]] = []
+        headers = {"Last-Event-ID": str(ids[2])}
+        async with http.stream("GET", f"/api/v1/projects/{project_id}/events/stream", headers=headers) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async with asyncio.timeout(20):
+                async for line in response.aiter_lines():
+                    if line.startswith("id:"):
+                        received.append(("id", line.split(":", 1)[1].strip()))
+                    elif line.startswith("event:"):
+                        received.append(("event", line.split(":", 1)[1].strip()))
+                    if len([kind for kind, _ in received if kind == "id"]) == len(ids) - 3:
+                        break
+        assert [int(value) for kind, value in received if kind == "id"] == ids[3:]
+        assert {value for kind, value in received if kind == "event"} == {"project_updated"}
+        missing = await http.get("/api/v1/projects/00000000-0000-0000-0000-000000000000/events/stream")
+        assert missing.status_code == 404
+
+
+async def test_the_audit_log_filters_and_pages(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
+        project_id = (await http.post("/api/v1/projects", json={"name": "audit"})).json()["id"]
+        await burst(http, project_id, 5, clients=1)
+        listed = await http.get("/api/v1/audit/events", params={"project_id": project_id, "limit": 2})
+        assert listed.status_code == 200, listed.text
+        page = listed.json()
+        assert [item["event_type"] for item in page["items"]] == ["project_created", "project_updated"]
+        assert page["next_cursor"] is not None
+        updates = (
+            await http.get("/api/v1/audit/events", params={"project_id": project_id, "event_type": "project_updated"})
+        ).json()["items"]
+        assert len(updates) == 5
+        assert all(item["actor"] for item in updates)
+        one = (await http.get(f"/api/v1/audit/events/{updates[0]['id']}")).json()
+        assert one == updates[0]
+        assert (await http.get("/api/v1/audit/events/999999999")).status_code == 404
+        assert (await http.get("/api/v1/audit/events", params={"event_type": "Bad Name"})).status_code == 400
+        # Append-only: no method changes an event.
+        for method in ("PUT", "PATCH", "DELETE"):
+            assert (await http.request(method, f"/api/v1/audit/events/{updates[0]['id']}")).status_code == 405
+
+
+async def test_a_subscriber_that_falls_behind_is_cut_off_not_waited_for(embedded_env: dict[str, str]) -> None:
+    """The feed's bounded buffer, with real channels in a running app: overflow ends that feed only."""
+    database = build_db_config(load_settings(embedded_env).db)
+    channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
+    try:
+        async with AsyncTestClient(app=Litestar(plugins=[channels])), contextlib.AsyncExitStack() as stack:
+            slow = Feed(database.get_session, None, Filters(), max_backlog=5, heartbeat_seconds=10)
+            fast = Feed(database.get_session, None, Filters(), max_backlog=100, heartbeat_seconds=10)
+            slow_items = await stack.enter_async_context(slow.open(channels, ["c"], None))
+            fast_items = await stack.enter_async_context(fast.open(channels, ["c"], None))
+            for n in range(1, 21):
+                channels.publish(json.dumps({"id": n, "event_type": "x", "data": {}}).encode(), ["c"])
+            got: list[int] = []
+            async with asyncio.timeout(10):
+                async for item in fast_items:
+                    if isinstance(item, FeedItem):
+                        got.append(item.id)
+                    if len(got) == 20:
+                        break
+            assert got == list(range(1, 21))
+            with pytest.raises(FeedOverflowError):
+                await asyncio.wait_for(drain(slow_items), 10)
+    finally:
+        await database.get_engine().dispose()
+
+
+async def drain(items: Any) -> None:
+    async for _ in items:
+        pass
