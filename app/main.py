@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     publisher = BackendPublisher(channels_backend, owns_backend=False)
     db_config = build_db_config(settings.db, publisher)
     broker = build_broker(settings)
-    runtime = Runtime(settings=settings, db_config=db_config, broker=broker)
+    runtime = Runtime(settings=settings, db_config=db_config, broker=broker, publisher=publisher)
     redis = Redis.from_url(settings.redis.url, socket_connect_timeout=3) if settings.redis.url else None
     health = HealthService(db_config.get_engine(), redis)
 

@@ -178,7 +178,7 @@ async def test_a_subscriber_that_falls_behind_is_cut_off_not_waited_for(embedded
             got: list[int] = []
             async with asyncio.timeout(10):
                 async for item in fast_items:
-                    if isinstance(item, FeedItem):
+                    if isinstance(item, FeedItem) and item.id is not None:
                         got.append(item.id)
                     if len(got) == 20:
                         break
@@ -192,3 +192,39 @@ async def test_a_subscriber_that_falls_behind_is_cut_off_not_waited_for(embedded
 async def drain(items: Any) -> None:
     async for _ in items:
         pass
+
+
+async def test_model_output_streams_live_and_is_not_stored(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
+        project_id = (await http.post("/api/v1/projects", json={"name": "live output"})).json()["id"]
+        url = server.ws_url(f"/ws/projects/{project_id}") + "&event_types=agent_output_delta,task_progress_updated"
+        async with websockets.connect(url) as ws:
+            task_id = (
+                await http.post(
+                    f"/api/v1/projects/{project_id}/tasks", json={"agent_type": "analyst", "instructions": "Spec a CRM"}
+                )
+            ).json()["task_id"]
+            deltas: list[dict[str, Any]] = []
+            async with asyncio.timeout(20):
+                while True:
+                    message = json.loads(await ws.recv())
+                    if message["event_type"] == "agent_output_delta":
+                        deltas.append(message)
+                    elif message["event_type"] == "task_progress_updated" and message["data"]["status"] == "completed":
+                        break
+        task = (await http.get(f"/api/v1/tasks/{task_id}")).json()
+        assert deltas, "no live output arrived"
+        assert {d["id"] for d in deltas} == {None}
+        assert [d["data"]["sequence"] for d in deltas] == list(range(1, len(deltas) + 1))
+        assert {(d["data"]["task_id"], d["data"]["agent_type"], d["data"]["attempt"]) for d in deltas} == {
+            (task_id, "analyst", 1)
+        }
+        written = json.loads("".join(d["data"]["text"] for d in deltas))  # the whole answer, as it was written
+        assert written["summary"] == task["output"]["summary"]
+        # Live only: not in the log, and not replayed.
+        stored = await all_event_ids(http, project_id)
+        log = (await http.get("/api/v1/audit/events", params={"project_id": project_id, "limit": 100})).json()
+        assert "agent_output_delta" not in {item["event_type"] for item in log["items"]}
+        async with websockets.connect(server.ws_url(f"/ws/projects/{project_id}") + "&after=0") as ws:
+            replayed = await receive_ids(ws, max(stored))
+        assert sorted(replayed) == stored

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 from sqlalchemy import select
 
+from app.agents.live_output import LiveOutput
 from app.agents.mediation import after_mediation, start_mediation
 from app.agents.models import AgentState
 from app.agents.outputs import CODE_TYPES, CONTENT_TYPES, AgentAnswer
@@ -227,11 +228,15 @@ class AgentExecutor:
             started = time.perf_counter()
             response: ModelResponse | None = None
             error: Exception | None = None
+            live = LiveOutput(self.runtime.publisher, self.task, attempt) if self.runtime.publisher else None
             try:
-                response = await provider.complete(prompt.request, model=self.model)
+                response = await provider.complete(prompt.request, model=self.model, on_delta=live)
                 answer = parse_answer(response.text, allowed)
             except (ModelError, InvalidAnswerError) as exc:
                 error = exc
+            finally:
+                if live is not None:
+                    live.flush()
             outcome = "success" if error is None else getattr(error, "code", "invalid_output")
             await self._record_usage(response, outcome, time.perf_counter() - started)
             if error is None:

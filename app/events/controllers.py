@@ -183,7 +183,9 @@ class EventController(Controller):
                     async for item in items:
                         if isinstance(item, FeedItem):
                             yield ServerSentEventMessage(
-                                data=item.payload.decode(), event=item.event_type, id=str(item.id)
+                                data=item.payload.decode(),
+                                event=item.event_type,
+                                id=str(item.id) if item.id is not None else None,
                             )
                         else:
                             yield ServerSentEventMessage(comment="keep-alive")

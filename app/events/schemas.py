@@ -8,9 +8,12 @@ from app.core.schema import Struct
 
 
 class EventMessage(Struct):
-    """An event as clients receive it, live and on replay."""
+    """An event as clients receive it, live and on replay.
 
-    id: int
+    `id` is None for live-only messages (`agent_output_delta`), which are never stored or replayed.
+    """
+
+    id: int | None
     event_type: str
     project_id: UUID | None
     data: dict[str, Any]

@@ -57,7 +57,7 @@ class Heartbeat(msgspec.Struct, frozen=True):
 
 
 class FeedItem(msgspec.Struct, frozen=True):
-    id: int
+    id: int | None  # None: a live-only message
     event_type: str
     payload: bytes
 
@@ -186,8 +186,13 @@ class Feed:
                 yield Heartbeat()
                 continue
             message: dict[str, Any] = _decoder.decode(payload)
+            if not self.filters.accepts(message["event_type"], message.get("data") or {}):
+                continue
+            if message["id"] is None:  # live only (model output as it streams): never replayed or deduplicated
+                yield FeedItem(None, message["event_type"], payload)
+                continue
             event_id = int(message["id"])
-            if event_id in seen or not self.filters.accepts(message["event_type"], message.get("data") or {}):
+            if event_id in seen:
                 continue
             if catch_up_at is not None:
                 remember(event_id)

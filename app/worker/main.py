@@ -32,7 +32,9 @@ async def startup(state: TaskiqState) -> None:
     backend: ChannelsBackend = build_channels_backend(settings.redis)
     publisher = BackendPublisher(backend)
     await publisher.start()
-    runtime = Runtime(settings=settings, db_config=build_db_config(settings.db, publisher), broker=broker)
+    runtime = Runtime(
+        settings=settings, db_config=build_db_config(settings.db, publisher), broker=broker, publisher=publisher
+    )
     state.runtime = runtime
     state.publisher = publisher
     state.sweeper = asyncio.create_task(run_sweeper(runtime))

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskiq import AsyncBroker
 
 from app.config import Settings
+from app.core.channels import EventPublisher
 
 
 def _worker_id() -> str:
@@ -29,6 +30,8 @@ class Runtime:
     settings: Settings
     db_config: SQLAlchemyAsyncConfig
     broker: AsyncBroker
+    # Sends live-only messages (model output as it streams); stored events go through the outbox.
+    publisher: EventPublisher | None = None
     worker_id: str = field(default_factory=_worker_id)
 
     @asynccontextmanager
