@@ -13,17 +13,15 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.memory import MemoryChannelsBackend
-from litestar.testing import AsyncTestClient
 from websockets.exceptions import ConnectionClosed
 
 from app.config import load_settings
 from app.db.engine import build_db_config
 from app.events.streams import Feed, FeedItem, FeedOverflowError, Filters
 from tests.conftest import free_port
-from tests.helpers import Server, start_server
+from tests.helpers import Server, start_server, start_worker, wait_for_task
 
 
 @pytest.fixture
@@ -64,7 +62,7 @@ async def receive_ids(ws: Any, until: int, timeout: float = 30) -> list[int]:
     async with asyncio.timeout(timeout):
         while not received or max(received) < until:
             message = json.loads(await ws.recv())
-            if message["event_type"] != "heartbeat":
+            if message.get("id") is not None:  # not a heartbeat or live model output
                 received.append(message["id"])
     return received
 
@@ -164,11 +162,11 @@ async def test_the_audit_log_filters_and_pages(server: Server) -> None:
 
 
 async def test_a_subscriber_that_falls_behind_is_cut_off_not_waited_for(embedded_env: dict[str, str]) -> None:
-    """The feed's bounded buffer, with real channels in a running app: overflow ends that feed only."""
+    """The feed's bounded buffer, with real (in-memory) channels: overflow ends that feed only."""
     database = build_db_config(load_settings(embedded_env).db)
     channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
     try:
-        async with AsyncTestClient(app=Litestar(plugins=[channels])), contextlib.AsyncExitStack() as stack:
+        async with channels, contextlib.AsyncExitStack() as stack:
             slow = Feed(database.get_session, None, Filters(), max_backlog=5, heartbeat_seconds=10)
             fast = Feed(database.get_session, None, Filters(), max_backlog=100, heartbeat_seconds=10)
             slow_items = await stack.enter_async_context(slow.open(channels, ["c"], None))
@@ -228,3 +226,41 @@ async def test_model_output_streams_live_and_is_not_stored(server: Server) -> No
         async with websockets.connect(server.ws_url(f"/ws/projects/{project_id}") + "&after=0") as ws:
             replayed = await receive_ids(ws, max(stored))
         assert sorted(replayed) == stored
+
+
+async def test_two_api_processes_each_client_sees_every_event_once(
+    own_services_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**own_services_env, "BOTARMY_RATE_LIMIT_PER_MINUTE": "100000"}
+    first = start_server(env, free_port(), tmp_path / "api-1.log")
+    second = start_server(env, free_port(), tmp_path / "api-2.log")
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        async with (
+            httpx.AsyncClient(base_url=first.url, headers=first.headers, timeout=20) as one,
+            httpx.AsyncClient(base_url=second.url, headers=first.headers, timeout=20) as two,
+        ):
+            project_id = (await one.post("/api/v1/projects", json={"name": "two instances"})).json()["id"]
+            async with (
+                websockets.connect(first.ws_url(f"/ws/projects/{project_id}")) as on_first,
+                websockets.connect(second.ws_url(f"/ws/projects/{project_id}", first.token)) as on_second,
+            ):
+                # Events written by each api process, and by the worker.
+                await asyncio.gather(burst(one, project_id, 30, clients=3), burst(two, project_id, 30, clients=3))
+                task = await two.post(
+                    f"/api/v1/projects/{project_id}/tasks", json={"agent_type": "tester", "instructions": "x"}
+                )
+                task_id = task.json()["task_id"]
+                await wait_for_task(one, task_id, "completed")
+                expected = await all_event_ids(one, project_id)
+                created = expected[0]  # project_created came before the sockets connected
+                wanted = [i for i in expected if i != created]
+                seen_first = await receive_ids(on_first, max(wanted))
+                seen_second = await receive_ids(on_second, max(wanted))
+        for seen in (seen_first, seen_second):
+            assert len(seen) == len(set(seen)), "an event arrived twice"
+            assert sorted(seen) == wanted, "an event is missing"
+        assert len(wanted) > 60
+    finally:
+        for process in (first, second, worker):
+            process.stop()
