@@ -29,8 +29,10 @@ from app.agents.prompts import ContextItem, PromptContext, build_prompt
 from app.agents.services import AgentService, BudgetExceededError
 from app.artifacts.models import ArtifactType
 from app.artifacts.services import ArtifactService
+from app.chat.services import ChatService, is_chat_task
 from app.config import HitlSettings
 from app.core.sanitize import clean_json, strip_active_content
+from app.events.services import EventService
 from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
 from app.hitl.services import HitlService
 from app.llm.base import ModelError, ModelProvider, ModelResponse, TransientModelError
@@ -307,9 +309,10 @@ class AgentExecutor:
     async def _finish(self, answer: AgentAnswer, prompt: PromptContext, threshold: float) -> list[UUID]:
         unsure = answer.confidence < threshold
         mediating = self.task.mediates is not None
+        chatting = is_chat_task(self.task)  # its questions go to the chat, not to a HITL request
         # A contradiction goes to the orchestrator first; questions wait for the person after that.
-        disputes = bool(answer.conflicts) and not mediating
-        asks = (bool(answer.open_questions) or unsure) and not disputes
+        disputes = bool(answer.conflicts) and not mediating and not chatting
+        asks = (bool(answer.open_questions) or unsure) and not disputes and not chatting
         async with self.runtime.session() as session:
             tasks = TaskService(session=session)
             # Hold the task's row first: if the lease is gone, nothing of this attempt is written.
@@ -357,7 +360,7 @@ class AgentExecutor:
                         f"The {self.agent_type.value} is {answer.confidence:.0%} sure of this answer (the project asks "
                         f"for {threshold:.0%}). Approve it, reject it with a comment to have it redone, or amend it."
                     )
-                await HitlService(session=session).open_request(
+                request = await HitlService(session=session).open_request(
                     policy=self.runtime.settings.hitl,
                     project_id=task.project_id,
                     task_id=task.id,
@@ -368,6 +371,21 @@ class AgentExecutor:
                     step_id=task.step_id,
                     actor=f"agent:{self.agent_type.value}",
                 )
+                for question in answer.open_questions:  # the agent's questions, in the chat too
+                    await EventService(session=session).record(
+                        "agent_chat_message",
+                        project_id=task.project_id,
+                        task_id=task.id,
+                        actor=f"agent:{self.agent_type.value}",
+                        data={
+                            "agent_type": self.agent_type.value,
+                            "task_id": str(task.id),
+                            "message_type": "question",
+                            "text": question,
+                            "requires_response": True,
+                            "request_id": str(request.id),
+                        },
+                    )
                 await agents.set_status(
                     task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id
                 )
@@ -377,6 +395,8 @@ class AgentExecutor:
             follow_ups += await ExecutionService(session, self.runtime.settings.hitl).on_task_finished(
                 finished, flags=answer.flags
             )
+            if chatting:
+                follow_ups += await ChatService(session, self.runtime.settings).answered(finished, answer)
             if mediating:
                 follow_ups += await after_mediation(
                     session,

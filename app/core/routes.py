@@ -7,6 +7,7 @@ from litestar.types import ControllerRouterHandler
 from app.agents.controllers import AgentController
 from app.artifacts.controllers import ArtifactController, ProjectArtifactController
 from app.bmad.controllers import BmadController
+from app.chat.controllers import ChatController
 from app.documents.controllers import DocumentController
 from app.events.controllers import EventController, global_stream, project_stream
 from app.health.controllers import HealthController
@@ -30,5 +31,6 @@ route_handlers: list[ControllerRouterHandler] = [
     TokenController,
     project_stream,
     EventController,
+    ChatController,
     global_stream,
 ]

@@ -11,9 +11,10 @@ import contextlib
 import datetime
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
@@ -23,9 +24,10 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.chat.controllers import post_message
 from app.config import Settings
 from app.core.channels import GLOBAL_CHANNEL, project_channel
-from app.core.exceptions import InvalidInputError, NotFoundError
+from app.core.exceptions import AppError, InvalidInputError, NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.events.models import Event
@@ -111,7 +113,7 @@ async def _stream(
                     await socket.send_text(item.payload.decode())
 
         sender = asyncio.create_task(send_all())
-        receiver = asyncio.create_task(_drain_incoming(socket))
+        receiver = asyncio.create_task(_incoming(socket, scope))
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in (sender, receiver):
             task.cancel()
@@ -123,11 +125,40 @@ async def _stream(
                 await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
 
 
-async def _drain_incoming(socket: WebSocket[Any, Any, Any]) -> None:
-    """Read what the client sends (nothing is expected yet); returns when it disconnects."""
+async def _incoming(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None) -> None:
+    """Chat over the socket: `{"type": "message", "message": "..."}` on a project's stream (product
+    owner role), acknowledged with `message_accepted` or refused with `error`. Returns on disconnect."""
+    runtime: Runtime = socket.app.state.runtime
     with contextlib.suppress(WebSocketDisconnect):
         while True:
-            await socket.receive_data(mode="text")
+            raw = await socket.receive_data(mode="text")
+            try:
+                incoming = _decoder.decode(raw)
+                if scope is None or len(scope) != 1:
+                    raise InvalidInputError("messages are sent on a project's stream, /ws/projects/{id}")
+                if not socket.user.has_role(Role.PRODUCT_OWNER):
+                    raise InvalidInputError("sending messages needs the product_owner role")
+                accepted = await post_message(runtime, socket.user, scope[0], incoming.message)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                await socket.send_json({"event_type": "error", "detail": f"not a message: {exc}"})
+            except AppError as exc:
+                await socket.send_json({"event_type": "error", "detail": exc.detail})
+            else:
+                await socket.send_json(
+                    {
+                        "event_type": "message_accepted",
+                        "message_id": accepted.message_id,
+                        "task_id": str(accepted.task_id),
+                    }
+                )
+
+
+class SocketMessage(msgspec.Struct, forbid_unknown_fields=True):
+    type: Literal["message"]
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+
+
+_decoder = msgspec.json.Decoder(SocketMessage)
 
 
 @websocket("/ws/projects/{project_id:uuid}", name="project_stream", opt=needs(Role.VIEWER))
