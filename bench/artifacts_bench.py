@@ -1,26 +1,28 @@
 """Benchmark of context-store retrieval (artifact lists, filters, text search, get) on PostgreSQL.
 
-    .venv/bin/python -m bench.artifacts_bench [--requests 200] [--concurrency 1,4] [--no-what-if] [--gc-freeze]
+    .venv/bin/python -m bench.artifacts_bench [--requests 200] [--concurrency 1,4] [--no-gc-trace]
 
 Makes its own PostgreSQL database and Redis namespace (as `bench.status_bench --mode services`),
-starts `python -m app serve` on a free 127.0.0.1 port, creates the projects through the API and
-bulk-loads the artifacts with COPY (UUIDv7 ids in creation order, ~1-2 KB of JSON content each).
-Then, against the served API, with one and with a few concurrent clients (closed loop) and a bounded
-number of requests per query, it measures p50/p99/max latency of `GET /api/v1/projects/{id}/artifacts`
-(first page, all pages, filters, text search) and `GET /api/v1/artifacts/{id}`, in these scenarios:
+migrated to the app's latest schema, starts `python -m app serve` on a free 127.0.0.1 port, creates
+the projects through the API and bulk-loads the artifacts with COPY (UUIDv7 ids in creation order,
+~1-2 KB of JSON content each). Then, against the served API, with one and with a few concurrent clients
+(closed loop) and a bounded number of requests per query, it measures p50/p99/max latency of
+`GET /api/v1/projects/{id}/artifacts` (first page, all pages, filters, text search) and
+`GET /api/v1/artifacts/{id}`, in these scenarios:
 
 1. `1k`: the database holds one project's 1,000 artifacts and nothing else;
 2. `100k`: 100,000 artifacts across 100 projects; the same project (still 1,000 artifacts);
-3. `100k-largest`: the largest project of that database;
-4. `100k+idx`, `100k-largest+idx` (unless --no-what-if): the same after creating the indexes the
-   analysis suggests (a (project_id, id) b-tree and pg_trgm GIN indexes for `q`), which the app's
-   migrations do not have.
+3. `100k-largest`: the largest project of that database.
+
+The schema is the migrations' own: the report lists the artifact table's indexes and their sizes, and
+warns if one of the retrieval indexes (EXPECTED_INDEXES) is missing.
 
 For every artifact query it also runs the very statement the app sends (captured from ArtifactService)
-under EXPLAIN ANALYZE, both as the app runs it (a prepared statement executed again and again, which
-PostgreSQL may switch to a generic plan) and planned for its values, so that a slow query can be
-attributed to PostgreSQL or to the API. The api's garbage collections are logged (see GC_TRACE_SERVE)
-and matched with the slow requests.
+under EXPLAIN ANALYZE, both as a prepared statement executed again and again (which PostgreSQL may switch
+to a generic plan under plan_cache_mode = auto) and planned for its values (force_custom_plan), and it
+records which of the two the app's own connections use, so that a slow query can be attributed to
+PostgreSQL or to the API. The garbage collections of the api (see GC_TRACE_SERVE) and of this process
+(ClientCollections) are logged and matched with the slow requests.
 
 The database and the Redis keys are removed at the end, whatever happened. Results are printed and
 written as JSON to bench/results/.
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gc
 import itertools
 import json
 import math
@@ -156,6 +159,10 @@ COPY_COLUMNS = (
     "updated_at",
 )
 COPY_BATCH = 5_000
+# The indexes the retrieval queries rely on (migration 7c2e4a9d5b13): lists walk (project_id, id) and
+# `q` is served by trigram indexes on the very expressions ArtifactService searches.
+EXPECTED_INDEXES = ("ix_artifact_project_id_id", "ix_artifact_title_trgm", "ix_artifact_content_trgm")
+PLAN_CACHE_MODES = ("auto", "force_custom_plan", "force_generic_plan")
 
 
 @dataclass(frozen=True)
@@ -168,9 +175,8 @@ class Config:
     explain_runs: int
     idle_wait: float
     seed: int
-    what_if: bool
     gc_trace: bool
-    gc_freeze: bool
+    plan_cache_mode: str | None  # experiment: set for the bench's database (ALTER DATABASE); None: the app's
 
 
 @dataclass(frozen=True)
@@ -260,10 +266,10 @@ def make_content(rng: random.Random, artifact_type: str, target_bytes: int, mark
         size += len(json.dumps(part)) + 2
     if marker:
         target = rng.choice(parts)
-        key = next(k for k in ("content", "title", "text") if k in target)
-        words = target[key].split(" ")
+        text_key = next(k for k in ("content", "title", "text") if k in target)
+        words = target[text_key].split(" ")
         words.insert(rng.randrange(len(words) + 1), marker)
-        target[key] = " ".join(words)
+        target[text_key] = " ".join(words)
     key = {"source_code": "files", "deployment_package": "files", "test_results": "test_cases"}.get(
         artifact_type, "sections"
     )
@@ -275,7 +281,7 @@ def generate_rows(sizes: list[int], rng: random.Random, now: datetime.datetime) 
     types, type_weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())
     span = 180 * DAY
     end = now.timestamp() - 3600
-    drafts = []
+    drafts: list[tuple[float, int]] = []
     for project, size in enumerate(sizes):
         start = end - span + rng.uniform(0, span - 20 * DAY)
         length = rng.uniform(15 * DAY, min(60 * DAY, end - start))
@@ -358,12 +364,42 @@ async def load_rows(dsn: str, rows: list[Row], project_ids: list[uuid.UUID], *, 
                       avg(pg_column_size(content))::int AS avg_content_stored_bytes
                FROM artifact"""
         )
+        indexes = await schema_indexes(connection)
     finally:
         await connection.close()
     return {
         **dict(stats),
         "copy_s": round(loaded - started, 2),
         "vacuum_analyze_s": round(vacuumed - loaded, 2),
+        "index_sizes": {index["name"]: index["bytes"] for index in indexes},
+    }
+
+
+async def schema_indexes(connection: Any) -> list[dict[str, Any]]:
+    """The artifact table's indexes as the migrations made them: name, definition, size."""
+    found = await connection.fetch(
+        """SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS definition,
+                  pg_relation_size(indexrelid) AS bytes
+           FROM pg_index WHERE indrelid = 'artifact'::regclass ORDER BY 1"""
+    )
+    return [dict(row) for row in found]
+
+
+async def describe_schema(dsn: str) -> dict[str, Any]:
+    """The artifact indexes and extensions of the migrated database, and which expected index is missing."""
+    connection = await pg_connect(dsn)
+    try:
+        indexes = await schema_indexes(connection)
+        extensions = await connection.fetch("SELECT extname, extversion FROM pg_extension ORDER BY 1")
+        revision = await connection.fetchval("SELECT version_num FROM alembic_version")
+    finally:
+        await connection.close()
+    names = {index["name"] for index in indexes}
+    return {
+        "alembic_revision": revision,
+        "extensions": {row["extname"]: row["extversion"] for row in extensions},
+        "artifact_indexes": {index["name"]: index["definition"] for index in indexes},
+        "missing_expected_indexes": [name for name in EXPECTED_INDEXES if name not in names],
     }
 
 
@@ -378,6 +414,7 @@ async def postgres_settings(dsn: str) -> dict[str, str]:
             "random_page_cost",
             "jit",
             "max_parallel_workers_per_gather",
+            "plan_cache_mode",
         )
         return {name: str(await connection.fetchval(f"SHOW {name}")) for name in names}
     finally:
@@ -507,8 +544,9 @@ def _expect_items(expected: int) -> Callable[[httpx.Response], bool]:
 
 # `python -m app serve`, run through runpy after registering a gc callback that logs every collection of
 # the oldest generation (and any other taking more than 5 ms): the same server in the same process.
-# With BENCH_GC_FREEZE=1 (--gc-freeze, an experiment), once the api answers /health, everything allocated
-# so far is moved out of the collector's reach with gc.freeze(), as an app could do at the end of startup.
+# `botarmy serve` freezes its start-up heap (gc.freeze in app.main); once the api answers /health, a
+# thread writes how many objects are frozen to <log>.frozen, once: gc.get_freeze_count() walks the
+# whole frozen list (~20 ms for ~190,000 objects), so calling it on every collection would stall requests.
 GC_TRACE_SERVE = """
 import gc, os, runpy, sys, threading, time, urllib.request
 log = open(os.environ["BENCH_GC_LOG"], "a", buffering=1)
@@ -521,31 +559,28 @@ def trace(phase, info):
     took = time.perf_counter() - began.pop(generation, time.perf_counter())
     if generation == 2 or took > 0.005:
         log.write(f"{time.time():.6f} {generation} {took * 1000:.3f} {info['collected']}\\n")
-gc.callbacks.append(trace)
-def freeze_when_up(url):
+def log_frozen_when_up(url):
     for _ in range(600):
         try:
             urllib.request.urlopen(url, timeout=1).close()
             break
         except OSError:
             time.sleep(0.1)
-    gc.collect()
-    gc.freeze()
-    log.write(f"# frozen {gc.get_freeze_count()} objects\\n")
-if os.environ.get("BENCH_GC_FREEZE") == "1":
-    url = f"http://{sys.argv[sys.argv.index('--host') + 1]}:{sys.argv[sys.argv.index('--port') + 1]}/health"
-    threading.Thread(target=freeze_when_up, args=(url,), daemon=True).start()
+    with open(os.environ["BENCH_GC_LOG"] + ".frozen", "w") as out:
+        out.write(str(gc.get_freeze_count()))
+gc.callbacks.append(trace)
+url = f"http://{sys.argv[sys.argv.index('--host') + 1]}:{sys.argv[sys.argv.index('--port') + 1]}/health"
+threading.Thread(target=log_frozen_when_up, args=(url,), daemon=True).start()
 sys.argv = ["app", *sys.argv[1:]]
 runpy.run_module("app", run_name="__main__", alter_sys=True)
 """
 
 
-def start_api_traced(env: dict[str, str], log_dir: Path, gc_log: Path, freeze: bool) -> tuple[Process, str]:
+def start_api_traced(env: dict[str, str], log_dir: Path, gc_log: Path) -> tuple[Process, str]:
     """As bench.status_bench.start_api, with the gc callback above."""
     port = free_port()
     args = [sys.executable, "-c", GC_TRACE_SERVE, "serve", "--host", HOST, "--port", str(port)]
-    extra = {"BENCH_GC_LOG": str(gc_log), "BENCH_GC_FREEZE": "1" if freeze else "0"}
-    api = Process("api", args, child_env({**env, **extra}), log_dir / "api.log")
+    api = Process("api", args, child_env({**env, "BENCH_GC_LOG": str(gc_log)}), log_dir / "api.log")
     base_url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
@@ -562,46 +597,108 @@ def start_api_traced(env: dict[str, str], log_dir: Path, gc_log: Path, freeze: b
     raise BenchError(f"the api did not become healthy within {SERVER_START_SECONDS:.0f} s:\n{api.log_tail()}")
 
 
-def gc_pauses(gc_log: Path | None, since: float, until: float) -> list[tuple[float, float, int]]:
-    """(start, end, generation) of the api's logged collections between two wall-clock times."""
+@dataclass(frozen=True)
+class Collection:
+    """One logged collection: wall-clock start and end, generation."""
+
+    start: float
+    end: float
+    generation: int
+
+
+def read_gc_log(gc_log: Path | None) -> list[Collection]:
+    """The api's logged collections."""
     if gc_log is None or not gc_log.exists():
         return []
-    pauses = []
+    collections = []
     for line in gc_log.read_text().splitlines():
-        if line.startswith("#"):
-            continue
-        ended, generation, took_ms, _ = line.split()
+        ended, generation, took_ms, _collected = line.split()
         end = float(ended)
-        if since <= end <= until:
-            pauses.append((end - float(took_ms) / 1000, end, int(generation)))
-    return pauses
+        collections.append(Collection(end - float(took_ms) / 1000, end, int(generation)))
+    return collections
 
 
-def tail_analysis(samples: Samples, pauses: list[tuple[float, float, int]]) -> dict[str, Any]:
-    """How many requests took more than the target, and how many of those overlapped a logged collection."""
+def api_frozen_objects(gc_log: Path) -> int | None:
+    """How many objects the api had frozen once up (see GC_TRACE_SERVE)."""
+    path = gc_log.with_name(gc_log.name + ".frozen")
+    return int(path.read_text()) if path.exists() else None
+
+
+class ClientCollections:
+    """This process's own collections (gen 2, or any over 5 ms), recorded while the benchmark measures.
+
+    A pause of the benchmark client is counted in the latency of every request in flight, so the tail
+    analysis tells it from the api's. The client holds the generated data (~350,000 objects for 100,000
+    artifacts) and, after the first EXPLAIN pass, the app's modules; a full collection walking them
+    takes 30 ms and more, so measure_query freezes them before each measured phase (settle_client_heap).
+    """
+
+    def __init__(self) -> None:
+        self.collections: list[Collection] = []
+        self._began = time.perf_counter()
+
+    def __enter__(self) -> ClientCollections:
+        gc.callbacks.append(self._trace)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._trace)
+
+    def _trace(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._began
+        if info["generation"] == 2 or took > 0.005:
+            end = time.time()
+            self.collections.append(Collection(end - took, end, info["generation"]))
+
+
+def settle_client_heap() -> None:
+    """Collect, then freeze whatever is still alive: it lives until the end, out of the collector's reach."""
+    gc.collect()
+    gc.freeze()
+
+
+def gc_summary(collections: list[Collection], since: float, frozen: int | None) -> dict[str, Any]:
+    """Full collections after `since` (the end of start-up): how many, how long; objects frozen."""
+    gen2 = [c for c in collections if c.generation == 2 and c.start >= since]
+    took = [(c.end - c.start) * 1000 for c in gen2]
+    return {
+        "gen2_collections": len(gen2),
+        "gen2_ms_mean": round(statistics.mean(took), 1) if took else None,
+        "gen2_ms_max": round(max(took), 1) if took else None,
+        "frozen_objects": frozen,
+    }
+
+
+def tail_analysis(samples: Samples, api: list[Collection], client: list[Collection]) -> dict[str, Any]:
+    """How many requests took more than the target, and how many of those overlapped a logged collection
+    of the api (and of the benchmark client)."""
     slow = [(start, start + duration) for start, duration in samples.requests if duration * 1000 > TARGET_P99_MS]
-    gen2 = [p for p in pauses if p[2] == 2]
-    during = sum(1 for a, b in slow if any(start < b and end > a for start, end, _ in pauses))
+    gen2 = [c for c in api if c.generation == 2]
+    client_gen2 = [c for c in client if c.generation == 2]
+
+    def overlapping(collections: list[Collection]) -> int:
+        return sum(1 for a, b in slow if any(c.start < b and c.end > a for c in collections))
+
     return {
         "over_target": len(slow),
-        "over_target_during_gc": during,
+        "over_target_during_gc": overlapping(api),
+        "over_target_during_client_gc": overlapping(client),
         "gen2_collections": len(gen2),
-        "gen2_ms_max": round(max((end - start for start, end, _ in gen2), default=0) * 1000, 1),
-        "gen2_ms_total": round(sum(end - start for start, end, _ in gen2) * 1000, 1),
-        "slow_young_collections": len(pauses) - len(gen2),
+        "gen2_ms_max": round(max((c.end - c.start for c in gen2), default=0) * 1000, 1),
+        "gen2_ms_total": round(sum(c.end - c.start for c in gen2) * 1000, 1),
+        "slow_young_collections": len(api) - len(gen2),
+        "client_gen2_collections": len(client_gen2),
+        "client_gen2_ms_max": round(max((c.end - c.start for c in client_gen2), default=0) * 1000, 1),
     }
 
 
 async def measure_query(
-    target: Target,
-    query: Query,
-    project_id: uuid.UUID,
-    rows: list[Row],
-    config: Config,
-    concurrency: int,
-    rng: random.Random,
-    gc_log: Path | None,
+    bench: Bench, query: Query, project_id: uuid.UUID, rows: list[Row], concurrency: int, rng: random.Random
 ) -> dict[str, Any]:
+    target, config = bench.target, bench.config
     matching = [row for row in rows if row.matches(query.params)] if query.kind in {"list", "walk"} else rows
     result: dict[str, Any] = {
         "query": query.name,
@@ -617,6 +714,7 @@ async def measure_query(
         if query.kind == "walk":
             pages = max(1, math.ceil(len(rows) / PAGE_LIMIT))
             await _walks(clients, project_id, 1, pages + 5)  # warm-up
+            settle_client_heap()
             result["machine_busy_before_percent"] = await wait_for_quiet(config.idle_wait)
             since = time.time()
             with CpuMeter(target.groups) as cpu:
@@ -625,6 +723,7 @@ async def measure_query(
                 samples.failures.append(f"walks saw {sorted(samples.walk_totals)} artifacts, expected {len(rows)}")
             result.update(pages_per_walk=pages, walks=len(samples.walks), walk=summarize_ms(samples.walks))
         else:
+            check: Callable[[httpx.Response], bool]
             if query.kind == "get":
                 ids = [rng.choice(rows).id for _ in range(config.requests + WARMUP_REQUESTS)]
                 paths = [f"/api/v1/artifacts/{artifact_id}" for artifact_id in ids]
@@ -636,10 +735,12 @@ async def measure_query(
                 paths = [list_path(project_id, query.params)] * (config.requests + WARMUP_REQUESTS)
                 check = _expect_items(min(PAGE_LIMIT, len(matching)))
             await _closed_loop(clients, paths[:WARMUP_REQUESTS], check)
+            settle_client_heap()
             result["machine_busy_before_percent"] = await wait_for_quiet(config.idle_wait)
             since = time.time()
             with CpuMeter(target.groups) as cpu:
                 samples = await _closed_loop(clients, paths[WARMUP_REQUESTS:], check)
+    until = time.time()
     latencies = samples.latencies
     result.update(
         latency=summarize_ms(latencies),
@@ -648,7 +749,11 @@ async def measure_query(
         failures=samples.failures[:3],
         duration_s=round(samples.elapsed, 3),
         requests_per_s=round(len(latencies) / samples.elapsed, 1) if samples.elapsed else None,
-        tail=tail_analysis(samples, gc_pauses(gc_log, since, time.time())),
+        tail=tail_analysis(
+            samples,
+            [c for c in read_gc_log(bench.gc_log) if since <= c.end <= until],
+            [c for c in bench.client_gc.collections if since <= c.end <= until],
+        ),
         cpu=cpu.result,
     )
     return result
@@ -727,11 +832,12 @@ def sql_literal(value: Any) -> str:
 async def explain_statement(pg_dsn: str, statement: str, parameters: Any, runs: int) -> dict[str, Any]:
     """The app's statement as the app runs it: prepared once per connection, then executed again and again.
 
-    After five executions PostgreSQL may switch a prepared statement to a generic plan, made without
-    the parameters' values (plan_cache_mode = auto); asyncpg, under SQLAlchemy, prepares every statement
-    and keeps it per connection. So: PREPARE, execute it SQL_WARMUP_RUNS times, then EXPLAIN ANALYZE
-    EXECUTE it `runs` times (the plan the app gets); and the same with plan_cache_mode =
-    force_custom_plan (the plan for these very values, as a one-off query gets).
+    asyncpg, under SQLAlchemy, prepares every statement and keeps it per connection, and after five
+    executions PostgreSQL may switch a prepared statement to a generic plan, made without the
+    parameters' values (plan_cache_mode = auto). So: PREPARE, execute it SQL_WARMUP_RUNS times, then
+    EXPLAIN ANALYZE EXECUTE it `runs` times, once with plan_cache_mode = auto ("prepared") and once with
+    force_custom_plan ("custom": the plan for these very values, as a one-off query gets). Which of the
+    two the app's connections get is decided by their plan_cache_mode (explain_scenario).
     """
     import asyncpg
 
@@ -770,30 +876,43 @@ async def explain_statement(pg_dsn: str, statement: str, parameters: Any, runs: 
     return {"runs": runs, **found}
 
 
+async def app_plan_cache_mode(engine: Any) -> str:
+    """The plan_cache_mode of a connection made as the app makes them (connect arguments, database default)."""
+    from sqlalchemy import text
+
+    async with engine.connect() as connection:
+        return str(await connection.scalar(text("SHOW plan_cache_mode")))
+
+
 async def explain_scenario(
-    pg_dsn: str, sa_dsn: str, project_id: uuid.UUID, rows: list[Row], config: Config, rng: random.Random
+    pg_dsn: str, env: dict[str, str], project_id: uuid.UUID, rows: list[Row], config: Config, rng: random.Random
 ) -> dict[str, Any]:
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
     from app.artifacts.services import ArtifactFilters
+    from app.config import load_settings
+    from app.db.engine import build_db_config
 
-    engine = create_async_engine(sa_dsn, poolclass=NullPool, connect_args={"timeout": 10})
+    engine = build_db_config(load_settings(env).db).get_engine()  # the app's engine, connect arguments and all
     explained: dict[str, Any] = {}
     try:
+        mode = await app_plan_cache_mode(engine)
+        app_plan = "custom" if mode == "force_custom_plan" else "prepared"
         for query in QUERIES:
             if query.kind == "project":
                 continue
+            args: tuple[Any, ...]
+            kwargs: dict[str, Any]
             if query.kind == "get":
                 method, args, kwargs = "get_artifact", (rng.choice(rows).id,), {}
             elif query.kind == "walk":  # a page in the middle: the cursor condition
                 method, args = "list_page", (project_id, ArtifactFilters())
                 kwargs = {"limit": PAGE_LIMIT, "cursor": rows[len(rows) // 2].id}
             else:
-                method, args = "list_page", (project_id, ArtifactFilters(**query.params))
+                filters: dict[str, Any] = dict(query.params)
+                method, args = "list_page", (project_id, ArtifactFilters(**filters))
                 kwargs = {"limit": PAGE_LIMIT, "cursor": None}
             statement, parameters = await capture_statement(engine, method, *args, **kwargs)
             explained[query.name] = await explain_statement(pg_dsn, statement, parameters, config.explain_runs)
+            explained[query.name].update(app_plan_cache_mode=mode, app=app_plan)
             explained[query.name]["statement"] = statement
             explained[query.name]["parameters"] = [str(p) for p in parameters] if parameters else []
     finally:
@@ -803,44 +922,14 @@ async def explain_scenario(
 
 # --- scenarios -------------------------------------------------------------------------------------------
 
-# Not in the app's migrations: what the analysis suggests, created for the last scenarios only.
-WHAT_IF_INDEXES = (
-    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-    # list pages: WHERE project_id = ? [AND id > cursor] ORDER BY id LIMIT n, straight from one index
-    "CREATE INDEX bench_artifact_project_id_id ON artifact (project_id, id)",
-    # q: lower(title) LIKE '%...%' OR lower(CAST(content AS TEXT)) LIKE '%...%', as ArtifactService writes it
-    "CREATE INDEX bench_artifact_title_trgm ON artifact USING gin (lower(title) gin_trgm_ops)",
-    "CREATE INDEX bench_artifact_content_trgm ON artifact USING gin (lower(content::text) gin_trgm_ops)",
-)
-
-
-async def create_what_if_indexes(pg_dsn: str) -> dict[str, Any]:
-    connection = await pg_connect(pg_dsn)
-    try:
-        started = time.perf_counter()
-        await connection.execute("SET maintenance_work_mem = '256MB'")
-        for statement in WHAT_IF_INDEXES:
-            await connection.execute(statement)
-        await connection.execute("ANALYZE artifact")
-        sizes = await connection.fetch(
-            "SELECT indexrelid::regclass::text AS name, pg_relation_size(indexrelid) AS bytes "
-            "FROM pg_index WHERE indrelid = 'artifact'::regclass AND indexrelid::regclass::text LIKE 'bench_%'"
-        )
-    finally:
-        await connection.close()
-    return {
-        "statements": list(WHAT_IF_INDEXES),
-        "build_s": round(time.perf_counter() - started, 2),
-        "index_bytes": {row["name"]: row["bytes"] for row in sizes},
-    }
-
 
 @dataclass(frozen=True)
 class Bench:
     target: Target
     pg_dsn: str  # asyncpg
-    sa_dsn: str  # SQLAlchemy (postgresql+asyncpg)
+    env: dict[str, str]  # the api's environment: explain_scenario builds the app's engine from it
     gc_log: Path | None
+    client_gc: ClientCollections
     config: Config
 
 
@@ -850,17 +939,18 @@ async def measure_scenario(bench: Bench, name: str, project_id: uuid.UUID, rows:
     rng = random.Random(f"{config.seed}-{name}")
     queries = []
     for query, concurrency in itertools.product(QUERIES, config.concurrency):
-        result = await measure_query(bench.target, query, project_id, rows, config, concurrency, rng, bench.gc_log)
+        result = await measure_query(bench, query, project_id, rows, concurrency, rng)
         lat = result["latency"]
         print(
             f"    {query.name:<20}{concurrency:>3} clients  p50 {lat.get('p50_ms', math.nan):7.2f} ms"
             f"  p99 {lat.get('p99_ms', math.nan):7.2f} ms  errors {result['errors']}"
-            f"  gen2 GCs {result['tail']['gen2_collections']}  other CPU {result['cpu']['other_cpu_percent']:.0f} %",
+            f"  gen-2 GCs api {result['tail']['gen2_collections']} client {result['tail']['client_gen2_collections']}"
+            f"  other CPU {result['cpu']['other_cpu_percent']:.0f} %",
             flush=True,
         )
         queries.append(result)
     print("    EXPLAIN ANALYZE of the app's statements …", flush=True)
-    explained = await explain_scenario(bench.pg_dsn, bench.sa_dsn, project_id, rows, config, rng)
+    explained = await explain_scenario(bench.pg_dsn, bench.env, project_id, rows, config, rng)
     for result in queries:
         if result["query"] in explained:
             result["sql"] = explained[result["query"]]
@@ -894,6 +984,8 @@ async def measure(bench: Bench) -> dict[str, Any]:
     by_project: dict[int, list[Row]] = {}
     for row in rows:
         by_project.setdefault(row.project, []).append(row)
+    settle_client_heap()  # see ClientCollections
+    bench.client_gc.collections.clear()  # the collections while generating are of no concern
     print(f"  generated in {time.perf_counter() - t0:.1f} s", flush=True)
     largest = max(range(1, len(sizes)), key=sizes.__getitem__, default=0)
     scenarios = []
@@ -909,21 +1001,22 @@ async def measure(bench: Bench) -> dict[str, Any]:
         print(f"  loaded {loads[large]}", flush=True)
         scenarios.append(await measure_scenario(bench, large, project_ids[0], by_project[0]))
         scenarios.append(await measure_scenario(bench, f"{large}-largest", project_ids[largest], by_project[largest]))
-    if config.what_if:
-        loads["what_if_indexes"] = await create_what_if_indexes(bench.pg_dsn)
-        print(f"  suggested indexes created: {loads['what_if_indexes']}", flush=True)
-        if config.projects > 1:
-            scenarios.append(await measure_scenario(bench, f"{large}+idx", project_ids[0], by_project[0]))
-            scenarios.append(
-                await measure_scenario(bench, f"{large}-largest+idx", project_ids[largest], by_project[largest])
-            )
-        else:
-            scenarios.append(await measure_scenario(bench, f"{small}+idx", project_ids[0], by_project[0]))
     return {
         "project_sizes": {"measured": sizes[0], "largest": sizes[largest], "smallest": min(sizes)},
         "loads": loads,
         "scenarios": scenarios,
     }
+
+
+async def set_database_plan_cache_mode(pg_dsn: str, database: str, mode: str) -> None:
+    """Experiment (--plan-cache-mode): the default of every new connection to the bench's own database."""
+    if mode not in PLAN_CACHE_MODES:
+        raise BenchError(f"plan_cache_mode {mode!r}")
+    connection = await pg_connect(pg_dsn)
+    try:
+        await connection.execute(f'ALTER DATABASE "{database}" SET plan_cache_mode = {mode}')
+    finally:
+        await connection.close()
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -933,20 +1026,25 @@ def run(config: Config) -> dict[str, Any]:
         gc_log = log_dir / "gc.log" if config.gc_trace else None
         with services_environment(info) as env:
             pg_dsn = env["DATABASE_URL"]
-            sa_dsn = pg_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+            if config.plan_cache_mode is not None:
+                asyncio.run(set_database_plan_cache_mode(pg_dsn, info["database"], config.plan_cache_mode))
             info["postgres_settings"] = asyncio.run(postgres_settings(pg_dsn))
+            info["schema"] = schema = asyncio.run(describe_schema(pg_dsn))
+            print(f"  schema at {schema['alembic_revision']}: artifact indexes {sorted(schema['artifact_indexes'])}")
+            if schema["missing_expected_indexes"]:
+                print(f"  WARNING: the migrated schema lacks {schema['missing_expected_indexes']}", file=sys.stderr)
             token = create_admin_token(env)
             api: Process | None = None
             try:
-                api, base_url = (
-                    start_api_traced(env, log_dir, gc_log, config.gc_freeze) if gc_log else start_api(env, log_dir)
-                )
+                api, base_url = start_api_traced(env, log_dir, gc_log) if gc_log else start_api(env, log_dir)
+                up = time.time()
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
                 target = Target(base_url, headers, {"api": api.popen.pid})
-                results = asyncio.run(measure(Bench(target, pg_dsn, sa_dsn, gc_log, config)))
-                if gc_log is not None and gc_log.exists():
-                    frozen = [line for line in gc_log.read_text().splitlines() if line.startswith("# frozen")]
-                    info["gc_frozen_objects"] = int(frozen[0].split()[2]) if frozen else None
+                with ClientCollections() as client_gc:
+                    results = asyncio.run(measure(Bench(target, pg_dsn, env, gc_log, client_gc, config)))
+                if gc_log is not None:
+                    info["gc"] = gc_summary(read_gc_log(gc_log), up, api_frozen_objects(gc_log))
+                info["client_gc"] = gc_summary(client_gc.collections, up, gc.get_freeze_count())
             except BaseException:
                 if api is not None:
                     print(f"--- api log (tail)\n{api.log_tail()}", file=sys.stderr)
@@ -974,14 +1072,18 @@ def _plan_text(sql: dict[str, Any]) -> str:
 def print_table(results: dict[str, Any]) -> None:
     print()
     print(f"GET /api/v1/projects/{{id}}/artifacts?limit={PAGE_LIMIT}&... and GET /api/v1/artifacts/{{id}}")
-    print("  API: latency of the measured requests; >50: requests over 50 ms (of which during a gen-2 GC of the api);")
     print(
-        "  SQL: EXPLAIN ANALYZE execution time (median) of the app's statement, as prepared and re-executed"
-        " by the app (prep) and planned for its values (custom); plan of the prepared one."
+        "  API: latency of the measured requests; >50: requests over 50 ms (of which during a collection"
+        " of the api / of the benchmark client);"
+    )
+    print(
+        "  SQL: EXPLAIN ANALYZE execution time (median) of the app's statement, prepared and re-executed with"
+        " plan_cache_mode = auto (prep) and planned for its values (custom); * marks the one the app's"
+        " connections get, whose plan is shown."
     )
     header = (
         f"{'scenario':<17}{'query':<19}{'cl':>3}{'match':>6}{'p50':>7}{'p99':>7}{'max':>7}{'req/s':>6}{'err':>4}"
-        f"{'>50':>9}{'<50?':>5}{'prep':>7}{'custom':>7}  {'plan (prepared)':<52}{'api%':>5}{'pg%':>5}{'oth%':>5}"
+        f"{'>50':>11}{'<50?':>5}{'prep':>8}{'custom':>8}  {'plan (app)':<52}{'api%':>5}{'pg%':>5}{'oth%':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -990,15 +1092,17 @@ def print_table(results: dict[str, Any]) -> None:
             lat, cpu, tail = q["latency"], q["cpu"], q["tail"]
             sql = q.get("sql", {})
             prepared, custom = sql.get("prepared", {}), sql.get("custom", {})
+            marks = {name: "*" if sql.get("app") == name else " " for name in ("prepared", "custom")}
             p99 = lat.get("p99_ms", math.nan)
-            slow = f"{tail['over_target']}({tail['over_target_during_gc']})"
+            slow = f"{tail['over_target']}({tail['over_target_during_gc']}/{tail['over_target_during_client_gc']})"
             print(
                 f"{scenario['scenario']:<17}{q['query']:<19}{q['concurrency']:>3}{q.get('matching_rows', ''):>6}"
                 f"{lat.get('p50_ms', math.nan):>7.1f}{p99:>7.1f}{lat.get('max_ms', math.nan):>7.0f}"
-                f"{q['requests_per_s'] or 0:>6.0f}{q['errors']:>4}{slow:>9}{'yes' if p99 < TARGET_P99_MS else 'NO':>5}"
-                f"{prepared.get('execution_ms_median', math.nan):>7.2f}"
-                f"{custom.get('execution_ms_median', math.nan):>7.2f}"
-                f"  {_plan_text(prepared)[:52]:<52}{cpu['api_cpu_percent']:>5.0f}{cpu['postgres_cpu_percent']:>5.0f}"
+                f"{q['requests_per_s'] or 0:>6.0f}{q['errors']:>4}{slow:>11}{'yes' if p99 < TARGET_P99_MS else 'NO':>5}"
+                f"{prepared.get('execution_ms_median', math.nan):>7.2f}{marks['prepared']}"
+                f"{custom.get('execution_ms_median', math.nan):>7.2f}{marks['custom']}"
+                f"  {_plan_text(sql.get(sql.get('app', ''), {}))[:52]:<52}"
+                f"{cpu['api_cpu_percent']:>5.0f}{cpu['postgres_cpu_percent']:>5.0f}"
                 f"{cpu['other_cpu_percent']:>5.0f}"
             )
             if q["kind"] == "walk":
@@ -1008,6 +1112,25 @@ def print_table(results: dict[str, Any]) -> None:
                     f"{walk.get('p50_ms', math.nan):>7.0f}{walk.get('p99_ms', math.nan):>7.0f}"
                     f"{walk.get('max_ms', math.nan):>7.0f}"
                 )
+    print()
+    schema, sizes = results.get("schema", {}), results.get("loads", {})
+    if schema:
+        largest_load = list(sizes.values())[-1] if sizes else {}
+        index_sizes = largest_load.get("index_sizes", {})
+        print(f"Artifact indexes of the migrated schema ({schema['alembic_revision']}), size with the largest load:")
+        for name, definition in schema["artifact_indexes"].items():
+            size = index_sizes.get(name)
+            print(f"  {name:<36}{size / 1e6 if size is not None else math.nan:>7.1f} MB  {definition}")
+        if schema["missing_expected_indexes"]:
+            print(f"  MISSING: {', '.join(schema['missing_expected_indexes'])}")
+    for who, key in (("api", "gc"), ("benchmark client", "client_gc")):
+        gc_info = results.get(key)
+        if gc_info:
+            print(
+                f"{who} full (gen-2) collections after start-up: {gc_info['gen2_collections']}, mean"
+                f" {gc_info['gen2_ms_mean']} ms, max {gc_info['gen2_ms_max']} ms;"
+                f" objects frozen: {gc_info['frozen_objects']}"
+            )
     print()
 
 
@@ -1024,25 +1147,17 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     parser.add_argument("--seed", type=int, default=20261124)
     parser.add_argument(
-        "--what-if",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="at the end, create the suggested indexes and measure the 100k scenarios again (default on)",
-    )
-    parser.add_argument(
         "--gc-trace",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="log the api's garbage collections (python -c wrapper around `app serve`; default on)",
     )
     parser.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="experiment: gc.freeze() in the api once it is up (needs --gc-trace; the app does not do this)",
+        "--plan-cache-mode",
+        choices=PLAN_CACHE_MODES,
+        help="experiment: the bench database's default plan_cache_mode (ALTER DATABASE); default: the app's own",
     )
     args = parser.parse_args(argv)
-    if args.gc_freeze and not args.gc_trace:
-        parser.error("--gc-freeze needs --gc-trace")
     if not 1 <= args.projects <= 1000:
         parser.error("--projects: 1..1000")
     if not 1 <= args.project_size <= args.artifacts <= 200_000:
@@ -1067,9 +1182,8 @@ def parse_args(argv: list[str] | None) -> Config:
         args.explain_runs,
         args.idle_wait,
         args.seed,
-        args.what_if,
         args.gc_trace,
-        args.gc_freeze,
+        args.plan_cache_mode,
     )
 
 
