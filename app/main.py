@@ -31,6 +31,7 @@ from app.core.ratelimit import RATE_LIMIT_STORE, build_rate_limit, build_rate_li
 from app.core.routes import route_handlers
 from app.core.security import provide_principal, role_guard
 from app.db.engine import build_db_config, upgrade_database_async
+from app.events.services import payload_checks
 from app.health.services import HealthService
 from app.tasks.sweeper import run_sweeper
 from app.tokens.auth import TokenAuthenticationMiddleware
@@ -49,6 +50,7 @@ def create_served_app() -> Litestar:
 def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = False) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.app, settings.models.secrets())
+    payload_checks.strict = settings.app.env != "production"
     channels_backend = build_channels_backend(settings.redis)
     channels = ChannelsPlugin(backend=channels_backend, arbitrary_channels_allowed=True)
     publisher = BackendPublisher(channels_backend, owns_backend=False)

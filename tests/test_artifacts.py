@@ -7,6 +7,7 @@ import datetime
 import uuid
 from typing import Any
 
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import func, select, update
 
@@ -291,3 +292,27 @@ async def test_retention_never_purges_what_is_in_use(client: AsyncClient, settin
     assert (await client.get(f"/api/v1/artifacts/{old_free['id']}")).status_code == 404
     assert (await client.get(f"/api/v1/artifacts/{old_used['id']}")).status_code == 200
     assert (await client.get(f"/api/v1/artifacts/{fresh['id']}")).status_code == 200
+
+
+async def test_text_search_pages_across_the_walked_window(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Search walks the first rows in id order, then asks the index past them: pages join up exactly."""
+    monkeypatch.setattr("app.artifacts.services.SEARCH_WINDOW", 3)
+    project_id = await new_project(client)
+    matching: list[str] = []
+    for n in range(12):
+        word = "zanzibar" if n in (1, 2, 5, 8, 9, 11) else "plain"
+        created = await create(
+            client, project_id, artifact_type="user_input", title=f"note {n}", content={"text": f"a {word} note"}
+        )
+        if word == "zanzibar":
+            matching.append(created["id"])
+    found: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        params: dict[str, Any] = {"q": "Zanzibar", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(f"/api/v1/projects/{project_id}/artifacts", params=params)).json()
+        found += [item["id"] for item in page["items"] if item["granularity"] == "document"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert found == matching

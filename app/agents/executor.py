@@ -179,6 +179,14 @@ class AgentExecutor:
                 )
             except BudgetExceededError as exc:
                 self.log.warning("budget_exceeded", scope=exc.scope, limit=exc.limit, spent=exc.spent)
+                await EventService(session=session).notify_error(
+                    project_id=project.id,
+                    severity="warning",
+                    message=str(exc),
+                    error_code="budget_exceeded",
+                    task_id=self.task.id,
+                    agent_type=self.agent_type.value,
+                )
                 await self._park(
                     session,
                     kind=HitlKind.BUDGET,

@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Text, cast, delete, func, or_, select
+from sqlalchemy import Select, Text, cast, delete, func, or_, select
 from sqlalchemy.orm import defer
 
 from app.agents.outputs import CONTENT_TYPES
@@ -27,6 +27,8 @@ from app.tasks.models import TERMINAL_TASK_STATUSES, AgentTask
 
 # Largest content of one artifact, encoded.
 MAX_CONTENT_BYTES = 512 * 1024
+# Text search walks this many of a project's rows in id order before it asks the trigram index.
+SEARCH_WINDOW = 500
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _encoder = msgspec.json.Encoder()
 
@@ -112,6 +114,35 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         self, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
     ) -> tuple[list[Artifact], UUID | None]:
         """One page in id (creation) order. Content is not loaded: lists stay small and fast."""
+        session = self.repository.session
+        statement = self.page_statement(project_id, filters, cursor)
+        if not filters.q:
+            rows = list(await session.scalars(statement.limit(limit + 1)))
+            return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+        # Text search. A common word fills a page from the project's first rows in id order, which
+        # a bounded walk finds at once; the trigram index would instead fetch and sort every match
+        # (bench/README.md). So: walk a window first, and only past it ask the index.
+        window = (
+            select(Artifact.id)
+            .where(Artifact.project_id == project_id, Artifact.deleted_at.is_(None))
+            .order_by(Artifact.id)
+            .limit(SEARCH_WINDOW)
+        )
+        if cursor is not None:
+            window = window.where(Artifact.id > cursor)
+        window_ids = window.subquery()
+        walked = list(await session.scalars(statement.where(Artifact.id.in_(select(window_ids.c.id))).limit(limit + 1)))
+        if len(walked) > limit:
+            return walked[:limit], walked[limit - 1].id
+        boundary = await session.scalar(select(window_ids.c.id).order_by(window_ids.c.id.desc()).limit(1))
+        rest: list[Artifact] = []
+        if boundary is not None:
+            rest = list(await session.scalars(statement.where(Artifact.id > boundary).limit(limit + 1 - len(walked))))
+        rows = walked + rest
+        return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+    @staticmethod
+    def page_statement(project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[tuple[Artifact]]:
         statement = (
             select(Artifact)
             # A page answers summaries: loading ~2 KB of JSON a row only feeds the garbage collector.
@@ -141,10 +172,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             statement = statement.where(
                 or_(func.lower(Artifact.title).like(needle), func.lower(cast(Artifact.content, Text)).like(needle))
             )
-        statement = statement.order_by(Artifact.id).limit(limit + 1)
-        rows = list(await self.repository.session.scalars(statement))
-        next_cursor = rows[limit - 1].id if len(rows) > limit else None
-        return rows[:limit], next_cursor
+        return statement.order_by(Artifact.id)
 
     async def versions(self, artifact_id: UUID) -> list[ArtifactVersion]:
         await self.get_artifact(artifact_id)

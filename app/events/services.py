@@ -1,13 +1,25 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
+import structlog
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 
+from app.events.catalog import PayloadError, check_payload
 from app.events.models import Event
 from app.events.outbox import add_to_outbox
+
+
+class PayloadChecks:
+    """Outside production a payload that does not match the catalog is an error; in production, a log line."""
+
+    strict = True
+
+
+payload_checks = PayloadChecks()
+logger = structlog.get_logger(__name__)
 
 
 class EventService(SQLAlchemyAsyncRepositoryService[Event]):
@@ -28,8 +40,38 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
         actor: str | None = None,
     ) -> Event:
         """Add an event to the current transaction; it is published once that commits."""
+        try:
+            check_payload(event_type, data)
+        except PayloadError:
+            if payload_checks.strict:
+                raise
+            logger.exception("event_payload_mismatch", event_type=event_type)
         event = Event(event_type=event_type, project_id=project_id, task_id=task_id, actor=actor, data=data)
         session = self.repository.session
         session.add(event)
         add_to_outbox(session.sync_session, event)
         return event
+
+    async def notify_error(
+        self,
+        *,
+        project_id: UUID,
+        severity: Literal["warning", "error", "critical"],
+        message: str,
+        error_code: str,
+        task_id: UUID | None = None,
+        agent_type: str | None = None,
+    ) -> Event:
+        """An `error_notification`: something went wrong that a person watching should see."""
+        return await self.record(
+            "error_notification",
+            project_id=project_id,
+            task_id=task_id,
+            data={
+                "severity": severity,
+                "message": message[:2000],
+                "error_code": error_code,
+                "task_id": str(task_id) if task_id else None,
+                "agent_type": agent_type,
+            },
+        )

@@ -56,6 +56,14 @@ async def park_interrupted_task(
     await AgentService(session=session).set_status(
         task.project_id, task.agent_type, AgentState.WAITING_FOR_HITL, task_id=task.id
     )
+    await EventService(session=session).notify_error(
+        project_id=task.project_id,
+        severity="critical",
+        message=f"interrupted mid-attempt ({why}); it acts outside the server: a person decides",
+        error_code="interrupted",
+        task_id=task.id,
+        agent_type=task.agent_type,
+    )
     await ExecutionService(session, policy).on_task_finished(task)
     logger.warning("task_interrupted_parked", task_id=str(task.id), request_id=str(request.id), why=why)
     return True

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from app.agents.executor import AgentExecutor, TaskFailedError
 from app.agents.models import AgentState
 from app.agents.services import AgentService
+from app.events.services import EventService
 from app.hitl.models import HitlKind, Urgency
 from app.hitl.services import HitlService
 from app.tasks.models import AgentTask, TaskStatus
@@ -64,12 +65,12 @@ class TaskRunner:
             await self._settle_agent(lease)
         except TaskFailedError as exc:
             if exc.code == "project_gone":
-                await self._fail(lease, str(exc))
+                await self._fail(lease, str(exc), code=exc.code)
             else:
                 await self._park_failure(lease, exc)
         except Exception as exc:
             log.exception("task_crashed")
-            await self._fail(lease, f"{type(exc).__name__}: {exc}")
+            await self._fail(lease, f"{type(exc).__name__}: {exc}", code="crashed")
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -80,12 +81,20 @@ class TaskRunner:
             async with self.runtime.session() as session:
                 await dispatch_all(TaskService(session=session), follow_ups, self.enqueue)
 
-    async def _fail(self, lease: Lease, error: str) -> None:
+    async def _fail(self, lease: Lease, error: str, *, code: str) -> None:
         async with self.runtime.session() as session:
             task = await TaskService(session=session).fail(lease, error, commit=False)
             if task is None:
                 await session.rollback()
                 return
+            await EventService(session=session).notify_error(
+                project_id=task.project_id,
+                severity="error",
+                message=error,
+                error_code=code,
+                task_id=task.id,
+                agent_type=task.agent_type,
+            )
             await AgentService(session=session).set_status(
                 task.project_id, task.agent_type, AgentState.ERROR, task_id=task.id
             )
@@ -120,6 +129,14 @@ class TaskRunner:
             )
             await AgentService(session=session).set_status(
                 task.project_id, task.agent_type, AgentState.ERROR, task_id=task.id
+            )
+            await EventService(session=session).notify_error(
+                project_id=task.project_id,
+                severity="error",
+                message=str(exc),
+                error_code=exc.code,
+                task_id=task.id,
+                agent_type=task.agent_type,
             )
             await ExecutionService(session, policy).on_task_finished(task)
             await session.commit()

@@ -13,6 +13,7 @@ from app.agents.models import AgentState
 from app.agents.services import AgentService
 from app.artifacts.services import ArtifactService
 from app.core.exceptions import is_unavailable_error
+from app.events.services import EventService
 from app.hitl.decisions import DecisionService
 from app.hitl.models import HitlRequest, HitlStatus
 from app.projects.control import park_interrupted
@@ -30,6 +31,14 @@ async def sweep_once(runtime: Runtime) -> int:
         for task in await TaskService(session=session).fail_timed_out():
             logger.warning("task_timed_out", task_id=str(task.id), timeout_s=task.timeout_seconds)
             await AgentService(session=session).set_status(task.project_id, task.agent_type, AgentState.ERROR)
+            await EventService(session=session).notify_error(
+                project_id=task.project_id,
+                severity="error",
+                message=task.error or "timed out",
+                error_code="timed_out",
+                task_id=task.id,
+                agent_type=task.agent_type,
+            )
             await ExecutionService(session, runtime.settings.hitl).on_task_finished(task)
             await session.commit()
         await park_interrupted(session, runtime.settings.hitl, grace_seconds=worker.lease_seconds)

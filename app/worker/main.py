@@ -17,6 +17,7 @@ from app.config import get_settings
 from app.core.channels import BackendPublisher, build_channels_backend
 from app.core.logging import configure_logging
 from app.db.engine import build_db_config
+from app.events.services import payload_checks
 from app.tasks.sweeper import run_sweeper
 from app.worker.broker import build_broker
 from app.worker.runtime import Runtime
@@ -29,6 +30,7 @@ logger = structlog.get_logger("app.worker")
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
 async def startup(state: TaskiqState) -> None:
     configure_logging(settings.app, settings.models.secrets())
+    payload_checks.strict = settings.app.env != "production"
     backend: ChannelsBackend = build_channels_backend(settings.redis)
     publisher = BackendPublisher(backend)
     await publisher.start()
