@@ -27,12 +27,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import msgspec
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
 from app.__main__ import cli
 from app.config import ENV_VARS, load_settings
+from app.events.catalog import PAYLOADS
 from app.main import create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -560,3 +562,12 @@ def health_paths(script: str) -> set[str]:
 def app_routes() -> frozenset[str]:
     env: Mapping[str, str] = {"BOTARMY_ENV": "test", "BOTARMY_LOG_LEVEL": "WARNING"}  # nothing is opened
     return frozenset(route.path for route in create_app(load_settings(env)).routes)
+
+
+def test_the_readme_documents_every_event_type() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for event_type, payload in PAYLOADS.items():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{event_type}` |")), None)
+        assert row is not None, f"README: no row for {event_type}"
+        for field in msgspec.structs.fields(payload):
+            assert f"`{field.name}`" in row, f"README: {event_type} lacks {field.name}"
