@@ -59,7 +59,8 @@ class TaskRunner:
         try:
             follow_ups = await work
         except asyncio.CancelledError:
-            if not lost.is_set():
+            current = asyncio.current_task()
+            if not lost.is_set() or (current is not None and current.cancelling()):
                 raise  # we ourselves are being cancelled (shutdown): the lease runs out, the task comes back
             log.info("task_stopped", reason="no longer ours (cancelled, timed out or reassigned)")
             await self._settle_agent(lease)
