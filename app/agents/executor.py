@@ -120,6 +120,10 @@ class AgentExecutor:
     def __init__(self, runtime: Runtime, lease: Lease) -> None:
         self.runtime = runtime
         self.lease = lease
+        # Set once the attempt starts writing its result: from then on it checks the lease itself
+        # (under a row lock), and the watcher must not cancel it, or the follow-up tasks it
+        # returns after its commit would be lost.
+        self.finishing = asyncio.Event()
         self.task: AgentTask = lease.task
         self.agent_type = AgentType(self.task.agent_type)
         self.models = runtime.settings.models
@@ -321,6 +325,7 @@ class AgentExecutor:
         # A contradiction goes to the orchestrator first; questions wait for the person after that.
         disputes = bool(answer.conflicts) and not mediating and not chatting
         asks = (bool(answer.open_questions) or unsure) and not disputes and not chatting
+        self.finishing.set()
         async with self.runtime.session() as session:
             tasks = TaskService(session=session)
             # Hold the task's row first: if the lease is gone, nothing of this attempt is written.

@@ -12,6 +12,7 @@ from uuid import UUID
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import UsageRow, UsageSummary, UsageTotals
@@ -54,10 +55,20 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         )
         row: AgentStatus | None = await session.scalar(statement)
         if row is None:
-            row = AgentStatus(
-                project_id=project_id, agent_type=agent_type, status=status.value, current_task_id=task_id
-            )
-            session.add(row)
+            # Two of the agent's first tasks may start at once: both find no row and both insert.
+            # The loser's insert is undone by its savepoint and it updates the winner's row instead.
+            try:
+                async with session.begin_nested():
+                    row = AgentStatus(
+                        project_id=project_id, agent_type=agent_type, status=status.value, current_task_id=task_id
+                    )
+                    session.add(row)
+                    await session.flush()
+            except IntegrityError:
+                row = await session.scalar(statement.execution_options(populate_existing=True))
+                if row is None:  # cannot happen: the conflicting row is committed
+                    raise
+                row.status, row.current_task_id = status.value, task_id
         elif row.status == status.value and row.current_task_id == task_id:
             return row
         else:

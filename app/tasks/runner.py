@@ -53,8 +53,9 @@ class TaskRunner:
         log = logger.bind(task_id=str(task_id), attempt=lease.task.attempts)
         log.info("task_started")
         lost = asyncio.Event()
-        work = asyncio.create_task(AgentExecutor(self.runtime, lease).execute())
-        watcher = asyncio.create_task(self._watch(lease, work, lost))
+        executor = AgentExecutor(self.runtime, lease)
+        work = asyncio.create_task(executor.execute())
+        watcher = asyncio.create_task(self._watch(lease, work, lost, executor.finishing))
         follow_ups: list[UUID] = []
         try:
             follow_ups = await work
@@ -150,7 +151,9 @@ class TaskRunner:
             await AgentService(session=session).set_status(lease.task.project_id, lease.task.agent_type, state)
             await session.commit()
 
-    async def _watch(self, lease: Lease, work: asyncio.Task[list[UUID]], lost: asyncio.Event) -> None:
+    async def _watch(
+        self, lease: Lease, work: asyncio.Task[list[UUID]], lost: asyncio.Event, finishing: asyncio.Event
+    ) -> None:
         renew_every = self.lease_seconds / 3
         progress_every = self.runtime.settings.models.progress_interval_seconds
         last_renewal = last_progress = time.monotonic()
@@ -174,6 +177,8 @@ class TaskRunner:
                 logger.warning("heartbeat_failed", task_id=str(lease.task.id), exc_info=True)
                 continue
             if not held:
+                if finishing.is_set():
+                    return  # the attempt is writing its result and checks the lease itself
                 lost.set()
                 work.cancel()
                 return
