@@ -5,7 +5,7 @@ from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
@@ -13,7 +13,7 @@ from app.artifacts import schemas
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
 from app.artifacts.services import ArtifactFilters, ArtifactService
 from app.core.exceptions import NotFoundError
-from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
+from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, check_iso_datetimes
 from app.core.security import Principal, Role, needs
 from app.projects.services import ProjectService
 from app.tasks.models import AgentType
@@ -88,6 +88,7 @@ class ProjectArtifactController(Controller):
     @get("/artifacts", operation_id="ListArtifacts")
     async def list_artifacts(
         self,
+        request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         artifacts_service: NamedDependency[ArtifactService],
         projects_service: NamedDependency[ProjectService],
@@ -104,6 +105,7 @@ class ProjectArtifactController(Controller):
         stale: bool | None = Parameter(default=None),
         parent_id: UUID | None = Parameter(default=None),
     ) -> Page[schemas.ArtifactSummary]:
+        check_iso_datetimes(request.query_params, "created_after", "created_before")
         principal.ensure_can_see(project_id)
         await projects_service.get_project(project_id)
         filters = ArtifactFilters(

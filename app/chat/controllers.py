@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.services import ChatService
 from app.core.exceptions import NotFoundError
-from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, InputStruct, Page, Struct
+from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, InputStruct, Page, Struct, event_cursor
 from app.core.security import Principal, Role, needs
 from app.events.models import Event
 from app.projects.models import Project
@@ -98,11 +98,13 @@ class ChatController(Controller):
         db_session: NamedDependency[AsyncSession],
         project_id: FromPath[UUID],
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
-        cursor: int | None = Parameter(default=None, ge=0, description="next_cursor of the previous page"),
+        cursor: str | None = Parameter(
+            default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
+        ),
     ) -> Page[ChatMessage]:
         principal.ensure_can_see(project_id)
         if await db_session.get(Project, project_id) is None:
             raise NotFoundError(f"Project {project_id} does not exist.")
         chat = ChatService(db_session, request.app.state.settings)
-        rows, next_cursor = await chat.conversation(project_id, limit=limit, cursor=cursor)
+        rows, next_cursor = await chat.conversation(project_id, limit=limit, cursor=event_cursor(cursor))
         return Page(items=[to_message(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 import msgspec
+from litestar.exceptions import ValidationException
 
 from app.core.exceptions import MAX_JSON_DEPTH
 from app.core.sanitize import clean_json
@@ -52,6 +55,30 @@ class Page(Struct, Generic[T]):
     next_cursor: str | None
 
 
+# The cursor of lists of events: an event id (in the query, digits; as a bare int the document could not
+# say it is never negative).
+EVENT_CURSOR = r"^[0-9]{1,18}$"
+
 # Lists are cursor-paginated; `limit` is capped so that no request can ask for the whole table.
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 100
+
+
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def check_iso_datetimes(query: Mapping[str, Any], *names: str) -> None:
+    """Query datetimes must be ISO 8601: Litestar would also take a bare number as a Unix time."""
+    for name in names:
+        value = query.get(name)
+        if value is not None and not _ISO_DATETIME.match(str(value)):
+            raise ValidationException(f"{name}: an ISO 8601 date-time such as 2026-11-24T12:00:00Z, not {value!r}")
+
+
+def event_cursor(value: str | None) -> int | None:
+    """The event id of a `cursor` query value (empty: the first page); a 400 for anything else."""
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise ValidationException(f"cursor: the next_cursor of the previous page (an event id), not {value!r}")
+    return int(value)

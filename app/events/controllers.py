@@ -28,7 +28,7 @@ from app.chat.controllers import post_message
 from app.config import Settings
 from app.core.channels import GLOBAL_CHANNEL, project_channel
 from app.core.exceptions import AppError, InvalidInputError, NotFoundError
-from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
+from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, Page, check_iso_datetimes, event_cursor
 from app.core.security import Principal, Role, needs
 from app.events.models import Event
 from app.events.schemas import AuditEvent
@@ -232,6 +232,7 @@ class EventController(Controller):
     @get("/api/v1/audit/events", operation_id="ListAuditEvents")
     async def list_events(
         self,
+        request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
         project_id: UUID | None = Parameter(default=None),
@@ -241,9 +242,12 @@ class EventController(Controller):
         created_after: datetime.datetime | None = Parameter(default=None),
         created_before: datetime.datetime | None = Parameter(default=None),
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
-        cursor: int | None = Parameter(default=None, ge=0, description="next_cursor of the previous page"),
+        cursor: str | None = Parameter(
+            default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
+        ),
     ) -> Page[AuditEvent]:
         """The append-only log, oldest first, with filters; a token limited to some projects sees theirs."""
+        check_iso_datetimes(request.query_params, "created_after", "created_before")
         if project_id is not None:
             principal.ensure_can_see(project_id)
         conditions: list[ColumnElement[bool]] = []
@@ -277,7 +281,9 @@ class EventController(Controller):
         db_session: NamedDependency[AsyncSession],
         project_id: FromPath[UUID],
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
-        cursor: int | None = Parameter(default=None, ge=0, description="next_cursor of the previous page"),
+        cursor: str | None = Parameter(
+            default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
+        ),
     ) -> Page[AuditEvent]:
         principal.ensure_can_see(project_id)
         if await db_session.get(Project, project_id) is None:
@@ -291,7 +297,9 @@ class EventController(Controller):
         db_session: NamedDependency[AsyncSession],
         task_id: FromPath[UUID],
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
-        cursor: int | None = Parameter(default=None, ge=0, description="next_cursor of the previous page"),
+        cursor: str | None = Parameter(
+            default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
+        ),
     ) -> Page[AuditEvent]:
         task: AgentTask | None = await db_session.get(AgentTask, task_id)
         if task is None or not principal.can_see(task.project_id):
@@ -304,13 +312,14 @@ async def audit_page(
     principal: Principal,
     conditions: list[ColumnElement[bool]],
     limit: int,
-    cursor: int | None,
+    cursor: str | None,
 ) -> Page[AuditEvent]:
     statement = select(Event).where(*conditions)
     if principal.project_ids is not None:
         statement = statement.where(Event.project_id.in_(principal.project_ids))
-    if cursor is not None:
-        statement = statement.where(Event.id > cursor)
+    after = event_cursor(cursor)
+    if after is not None:
+        statement = statement.where(Event.id > after)
     rows = list(await session.scalars(statement.order_by(Event.id).limit(limit + 1)))
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return Page(items=[to_audit(row) for row in rows[:limit]], next_cursor=next_cursor)
