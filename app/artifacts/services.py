@@ -14,8 +14,8 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Select, Text, cast, delete, func, or_, select
-from sqlalchemy.orm import defer
+from sqlalchemy import ColumnElement, Select, Text, cast, delete, func, or_, select
+from sqlalchemy.orm import aliased, defer
 
 from app.agents.outputs import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
@@ -119,60 +119,80 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         if not filters.q:
             rows = list(await session.scalars(statement.limit(limit + 1)))
             return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
-        # Text search. A common word fills a page from the project's first rows in id order, which
-        # a bounded walk finds at once; the trigram index would instead fetch and sort every match
-        # (bench/README.md). So: walk a window first, and only past it ask the index.
+        # Text search. A common word fills a page from the project's first rows in id order, which a
+        # walk finds at once; the trigram index would instead fetch and sort every match (bench/README.md).
+        # So the first rows after the cursor are walked in order: a MATERIALIZED CTE fences them off,
+        # so that the planner cannot answer the text test from the index, and PostgreSQL reads them
+        # only as far as the page needs. Past that window, the index is asked.
+        in_order = [Artifact.project_id == project_id, Artifact.deleted_at.is_(None)]
+        if cursor is not None:
+            in_order.append(Artifact.id > cursor)
         window = (
-            select(Artifact.id)
-            .where(Artifact.project_id == project_id, Artifact.deleted_at.is_(None))
+            select(Artifact)
+            .where(*in_order)
             .order_by(Artifact.id)
             .limit(SEARCH_WINDOW)
+            .cte("search_window")
+            .prefix_with("MATERIALIZED")
         )
-        if cursor is not None:
-            window = window.where(Artifact.id > cursor)
-        window_ids = window.subquery()
-        walked = list(await session.scalars(statement.where(Artifact.id.in_(select(window_ids.c.id))).limit(limit + 1)))
+        rows_in_window = aliased(Artifact, window)
+        walk = (
+            select(rows_in_window)
+            .options(defer(rows_in_window.content, raiseload=True))
+            .where(*self.filter_conditions(rows_in_window, filters))
+            .order_by(rows_in_window.id)
+            .limit(limit + 1)
+        )
+        walked = list(await session.scalars(walk))
         if len(walked) > limit:
             return walked[:limit], walked[limit - 1].id
-        boundary = await session.scalar(select(window_ids.c.id).order_by(window_ids.c.id.desc()).limit(1))
+        last_in_window = select(Artifact.id).where(*in_order).order_by(Artifact.id).offset(SEARCH_WINDOW - 1).limit(1)
+        boundary = await session.scalar(last_in_window)
         rest: list[Artifact] = []
         if boundary is not None:
             rest = list(await session.scalars(statement.where(Artifact.id > boundary).limit(limit + 1 - len(walked))))
         rows = walked + rest
         return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
 
-    @staticmethod
-    def page_statement(project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[tuple[Artifact]]:
+    @classmethod
+    def page_statement(cls, project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[tuple[Artifact]]:
         statement = (
             select(Artifact)
             # A page answers summaries: loading ~2 KB of JSON a row only feeds the garbage collector.
             .options(defer(Artifact.content, raiseload=True))
             .where(Artifact.project_id == project_id, Artifact.deleted_at.is_(None))
+            .where(*cls.filter_conditions(Artifact, filters))
         )
         if cursor is not None:
             statement = statement.where(Artifact.id > cursor)
+        return statement.order_by(Artifact.id)
+
+    @staticmethod
+    def filter_conditions(entity: Any, filters: ArtifactFilters) -> list[ColumnElement[bool]]:
+        """The filters of a list, on `entity` (the table, or the rows of a search window)."""
+        conditions: list[ColumnElement[bool]] = []
         if filters.artifact_type:
-            statement = statement.where(Artifact.artifact_type == filters.artifact_type)
+            conditions.append(entity.artifact_type == filters.artifact_type)
         if filters.source_agent:
-            statement = statement.where(Artifact.source_agent == filters.source_agent)
+            conditions.append(entity.source_agent == filters.source_agent)
         if filters.granularity:
-            statement = statement.where(Artifact.granularity == filters.granularity)
+            conditions.append(entity.granularity == filters.granularity)
         if filters.parent_id:
-            statement = statement.where(Artifact.parent_id == filters.parent_id)
+            conditions.append(entity.parent_id == filters.parent_id)
         if filters.stale is not None:
-            statement = statement.where(Artifact.stale.is_(filters.stale))
+            conditions.append(entity.stale.is_(filters.stale))
         if filters.created_after:
-            statement = statement.where(Artifact.created_at > filters.created_after)
+            conditions.append(entity.created_at > filters.created_after)
         if filters.created_before:
-            statement = statement.where(Artifact.created_at < filters.created_before)
+            conditions.append(entity.created_at < filters.created_before)
         if filters.tag:
-            statement = statement.where(cast(Artifact.meta["tags"], Text).like(_quoted(filters.tag)))
+            conditions.append(cast(entity.meta["tags"], Text).like(_quoted(filters.tag)))
         if filters.q:
             needle = f"%{filters.q.lower()}%"
-            statement = statement.where(
-                or_(func.lower(Artifact.title).like(needle), func.lower(cast(Artifact.content, Text)).like(needle))
+            conditions.append(
+                or_(func.lower(entity.title).like(needle), func.lower(cast(entity.content, Text)).like(needle))
             )
-        return statement.order_by(Artifact.id)
+        return conditions
 
     async def versions(self, artifact_id: UUID) -> list[ArtifactVersion]:
         await self.get_artifact(artifact_id)
