@@ -32,6 +32,8 @@ async def receive_until_completed(ws: Any, task_id: str, timeout: float = 20) ->
     async with asyncio.timeout(timeout):
         while True:
             event = json.loads(await ws.recv())
+            if event.get("id") is None:
+                continue  # live-only messages (the agent's output as it streams) and heartbeats
             events.append(event)
             if event["data"].get("task_id") == task_id and event["data"].get("status") == "completed":
                 return events
