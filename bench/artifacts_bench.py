@@ -17,8 +17,9 @@ the projects through the API and bulk-loads the artifacts with COPY (UUIDv7 ids 
 The schema is the migrations' own: the report lists the artifact table's indexes and their sizes, and
 warns if one of the retrieval indexes (EXPECTED_INDEXES) is missing.
 
-For every artifact query it also runs the very statement the app sends (captured from ArtifactService)
-under EXPLAIN ANALYZE, both as a prepared statement executed again and again (which PostgreSQL may switch
+For every artifact query it also runs the very statements the app sends (captured from ArtifactService;
+a text search sends up to three per page, each explained on its own and their times summed) under
+EXPLAIN ANALYZE, both as a prepared statement executed again and again (which PostgreSQL may switch
 to a generic plan under plan_cache_mode = auto) and planned for its values (force_custom_plan), and it
 records which of the two the app's own connections use, so that a slow query can be attributed to
 PostgreSQL or to the API. The garbage collections of the api (see GC_TRACE_SERVE) and of this process
@@ -762,8 +763,8 @@ async def measure_query(
 # --- SQL: the app's own statements under EXPLAIN ANALYZE -------------------------------------------------
 
 
-async def capture_statement(engine: Any, method: str, *args: Any, **kwargs: Any) -> tuple[str, Any]:
-    """The statement (and parameters) that ArtifactService.`method`(*args, **kwargs) sends to PostgreSQL."""
+async def capture_statements(engine: Any, method: str, *args: Any, **kwargs: Any) -> list[tuple[str, Any]]:
+    """The artifact statements (and parameters) that ArtifactService.`method`(*args, **kwargs) sends, in order."""
     from sqlalchemy import event
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -784,7 +785,44 @@ async def capture_statement(engine: Any, method: str, *args: Any, **kwargs: Any)
     statements = [(s, p) for s, p in captured if "FROM artifact" in s]
     if not statements:
         raise BenchError(f"no artifact statement captured: {captured}")
-    return statements[-1]
+    return statements
+
+
+# Text search (ArtifactService.list_page with `q`) sends up to three statements per page: the walk through
+# the project's first SEARCH_WINDOW rows in id order (since 48c51f3 a MATERIALIZED CTE, read only as far
+# as the page needs), and, only if that walk found less than a page, the window's last id ("boundary",
+# OFFSET SEARCH_WINDOW - 1) and the trigram-indexed search past it. Named in the order they are sent.
+SEARCH_STEPS = ("walk", "boundary", "index")
+
+
+def step_names(query: Query, count: int) -> list[str]:
+    if "q" in query.params and count <= len(SEARCH_STEPS):
+        return list(SEARCH_STEPS[:count])
+    return [f"statement {i + 1}" for i in range(count)] if count > 1 else ["statement"]
+
+
+def combine_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One request's SQL: every statement it sent, explained separately; times are summed over them."""
+    if len(steps) == 1:
+        return {**steps[0], "statements": 1}
+    combined: dict[str, Any] = {"runs": steps[0]["runs"], "statements": len(steps), "steps": steps}
+    for plan in ("prepared", "custom"):
+        parts = [step[plan] for step in steps]
+        combined[plan] = {
+            "execution_ms_median": round(sum(p["execution_ms_median"] for p in parts), 3),
+            "execution_ms_max": round(sum(p["execution_ms_max"] for p in parts), 3),
+            "planning_ms_median": round(sum(p["planning_ms_median"] for p in parts), 3),
+            "rows_fetched": [p["rows_fetched"] for p in parts],
+            "plan": " | ".join(f"[{step['step']}] {p['plan']}" for step, p in zip(steps, parts, strict=True)),
+            "indexes": sorted({index for p in parts for index in p["indexes"]}),
+            "seq_scan": any(p["seq_scan"] for p in parts),
+            "rows_removed_by_filter": sum(p["rows_removed_by_filter"] for p in parts),
+            "generic": any(p["generic"] for p in parts),
+            "shared_hit_blocks": sum(p["shared_hit_blocks"] or 0 for p in parts),
+            "shared_read_blocks": sum(p["shared_read_blocks"] or 0 for p in parts),
+            "per_step_ms": {step["step"]: p["execution_ms_median"] for step, p in zip(steps, parts, strict=True)},
+        }
+    return combined
 
 
 def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -800,6 +838,8 @@ def summarize_plan(plan: dict[str, Any]) -> dict[str, Any]:
             text += f" {node['Index Name']}"
         elif "Relation Name" in node:
             text += f" {node['Relation Name']}"
+        elif "CTE Name" in node:  # the text search's window (a MATERIALIZED CTE since 48c51f3)
+            text += f" {node['CTE Name']}"
         removed = node.get("Rows Removed by Filter", 0) * node.get("Actual Loops", 1)
         text += f" (rows {node.get('Actual Rows', 0) * node.get('Actual Loops', 1)}"
         text += f", removed {removed})" if removed else ")"
@@ -910,11 +950,17 @@ async def explain_scenario(
                 filters: dict[str, Any] = dict(query.params)
                 method, args = "list_page", (project_id, ArtifactFilters(**filters))
                 kwargs = {"limit": PAGE_LIMIT, "cursor": None}
-            statement, parameters = await capture_statement(engine, method, *args, **kwargs)
-            explained[query.name] = await explain_statement(pg_dsn, statement, parameters, config.explain_runs)
+            captured = await capture_statements(engine, method, *args, **kwargs)
+            if "q" not in query.params:
+                captured = captured[-1:]  # one statement per request (get_artifact: the artifact's own)
+            steps = []
+            for step, (statement, parameters) in zip(step_names(query, len(captured)), captured, strict=True):
+                found = await explain_statement(pg_dsn, statement, parameters, config.explain_runs)
+                found.update(step=step, statement=statement)
+                found["parameters"] = [str(p) for p in parameters] if parameters else []
+                steps.append(found)
+            explained[query.name] = combine_steps(steps)
             explained[query.name].update(app_plan_cache_mode=mode, app=app_plan)
-            explained[query.name]["statement"] = statement
-            explained[query.name]["parameters"] = [str(p) for p in parameters] if parameters else []
     finally:
         await engine.dispose()
     return explained
@@ -1077,7 +1123,8 @@ def print_table(results: dict[str, Any]) -> None:
         " of the api / of the benchmark client);"
     )
     print(
-        "  SQL: EXPLAIN ANALYZE execution time (median) of the app's statement, prepared and re-executed with"
+        "  SQL: EXPLAIN ANALYZE execution time (median) of the app's statement(s; for q the sum over the walk,"
+        " boundary and index statements it sent), prepared and re-executed with"
         " plan_cache_mode = auto (prep) and planned for its values (custom); * marks the one the app's"
         " connections get, whose plan is shown."
     )
@@ -1105,6 +1152,15 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{cpu['api_cpu_percent']:>5.0f}{cpu['postgres_cpu_percent']:>5.0f}"
                 f"{cpu['other_cpu_percent']:>5.0f}"
             )
+            if "q" in q["params"] and sql:
+                steps = sql.get("steps") or [sql]
+                text = ", ".join(
+                    f"{step['step']} {step['prepared']['execution_ms_median']:.2f}"
+                    f"/{step['custom']['execution_ms_median']:.2f}"
+                    f" ({_plan_text(step[sql['app']])[:40]})"
+                    for step in steps
+                )
+                print(f"{'':<17}{'  statements':<19}{len(steps):>3}  {text}")
             if q["kind"] == "walk":
                 walk = q["walk"]
                 print(
