@@ -18,8 +18,7 @@ from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, In
 from app.core.security import Principal, Role, needs
 from app.events.models import Event
 from app.projects.models import Project
-from app.tasks.jobs import agent_task_enqueuer
-from app.tasks.services import TaskService, dispatch_all
+from app.tasks.jobs import commit_and_dispatch
 from app.worker.runtime import Runtime
 
 
@@ -67,9 +66,8 @@ async def post_message(runtime: Runtime, principal: Principal, project_id: UUID,
     """Store the message and its answering task, commit, then queue the task (HTTP and WebSocket)."""
     async with runtime.session() as session:
         message, task = await ChatService(session, runtime.settings).post(project_id, text, actor=principal.name)
-        await session.commit()
         accepted = MessageAccepted(message_id=message.id, task_id=task.id)
-        await dispatch_all(TaskService(session=session), [task.id], agent_task_enqueuer(runtime.broker))
+        await commit_and_dispatch(runtime, session, [task.id])
     return accepted
 
 

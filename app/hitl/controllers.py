@@ -27,10 +27,8 @@ from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus
 from app.projects.models import Project
 from app.projects.schemas import ProjectUpdate
 from app.projects.services import ProjectService
-from app.tasks.jobs import agent_task_enqueuer
+from app.tasks.jobs import commit_and_dispatch
 from app.tasks.models import AgentTask
-from app.tasks.services import TaskService, dispatch_all
-from app.worker.runtime import Runtime
 
 
 def provide_decisions(db_session: NamedDependency[AsyncSession], state: State) -> DecisionService:
@@ -132,13 +130,6 @@ class HitlController(Controller):
         "projects_service": Provide(create_service_provider(ProjectService)),
     }
 
-    async def _commit_and_dispatch(
-        self, request: Request[Any, Any, Any], session: AsyncSession, ids: list[UUID]
-    ) -> None:
-        await session.commit()
-        runtime: Runtime = request.app.state.runtime
-        await dispatch_all(TaskService(session=session), ids, agent_task_enqueuer(runtime.broker))
-
     # -- answering ---------------------------------------------------------------------------
 
     @post(
@@ -161,7 +152,7 @@ class HitlController(Controller):
         )
         hitl, follow_ups = await decisions.respond(request_id, answer, principal=principal)
         view = await to_view(decisions.session, hitl)
-        await self._commit_and_dispatch(request, decisions.session, follow_ups)
+        await commit_and_dispatch(request.app.state.runtime, decisions.session, follow_ups)
         return view
 
     @post(
@@ -210,7 +201,7 @@ class HitlController(Controller):
                     request_id, Answer(action="approve", comment=data.comment), principal=principal
                 )
                 status = hitl.status
-                await self._commit_and_dispatch(request, decisions.session, follow_ups)
+                await commit_and_dispatch(request.app.state.runtime, decisions.session, follow_ups)
             except AppError as exc:
                 await decisions.session.rollback()
                 results.append(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from taskiq import AsyncBroker, Context, TaskiqDepends, async_shared_broker
 
 from app.tasks.runner import TaskRunner
-from app.tasks.services import Enqueue
+from app.tasks.services import Enqueue, TaskService, dispatch_all
 from app.worker.runtime import Runtime
 
 
@@ -22,3 +24,10 @@ def agent_task_enqueuer(broker: AsyncBroker) -> Enqueue:
         await run_agent_task.kicker().with_broker(broker).with_task_id(job_id).kiq(str(task_id))
 
     return enqueue
+
+
+async def commit_and_dispatch(runtime: Runtime, session: AsyncSession, task_ids: Sequence[UUID]) -> None:
+    """Commit, then queue the tasks the transaction wrote: a worker must never get a job for a row it
+    cannot see yet (a queue that is down leaves them to the sweep)."""
+    await session.commit()
+    await dispatch_all(TaskService(session=session), task_ids, agent_task_enqueuer(runtime.broker))

@@ -17,10 +17,9 @@ from app.core.exceptions import NotFoundError
 from app.core.schema import Page
 from app.core.security import Principal, Role, needs
 from app.projects.models import Project
-from app.tasks.jobs import agent_task_enqueuer
+from app.tasks.jobs import commit_and_dispatch
 from app.tasks.models import AgentTask
-from app.tasks.services import TaskService, dispatch_all
-from app.worker.runtime import Runtime
+from app.tasks.services import TaskService
 from app.workflows import schemas
 from app.workflows.models import WorkflowExecution
 from app.workflows.services import ExecutionService, step_runs
@@ -107,14 +106,6 @@ class ExecutionController(Controller):
             raise NotFoundError(f"Execution {execution_id} does not exist.")
         return execution
 
-    async def _commit_and_dispatch(
-        self, request: Request[Any, Any, Any], session: AsyncSession, task_ids: list[UUID]
-    ) -> None:
-        # Commit first: a worker must never receive a job for a row it cannot see yet.
-        await session.commit()
-        runtime: Runtime = request.app.state.runtime
-        await dispatch_all(TaskService(session=session), task_ids, agent_task_enqueuer(runtime.broker))
-
     @post("/executions", operation_id="StartExecution", status_code=202, opt=needs(Role.PRODUCT_OWNER))
     async def start(
         self,
@@ -135,7 +126,7 @@ class ExecutionController(Controller):
             or request.app.state.settings.models.task_timeout_seconds,
         }
         execution, task_ids = await executions.start(project, workflow, inputs, actor=principal.name)
-        await self._commit_and_dispatch(request, executions.session, task_ids)
+        await commit_and_dispatch(request.app.state.runtime, executions.session, task_ids)
         return await to_execution(executions.session, execution)
 
     @get("/executions/{execution_id:uuid}", operation_id="GetExecution")
@@ -228,7 +219,7 @@ class ExecutionController(Controller):
     ) -> schemas.Execution:
         await self._visible(principal, executions, execution_id)
         execution, task_ids = await executions.resume(execution_id, actor=principal.name)
-        await self._commit_and_dispatch(request, executions.session, task_ids)
+        await commit_and_dispatch(request.app.state.runtime, executions.session, task_ids)
         return await to_execution(executions.session, execution)
 
     @post(
