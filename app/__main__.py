@@ -39,6 +39,9 @@ def serve(host: str | None, port: int | None) -> None:
         port=port or settings.server.port,
         access_log=False,  # request lines could carry tokens in query strings
         ws_max_size=settings.server.ws_max_message_bytes,
+        # Events are small JSON messages fanned out to many sockets: compressing each one once per
+        # socket (and keeping a zlib stream per connection) costs more CPU and memory than it saves.
+        ws_per_message_deflate=False,
         log_config=None,  # uvicorn's loggers go through ours, which redact secrets
         log_level=settings.app.log_level.lower(),
         lifespan="on",

@@ -72,6 +72,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     stream_max_backlog: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
     # A stream idle this long gets a heartbeat (which also finds dead connections).
     stream_heartbeat_seconds: Annotated[float, Meta(gt=0, le=3600)] = 15.0
+    # `botarmy serve`'s youngest-generation GC threshold (Python's default: 700). Fanning one event out
+    # to many sockets keeps thousands of objects briefly alive; collected every 700 allocations, they
+    # were promoted to the oldest generation and set off full collections of ~100 ms (bench/README.md).
+    gc_young_threshold: Annotated[int, Meta(ge=100, le=1_000_000)] = 20_000
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -228,6 +232,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
+        "gc_young_threshold": "BOTARMY_GC_YOUNG_THRESHOLD",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",

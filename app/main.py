@@ -31,6 +31,7 @@ from app.core.ratelimit import RATE_LIMIT_STORE, build_rate_limit, build_rate_li
 from app.core.routes import route_handlers
 from app.core.security import provide_principal, role_guard
 from app.db.engine import build_db_config, upgrade_database_async
+from app.events.hub import LiveHub
 from app.events.services import payload_checks
 from app.health.services import HealthService
 from app.tasks.sweeper import run_sweeper
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
             # build many apps in one process and would never free them.
             gc.collect()
             gc.freeze()
+            _, older, oldest = gc.get_threshold()
+            gc.set_threshold(settings.server.gc_young_threshold, older, oldest)
         try:
             yield
         finally:
@@ -96,7 +99,12 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
             if redis is not None:
                 await redis.aclose()
 
-    state: dict[str, Any] = {"runtime": runtime, "health": health, "settings": settings}
+    state: dict[str, Any] = {
+        "runtime": runtime,
+        "health": health,
+        "settings": settings,
+        "live_hub": LiveHub(channels),  # the streams' one subscription per channel
+    }
     origins = settings.server.cors_origin_list
     app = Litestar(
         route_handlers=route_handlers,

@@ -54,6 +54,7 @@ from typing import Any
 
 import httpx
 
+from app.artifacts.models import search_text_of
 from bench.status_bench import (
     BENCH_ENV,
     HOST,
@@ -158,11 +159,12 @@ COPY_COLUMNS = (
     "stale",
     "created_at",
     "updated_at",
+    "search_text",
 )
 COPY_BATCH = 5_000
-# The indexes the retrieval queries rely on (migration 7c2e4a9d5b13): lists walk (project_id, id) and
-# `q` is served by trigram indexes on the very expressions ArtifactService searches.
-EXPECTED_INDEXES = ("ix_artifact_project_id_id", "ix_artifact_title_trgm", "ix_artifact_content_trgm")
+# The indexes the retrieval queries rely on (migrations 7c2e4a9d5b13, 9a4d2f7c1e85): lists walk
+# (project_id, id) and `q` is served by the trigram index on the column ArtifactService searches.
+EXPECTED_INDEXES = ("ix_artifact_project_id_id", "ix_artifact_search_text_trgm")
 PLAN_CACHE_MODES = ("auto", "force_custom_plan", "force_generic_plan")
 
 
@@ -208,7 +210,12 @@ class Row:
             False,
             self.created_at,
             self.created_at,
+            self.search_text,
         )
+
+    @property
+    def search_text(self) -> str:
+        return search_text_of(self.title, json.loads(self.content))
 
     def matches(self, params: dict[str, str]) -> bool:
         """Whether the API's filters select this row (as ArtifactService.list_page does)."""
@@ -219,8 +226,7 @@ class Row:
         if "tag" in params and params["tag"] not in self.tags:
             return False
         if "q" in params:
-            needle = params["q"].lower()
-            return needle in self.title.lower() or needle in self.content.lower()
+            return params["q"].lower() in self.search_text
         return True
 
 
@@ -788,11 +794,12 @@ async def capture_statements(engine: Any, method: str, *args: Any, **kwargs: Any
     return statements
 
 
-# Text search (ArtifactService.list_page with `q`) sends up to three statements per page: the walk through
-# the project's first SEARCH_WINDOW rows in id order (since 48c51f3 a MATERIALIZED CTE, read only as far
-# as the page needs), and, only if that walk found less than a page, the window's last id ("boundary",
-# OFFSET SEARCH_WINDOW - 1) and the trigram-indexed search past it. Named in the order they are sent.
-SEARCH_STEPS = ("walk", "boundary", "index")
+# Text search (ArtifactService.list_page with `q`) sends up to two statements per page: the walk through
+# the project's first SEARCH_WINDOW rows in id order (a subquery with its own LIMIT, read only as far as
+# the page needs), and, only if that walk found less than a page, the trigram-indexed search past the
+# window's last id (found by a scalar subquery in the same statement). Until 3349c7f a separate
+# "boundary" statement came between them. Named in the order they are sent.
+SEARCH_STEPS = ("walk", "index")
 
 
 def step_names(query: Query, count: int) -> list[str]:
@@ -838,8 +845,10 @@ def summarize_plan(plan: dict[str, Any]) -> dict[str, Any]:
             text += f" {node['Index Name']}"
         elif "Relation Name" in node:
             text += f" {node['Relation Name']}"
-        elif "CTE Name" in node:  # the text search's window (a MATERIALIZED CTE since 48c51f3)
+        elif "CTE Name" in node:  # the text search's window in 48c51f3 (a MATERIALIZED CTE)
             text += f" {node['CTE Name']}"
+        elif "Alias" in node:  # the text search's window since then (a subquery)
+            text += f" {node['Alias']}"
         removed = node.get("Rows Removed by Filter", 0) * node.get("Actual Loops", 1)
         text += f" (rows {node.get('Actual Rows', 0) * node.get('Actual Loops', 1)}"
         text += f", removed {removed})" if removed else ")"

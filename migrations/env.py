@@ -7,7 +7,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db.compare import compare_type
+from app.db.compare import compare_type, include_object_for
 from app.db.models import metadata
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: "Connection") -> None:
-    _configure(connection=connection)
+    _configure(connection=connection, include_object=include_object_for(connection.dialect.name))
     with context.begin_transaction():
         context.run_migrations()
 

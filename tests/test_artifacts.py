@@ -318,3 +318,37 @@ async def test_text_search_pages_across_the_walked_window(client: AsyncClient, m
         if cursor is None:
             break
     assert found == matching
+
+
+async def test_text_search_reads_the_texts_lowercased_not_the_json(client: AsyncClient) -> None:
+    project_id = await new_project(client)
+    menu = await create(
+        client,
+        project_id,
+        artifact_type="user_input",
+        title="Menu",
+        content={"text": "Café École", "items": [{"name": "Widget_42", "count": 17}]},
+    )
+    done = await create(client, project_id, artifact_type="user_input", title="Status", content={"text": "100% done"})
+    path = f"/api/v1/projects/{project_id}/artifacts"
+
+    async def ids(q: str) -> list[str]:
+        response = await client.get(path, params={"granularity": "document", "q": q})
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    assert await ids("école") == [menu["id"]]  # beyond ASCII, in both databases
+    assert await ids("ÉCOLE") == [menu["id"]]
+    assert await ids("widget_42") == [menu["id"]]
+    assert await ids("17") == [menu["id"]]  # numbers are text too
+    assert await ids("count") == []  # the JSON's keys are not
+    assert await ids("%") == [done["id"]]  # LIKE's wildcards are matched literally
+    assert await ids("_") == [menu["id"]]
+    assert await ids("menu") == [menu["id"]]
+    updated = await client.patch(
+        f"/api/v1/artifacts/{menu['id']}", json={"title": "Carte", "content": {"text": "Brasserie"}}
+    )
+    assert updated.status_code == 200, updated.text
+    assert await ids("école") == []
+    assert await ids("brasserie") == [menu["id"]]
+    assert await ids("carte") == [menu["id"]]

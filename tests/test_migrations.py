@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import load_settings
-from app.db.compare import compare_type
+from app.db.compare import compare_type, include_object_for
 from app.db.engine import upgrade_database
 from app.db.models import metadata
 from tests.conftest import create_pg_database, drop_pg_database, require_services
@@ -26,7 +29,11 @@ async def _diff_and_tables(url: str) -> tuple[list[Any], set[str]]:
         async with engine.connect() as connection:
 
             def inspect_schema(sync_connection: Any) -> tuple[list[Any], set[str]]:
-                context = MigrationContext.configure(sync_connection, opts={"compare_type": compare_type})
+                opts = {
+                    "compare_type": compare_type,
+                    "include_object": include_object_for(sync_connection.dialect.name),
+                }
+                context = MigrationContext.configure(sync_connection, opts=opts)
                 return compare_metadata(context, metadata), set(inspect(sync_connection).get_table_names())
 
             return await connection.run_sync(inspect_schema)
@@ -69,5 +76,103 @@ def test_migration_matches_models_on_postgresql() -> None:
     url = create_pg_database(name)
     try:
         _check(url)
+    finally:
+        drop_pg_database(name)
+
+
+BEFORE_SEARCH_TEXT = "3f8b1c6e2a47"  # the revision before 9a4d2f7c1e85 added artifact.search_text
+
+
+async def _insert_artifact_before_search_text(url: str) -> uuid.UUID:
+    """A project and an artifact as the schema before `search_text` held them."""
+    project = sa.table(
+        "project",
+        *(sa.column(name) for name in ("name", "description", "status", "oversight_level")),
+        sa.column("settings", JsonB),
+        sa.column("id", GUID()),
+        sa.column("created_at", DateTimeUTC()),
+        sa.column("updated_at", DateTimeUTC()),
+    )
+    artifact = sa.table(
+        "artifact",
+        *(sa.column(name) for name in ("artifact_type", "granularity", "title", "version", "stale")),
+        sa.column("id", GUID()),
+        sa.column("project_id", GUID()),
+        sa.column("content", JsonB),
+        sa.column("metadata", JsonB),
+        sa.column("created_at", DateTimeUTC()),
+        sa.column("updated_at", DateTimeUTC()),
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    project_id, artifact_id = uuid.uuid4(), uuid.uuid4()
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                project.insert().values(
+                    id=project_id,
+                    name="old",
+                    description="",
+                    status="active",
+                    oversight_level="medium",
+                    settings={},
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await connection.execute(
+                artifact.insert().values(
+                    id=artifact_id,
+                    project_id=project_id,
+                    artifact_type="user_input",
+                    granularity="document",
+                    title="Old NOTE",
+                    version=1,
+                    stale=False,
+                    content={"text": "Crème Brûlée", "n": [7]},
+                    metadata={},
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    finally:
+        await engine.dispose()
+    return artifact_id
+
+
+async def _search_text(url: str, artifact_id: uuid.UUID) -> str | None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            artifact = sa.table("artifact", sa.column("id", GUID()), sa.column("search_text"))
+            found = await connection.scalar(sa.select(artifact.c.search_text).where(artifact.c.id == artifact_id))
+            return None if found is None else str(found)
+    finally:
+        await engine.dispose()
+
+
+def _check_search_text_backfill(url: str) -> None:
+    settings = load_settings({"DATABASE_URL": url})
+    upgrade_database(settings.db, BEFORE_SEARCH_TEXT)
+    artifact_id = asyncio.run(_insert_artifact_before_search_text(settings.db.url))
+    upgrade_database(settings.db)
+    search_text = asyncio.run(_search_text(settings.db.url, artifact_id))
+    assert search_text is not None
+    lines = search_text.split("\n")
+    assert lines[0] == "old note"  # the title, then the content's texts (in the order the database keeps its keys)
+    assert sorted(lines[1:]) == ["7", "crème brûlée"]
+
+
+def test_search_text_is_filled_for_existing_artifacts_on_sqlite(tmp_path: Path) -> None:
+    _check_search_text_backfill(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+@pytest.mark.services
+def test_search_text_is_filled_for_existing_artifacts_on_postgresql() -> None:
+    require_services()
+    name = f"botarmy_migrate_{uuid.uuid4().hex[:10]}"
+    url = create_pg_database(name)
+    try:
+        _check_search_text_backfill(url)
     finally:
         drop_pg_database(name)

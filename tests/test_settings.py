@@ -32,6 +32,7 @@ def test_services_urls_are_normalised() -> None:
         ("BOTARMY_PORT", "70000", "<= 65535"),
         ("BOTARMY_LOG_LEVEL", "LOUD", "Invalid enum value"),
         ("BOTARMY_TASK_LEASE_SECONDS", "0", ">= 1"),
+        ("BOTARMY_GC_YOUNG_THRESHOLD", "10", ">= 100"),
         ("DATABASE_URL", "mysql://x/y", "unsupported scheme"),
         ("DATABASE_URL", "sqlite://relative.db", "needs a path"),
         ("REDIS_URL", "http://localhost", "expected redis://"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,18 @@ import pytest
 import websockets
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.memory import MemoryChannelsBackend
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Response as WsResponse
+from websockets.uri import parse_uri
 
 from app.config import load_settings
 from app.db.engine import build_db_config
+from app.events.hub import LiveHub
 from app.events.streams import Feed, FeedItem, FeedOverflowError, Filters
 from tests.conftest import free_port
-from tests.helpers import Server, start_server, start_worker, wait_for_task
+from tests.helpers import Server, eventually, start_server, start_worker, wait_for_task
 
 
 @pytest.fixture
@@ -31,6 +38,9 @@ def server(mode_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
         yield served
     finally:
         served.stop()
+
+
+STALL_EVENTS = 250  # events of 20 kB: more than the stalled client's socket buffers hold (~3 MB on loopback)
 
 
 async def all_event_ids(http: httpx.AsyncClient, project_id: str) -> list[int]:
@@ -53,6 +63,19 @@ async def burst(http: httpx.AsyncClient, project_id: str, count: int, clients: i
         for n in numbers:
             response = await http.patch(f"/api/v1/projects/{project_id}", json={"description": f"burst {n}"})
             assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+
+
+async def questions(http: httpx.AsyncClient, project_id: str, count: int, clients: int = 8) -> None:
+    """`count` questions of 20 kB each from several clients at once: as many `hitl_request_created` events."""
+    numbers = iter(range(count))
+
+    async def one_client() -> None:
+        for n in numbers:
+            question = f"question {n} " + "x" * 19_980
+            response = await http.post(f"/api/v1/hitl/project/{project_id}/requests", json={"question": question})
+            assert response.status_code == 201, response.text
 
     await asyncio.gather(*(one_client() for _ in range(clients)))
 
@@ -167,10 +190,11 @@ async def test_a_subscriber_that_falls_behind_is_cut_off_not_waited_for(embedded
     channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
     try:
         async with channels, contextlib.AsyncExitStack() as stack:
+            hub = LiveHub(channels)
             slow = Feed(database.get_session, None, Filters(), max_backlog=5, heartbeat_seconds=10)
             fast = Feed(database.get_session, None, Filters(), max_backlog=100, heartbeat_seconds=10)
-            slow_items = await stack.enter_async_context(slow.open(channels, ["c"], None))
-            fast_items = await stack.enter_async_context(fast.open(channels, ["c"], None))
+            slow_items = await stack.enter_async_context(slow.open(hub, ["c"], None))
+            fast_items = await stack.enter_async_context(fast.open(hub, ["c"], None))
             for n in range(1, 21):
                 channels.publish(json.dumps({"id": n, "event_type": "x", "data": {}}).encode(), ["c"])
             got: list[int] = []
@@ -181,10 +205,117 @@ async def test_a_subscriber_that_falls_behind_is_cut_off_not_waited_for(embedded
                     if len(got) == 20:
                         break
             assert got == list(range(1, 21))
+            assert slow.sink.cut_off.is_set()
             with pytest.raises(FeedOverflowError):
                 await asyncio.wait_for(drain(slow_items), 10)
     finally:
         await database.get_engine().dispose()
+
+
+class StalledClient(asyncio.Protocol):
+    """A WebSocket client that completes its handshake, then stops reading its socket."""
+
+    def __init__(self, url: str) -> None:
+        self.ws = ClientProtocol(parse_uri(url))
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.event_ids: list[int] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, WsResponse) and not self.opened.done():
+                assert self.transport is not None
+                self.transport.pause_reading()  # from now on the server's frames pile up
+                self.opened.set_result(None)
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                message = json.loads(bytes(event.data))
+                if message.get("id") is not None:
+                    self.event_ids.append(message["id"])
+            elif isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                close = Close.parse(bytes(event.data))
+                self.close_code, self.close_reason = int(close.code), close.reason
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            for data in self.ws.data_to_send():
+                if data:
+                    self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def resume(self) -> None:
+        assert self.transport is not None
+        self.transport.resume_reading()
+
+
+async def test_a_stalled_websocket_client_is_cut_off_while_others_get_everything(
+    mode_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A client that stops reading: its sends block; it is cut off (4429) and the others keep up."""
+    env = {**mode_env, "BOTARMY_RATE_LIMIT_PER_MINUTE": "100000", "BOTARMY_STREAM_MAX_BACKLOG": "10"}
+    server = start_server(env, free_port(), tmp_path / "api.log")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
+            project_id = (await http.post("/api/v1/projects", json={"name": "stalled"})).json()["id"]
+            url = server.ws_url(f"/ws/projects/{project_id}")
+            # A small receive buffer, so that the server's writes back up after a few kilobytes.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+            _, stalled = await asyncio.get_running_loop().create_connection(lambda: StalledClient(url), sock=sock)
+            await asyncio.wait_for(stalled.opened, 10)
+            async with websockets.connect(url, max_size=None) as fast:
+                received: list[int] = []
+
+                async def read_fast() -> None:  # reads all along, as a client that keeps up does
+                    async for raw in fast:
+                        message = json.loads(raw)
+                        if message.get("id") is not None:
+                            received.append(message["id"])
+
+                reader = asyncio.create_task(read_fast())
+                await questions(http, project_id, STALL_EVENTS)
+                expected = (await all_event_ids(http, project_id))[-STALL_EVENTS:]
+
+                async def fast_received() -> set[int]:
+                    assert not reader.done(), reader  # the fast client was never cut off
+                    return set(received)
+
+                await eventually(fast_received, lambda got: set(expected) <= got, timeout=30)
+                reader.cancel()
+                assert len(received) == len(set(received))
+            stalled.resume()
+            try:
+                await asyncio.wait_for(stalled.closed, 30)
+            except TimeoutError:
+                raise AssertionError(f"{len(stalled.event_ids)} {stalled.close_code} {stalled.close_reason}") from None
+        assert len(stalled.event_ids) < STALL_EVENTS, "the stalled client was never cut off"
+        assert len(set(stalled.event_ids)) == len(stalled.event_ids)
+        if stalled.close_code is not None:  # it read on in time to receive the close frame
+            assert stalled.close_code == 4429, stalled.close_reason
+            # The resume point loses nothing: the client has every event up to it (live events come in
+            # commit order, so it is not always the last id the client saw).
+            match = re.search(r"\?after=(\d+)$", stalled.close_reason)
+            assert match, stalled.close_reason
+            resume = int(match.group(1))
+            assert {i for i in expected if i <= resume} <= set(stalled.event_ids)
+            assert resume >= min(stalled.event_ids)
+    finally:
+        server.stop()
 
 
 async def drain(items: Any) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, literal_column
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event, inspect
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import UUIDv7AuditBase, enum_check
@@ -45,19 +45,13 @@ class Artifact(UUIDv7AuditBase):
         # Lists are ordered by id: without this, a project's first page walks the primary key
         # through every older project's rows (bench/README.md, "Context store retrieval").
         Index("ix_artifact_project_id_id", "project_id", "id"),
-        # Text search (`q`) is `lower(...) LIKE '%word%'`, which only a trigram index can serve.
+        # Text search (`q`) is `search_text LIKE '%word%'`, which only a trigram index can serve.
         # PostgreSQL only (pg_trgm); SQLite scans one project's rows, which is fine at its scale.
         Index(
-            "ix_artifact_title_trgm",
-            func.lower(literal_column("title")).label("title_lower"),
+            "ix_artifact_search_text_trgm",
+            "search_text",
             postgresql_using="gin",
-            postgresql_ops={"title_lower": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
-        Index(
-            "ix_artifact_content_trgm",
-            func.lower(literal_column("content::text")).label("content_lower"),
-            postgresql_using="gin",
-            postgresql_ops={"content_lower": "gin_trgm_ops"},
+            postgresql_ops={"search_text": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
     )
 
@@ -75,6 +69,40 @@ class Artifact(UUIDv7AuditBase):
     stale: Mapped[bool] = mapped_column(Boolean, default=False)
     stale_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     deleted_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    # What text search reads: the title and every text of the content, lowercased (`search_text_of`),
+    # kept up to date on every write. Searching it costs a LIKE per row, not a JSON-to-text conversion
+    # and a lowercasing of the whole content (bench/README.md, "Context store retrieval").
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="", deferred=True)
+
+
+def search_text_of(title: str, content: Any) -> str:
+    """The searchable text of an artifact: its title and the strings and numbers of its content (not
+    the JSON's keys or punctuation), one per line, lowercased as the search term is."""
+    parts = [title]
+    pending = [content]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, dict):
+            pending.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            pending.extend(reversed(value))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            parts.append(str(value))
+    return "\n".join(parts).lower()
+
+
+@event.listens_for(Artifact, "before_insert")
+def _search_text_on_insert(_mapper: Any, _connection: Any, artifact: Artifact) -> None:
+    artifact.search_text = search_text_of(artifact.title, artifact.content)
+
+
+@event.listens_for(Artifact, "before_update")
+def _search_text_on_update(_mapper: Any, _connection: Any, artifact: Artifact) -> None:
+    state = inspect(artifact)
+    if state.attrs.title.history.has_changes() or state.attrs.content.history.has_changes():
+        artifact.search_text = search_text_of(artifact.title, artifact.content)
 
 
 class ArtifactVersion(UUIDv7AuditBase):

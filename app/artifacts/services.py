@@ -14,8 +14,8 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, Select, Text, cast, delete, func, or_, select
-from sqlalchemy.orm import aliased, defer
+from sqlalchemy import ColumnElement, Select, Text, cast, delete, select
+from sqlalchemy.orm import aliased, defer, undefer
 
 from app.agents.outputs import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
@@ -77,9 +77,14 @@ def split_sections(content: Any) -> list[tuple[str, Any]]:
     return sections
 
 
+def _like_escaped(value: str) -> str:
+    """`value` matched literally by LIKE: its `%`, `_` and the escape character are not wildcards."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _quoted(value: str) -> str:
     """A JSON string element as it appears in stored JSON text: for exact "list contains" matches."""
-    return f'%"{value}"%'
+    return f'%"{_like_escaped(value)}"%'
 
 
 class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
@@ -121,19 +126,20 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
         # Text search. A common word fills a page from the project's first rows in id order, which a
         # walk finds at once; the trigram index would instead fetch and sort every match (bench/README.md).
-        # So the first rows after the cursor are walked in order: a MATERIALIZED CTE fences them off,
-        # so that the planner cannot answer the text test from the index, and PostgreSQL reads them
-        # only as far as the page needs. Past that window, the index is asked.
+        # So the first rows after the cursor are walked in order: a subquery with its own LIMIT fences
+        # them off (the planner may not push the text test into it, so it cannot answer from the index),
+        # its rows come out in id order (PostgreSQL knows that, so the outer ORDER BY needs no sort), and
+        # the outer LIMIT stops the walk at the page's last match. Past that window, the index is asked.
         in_order = [Artifact.project_id == project_id, Artifact.deleted_at.is_(None)]
         if cursor is not None:
             in_order.append(Artifact.id > cursor)
         window = (
             select(Artifact)
+            .options(defer(Artifact.content), undefer(Artifact.search_text))
             .where(*in_order)
             .order_by(Artifact.id)
             .limit(SEARCH_WINDOW)
-            .cte("search_window")
-            .prefix_with("MATERIALIZED")
+            .subquery("search_window")
         )
         rows_in_window = aliased(Artifact, window)
         walk = (
@@ -146,11 +152,13 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         walked = list(await session.scalars(walk))
         if len(walked) > limit:
             return walked[:limit], walked[limit - 1].id
-        last_in_window = select(Artifact.id).where(*in_order).order_by(Artifact.id).offset(SEARCH_WINDOW - 1).limit(1)
-        boundary = await session.scalar(last_in_window)
-        rest: list[Artifact] = []
-        if boundary is not None:
-            rest = list(await session.scalars(statement.where(Artifact.id > boundary).limit(limit + 1 - len(walked))))
+        # Past the window (none if the project has no more rows): one statement, the window's last id
+        # found inside it.
+        last_in_window = (
+            select(Artifact.id).where(*in_order).order_by(Artifact.id).offset(SEARCH_WINDOW - 1).limit(1)
+        ).scalar_subquery()
+        past_window = statement.where(Artifact.id > last_in_window).limit(limit + 1 - len(walked))
+        rest = list(await session.scalars(past_window))
         rows = walked + rest
         return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
 
@@ -186,12 +194,9 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         if filters.created_before:
             conditions.append(entity.created_at < filters.created_before)
         if filters.tag:
-            conditions.append(cast(entity.meta["tags"], Text).like(_quoted(filters.tag)))
+            conditions.append(cast(entity.meta["tags"], Text).like(_quoted(filters.tag), escape="\\"))
         if filters.q:
-            needle = f"%{filters.q.lower()}%"
-            conditions.append(
-                or_(func.lower(entity.title).like(needle), func.lower(cast(entity.content, Text)).like(needle))
-            )
+            conditions.append(entity.search_text.like(f"%{_like_escaped(filters.q.lower())}%", escape="\\"))
         return conditions
 
     async def versions(self, artifact_id: UUID) -> list[ArtifactVersion]:

@@ -13,11 +13,10 @@ from msgspec import Meta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.services import ChatService
-from app.core.exceptions import NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, InputStruct, Page, Struct, event_cursor
 from app.core.security import Principal, Role, needs
 from app.events.models import Event
-from app.projects.models import Project
+from app.projects.services import visible_project
 from app.tasks.jobs import commit_and_dispatch
 from app.worker.runtime import Runtime
 
@@ -100,9 +99,7 @@ class ChatController(Controller):
             default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
         ),
     ) -> Page[ChatMessage]:
-        principal.ensure_can_see(project_id)
-        if await db_session.get(Project, project_id) is None:
-            raise NotFoundError(f"Project {project_id} does not exist.")
+        await visible_project(db_session, principal, project_id)
         chat = ChatService(db_session, request.app.state.settings)
         rows, next_cursor = await chat.conversation(project_id, limit=limit, cursor=event_cursor(cursor))
         return Page(items=[to_message(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)

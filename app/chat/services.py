@@ -81,34 +81,39 @@ class ChatService:
     async def answered(self, task: AgentTask, answer: AgentAnswer) -> list[UUID]:
         """The orchestrator's answer to a chat message, as chat events (same transaction as the task)."""
         in_reply_to = int((task.step_id or CHAT_PREFIX + "0").removeprefix(CHAT_PREFIX))
-        said: dict[str, Any] = {"agent_type": AgentType.ORCHESTRATOR.value, "task_id": str(task.id)}
-        await self.events.record(
-            "agent_chat_message",
-            project_id=task.project_id,
-            task_id=task.id,
-            actor="agent:orchestrator",
-            data=said
-            | {
-                "message_type": "response",
-                "text": answer.summary,
-                "requires_response": bool(answer.open_questions),
-                "in_reply_to": in_reply_to,
-            },
-        )
+        await self._say(task, in_reply_to, "response", answer.summary, requires_response=bool(answer.open_questions))
         for question in answer.open_questions:
-            await self.events.record(
-                "agent_chat_message",
-                project_id=task.project_id,
-                task_id=task.id,
-                actor="agent:orchestrator",
-                data=said
-                | {"message_type": "question", "text": question, "requires_response": True, "in_reply_to": in_reply_to},
-            )
+            await self._say(task, in_reply_to, "question", question, requires_response=True)
         if not answer.flags.get("start_workflow"):
             return []
-        return await self._start_workflow(task, in_reply_to, said)
+        return await self._start_workflow(task, in_reply_to)
 
-    async def _start_workflow(self, task: AgentTask, in_reply_to: int, said: dict[str, Any]) -> list[UUID]:
+    async def _say(
+        self,
+        task: AgentTask,
+        in_reply_to: int,
+        message_type: str,
+        text: str,
+        *,
+        requires_response: bool,
+        execution_id: UUID | None = None,
+    ) -> None:
+        """One `agent_chat_message` of the orchestrator answering the chat message `in_reply_to`."""
+        data: dict[str, Any] = {
+            "agent_type": AgentType.ORCHESTRATOR.value,
+            "task_id": str(task.id),
+            "message_type": message_type,
+            "text": text,
+            "requires_response": requires_response,
+            "in_reply_to": in_reply_to,
+        }
+        if execution_id is not None:
+            data["execution_id"] = str(execution_id)
+        await self.events.record(
+            "agent_chat_message", project_id=task.project_id, task_id=task.id, actor="agent:orchestrator", data=data
+        )
+
+    async def _start_workflow(self, task: AgentTask, in_reply_to: int) -> list[UUID]:
         running = select(WorkflowExecution.id).where(
             WorkflowExecution.project_id == task.project_id,
             WorkflowExecution.status.in_(
@@ -120,6 +125,7 @@ class ChatService:
         if project is None or message is None:
             return []
         follow_ups: list[UUID] = []
+        execution_id: UUID | None = None
         if project.status != ProjectStatus.ACTIVE.value:
             text = f"The project is {project.status}; a new idea needs a new project (or resume this one)."
         elif await self.session.scalar(running.limit(1)) is not None:
@@ -131,14 +137,8 @@ class ChatService:
                 project, workflow, inputs, actor="agent:orchestrator"
             )
             text = f"Started the {workflow.name} on this idea (execution {execution.id})."
-            said = said | {"execution_id": str(execution.id)}
-        await self.events.record(
-            "agent_chat_message",
-            project_id=task.project_id,
-            task_id=task.id,
-            actor="agent:orchestrator",
-            data=said | {"message_type": "info", "text": text, "requires_response": False, "in_reply_to": in_reply_to},
-        )
+            execution_id = execution.id
+        await self._say(task, in_reply_to, "info", text, requires_response=False, execution_id=execution_id)
         return follow_ups
 
     async def conversation(self, project_id: UUID, *, limit: int, cursor: int | None) -> tuple[list[Event], int | None]:

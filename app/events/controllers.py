@@ -16,7 +16,6 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, WebSocket, get, websocket
-from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, Parameter
@@ -34,13 +33,15 @@ from app.events.models import Event
 from app.events.schemas import AuditEvent
 from app.events.streams import MAX_LAST, Feed, FeedItem, FeedOverflowError, Filters, Heartbeat, parse_list
 from app.projects.models import Project
+from app.projects.services import visible_project
 from app.tasks.models import AgentTask, AgentType
 from app.worker.runtime import Runtime
 
 # Close codes in the private range (4000-4999), mirroring the HTTP status they stand for.
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
-CLOSE_TOO_SLOW = 4429  # fell too far behind: reconnect with ?after=<last id received>
+CLOSE_TOO_SLOW = 4429  # fell too far behind: reconnect with the ?after=<id> its reason gives
+CLOSE_TIMEOUT_SECONDS = 5.0
 _NAME = re.compile(r"^[a-z_]{1,64}$")
 
 
@@ -90,9 +91,7 @@ async def _visible_project(runtime: Runtime, principal: Principal, project_id: U
         return principal.can_see(project_id) and await session.get(Project, project_id) is not None
 
 
-async def _stream(
-    socket: WebSocket[Principal, Any, Any], channels: ChannelsPlugin, names: list[str], scope: list[UUID] | None
-) -> None:
+async def _stream(socket: WebSocket[Principal, Any, Any], names: list[str], scope: list[UUID] | None) -> None:
     runtime: Runtime = socket.app.state.runtime
     try:
         stream = StreamRequest(dict(socket.query_params))
@@ -102,7 +101,8 @@ async def _stream(
         return
     feed = _feed(runtime, scope, stream.filters)
     # Subscribed before accepting: once the client's handshake completes, no event can slip by.
-    async with feed.open(channels, names, await _start(feed, stream)) as items:
+    after = await _start(feed, stream)
+    async with feed.open(socket.app.state.live_hub, names, after) as items:
         await socket.accept()
 
         async def send_all() -> None:
@@ -110,19 +110,24 @@ async def _stream(
                 if isinstance(item, Heartbeat):
                     await socket.send_json({"event_type": "heartbeat", "last_id": feed.last_id})
                 else:
-                    await socket.send_text(item.payload.decode())
+                    await socket.send(item.asgi_message())  # `send_text` would build the same message per socket
+                    feed.wrote(item)
 
         sender = asyncio.create_task(send_all())
         receiver = asyncio.create_task(_incoming(socket, scope))
-        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sender, receiver):
+        # A client too far behind is cut off at once, even while a send to it waits for its socket to drain.
+        cut_off = asyncio.create_task(feed.sink.cut_off.wait())
+        done, _ = await asyncio.wait({sender, receiver, cut_off}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sender, receiver, cut_off):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
                 await task
-        if sender in done and isinstance(sender.exception(), FeedOverflowError):
-            reason = f"too far behind; reconnect with ?after={feed.last_id or 0}"
+        if cut_off in done or (sender in done and isinstance(sender.exception(), FeedOverflowError)):
+            reason = f"too far behind; reconnect with ?after={await feed.resume_point()}"
+            # The close frame waits behind what the client has not read; one that reads nothing is dropped.
             with contextlib.suppress(Exception):
-                await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
 
 
 async def _incoming(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None) -> None:
@@ -162,23 +167,21 @@ _decoder = msgspec.json.Decoder(SocketMessage)
 
 
 @websocket("/ws/projects/{project_id:uuid}", name="project_stream", opt=needs(Role.VIEWER))
-async def project_stream(
-    socket: WebSocket[Principal, Any, Any], project_id: FromPath[UUID], channels: NamedDependency[ChannelsPlugin]
-) -> None:
+async def project_stream(socket: WebSocket[Principal, Any, Any], project_id: FromPath[UUID]) -> None:
     if not await _visible_project(socket.app.state.runtime, socket.user, project_id):
         # Accept first so that the client receives the close code and reason, not a bare 403.
         await socket.accept()
         await socket.close(code=CLOSE_NOT_FOUND, reason=f"project {project_id} does not exist")
         return
-    await _stream(socket, channels, [project_channel(project_id)], [project_id])
+    await _stream(socket, [project_channel(project_id)], [project_id])
 
 
 @websocket("/ws", name="global_stream", opt=needs(Role.VIEWER))
-async def global_stream(socket: WebSocket[Principal, Any, Any], channels: NamedDependency[ChannelsPlugin]) -> None:
+async def global_stream(socket: WebSocket[Principal, Any, Any]) -> None:
     """Every event; for a token limited to some projects, every event of those projects."""
     scope = socket.user.project_ids
     names = [GLOBAL_CHANNEL] if scope is None else [project_channel(project_id) for project_id in sorted(scope)]
-    await _stream(socket, channels, names, None if scope is None else sorted(scope))
+    await _stream(socket, names, None if scope is None else sorted(scope))
 
 
 class EventController(Controller):
@@ -194,7 +197,6 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
-        channels: NamedDependency[ChannelsPlugin],
         project_id: FromPath[UUID],
     ) -> ServerSentEvent:
         """Server-Sent Events: the WebSocket stream's events and guarantees; resumes from `Last-Event-ID`."""
@@ -210,19 +212,20 @@ class EventController(Controller):
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             try:
-                async with feed.open(channels, [project_channel(project_id)], start) as items:
+                async with feed.open(request.app.state.live_hub, [project_channel(project_id)], start) as items:
                     async for item in items:
                         if isinstance(item, FeedItem):
                             yield ServerSentEventMessage(
-                                data=item.payload.decode(),
+                                data=item.text,
                                 event=item.event_type,
                                 id=str(item.id) if item.id is not None else None,
                             )
+                            feed.wrote(item)
                         else:
                             yield ServerSentEventMessage(comment="keep-alive")
             except FeedOverflowError:
                 yield ServerSentEventMessage(
-                    event="error", data=f'{{"detail": "too far behind; reconnect from id {feed.last_id or 0}"}}'
+                    event="error", data=f'{{"detail": "too far behind; reconnect from id {await feed.resume_point()}"}}'
                 )
 
         return ServerSentEvent(messages(), retry_duration=1000)
@@ -285,9 +288,7 @@ class EventController(Controller):
             default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
         ),
     ) -> Page[AuditEvent]:
-        principal.ensure_can_see(project_id)
-        if await db_session.get(Project, project_id) is None:
-            raise NotFoundError(f"Project {project_id} does not exist.")
+        await visible_project(db_session, principal, project_id)
         return await audit_page(db_session, principal, [Event.project_id == project_id], limit, cursor)
 
     @get("/api/v1/tasks/{task_id:uuid}/events", operation_id="ListTaskEvents")

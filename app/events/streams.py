@@ -22,10 +22,11 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar.channels import ChannelsPlugin
+from litestar.types import WebSocketSendEvent
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.events.hub import LiveEvent, LiveHub, Sink
 from app.events.models import Event
 from app.events.outbox import encode_event
 
@@ -34,8 +35,7 @@ CATCH_UP_AFTER_SECONDS = 1.0
 # Replayed ids kept to drop their live copies; commits are never this many events out of order.
 DEDUPE_WINDOW = 10_000
 MAX_LAST = 1000
-
-_decoder = msgspec.json.Decoder()
+WRITTEN_WINDOW = 64  # ids remembered per feed for its resume point; commits are never this far out of order
 
 
 class FeedOverflowError(Exception):
@@ -51,15 +51,25 @@ class Filters(msgspec.Struct, frozen=True):
             return False
         return self.agent_types is None or data.get("agent_type") in self.agent_types
 
+    def accepts_live(self, event: LiveEvent) -> bool:
+        if self.event_types is not None and event.event_type not in self.event_types:
+            return False
+        return self.agent_types is None or event.agent_type in self.agent_types
+
 
 class Heartbeat(msgspec.Struct, frozen=True):
     """Yielded when nothing happened for a while: the transport sends a keep-alive."""
 
 
-class FeedItem(msgspec.Struct, frozen=True):
+class FeedItem(msgspec.Struct, frozen=True, gc=False):  # strings, ints and a dict of strings: no cycles
     id: int | None  # None: a live-only message
     event_type: str
-    payload: bytes
+    text: str  # the JSON message
+    message: WebSocketSendEvent | None = None  # a live event's shared ASGI message (LiveEvent.message)
+
+    def asgi_message(self) -> WebSocketSendEvent:
+        """The ASGI message that sends this item on a WebSocket."""
+        return self.message or {"type": "websocket.send", "bytes": None, "text": self.text}
 
 
 def parse_list(raw: str | None, allowed: Iterable[str] | None = None, *, name: str) -> frozenset[str] | None:
@@ -88,9 +98,11 @@ class Feed:
         self.sessions = sessions
         self.scope = list(scope) if scope is not None else None
         self.filters = filters
-        self.max_backlog = max_backlog
         self.heartbeat_seconds = heartbeat_seconds
         self.last_id: int | None = None  # of the last event handed to the client
+        # The last ids the transport wrote: live events arrive in commit order, which is not always id order.
+        self.written: collections.deque[int] = collections.deque(maxlen=WRITTEN_WINDOW)
+        self.sink = Sink(filters.accepts_live, max_backlog)
 
     def _where(self) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
@@ -99,6 +111,33 @@ class Feed:
         if self.filters.event_types is not None:
             conditions.append(Event.event_type.in_(self.filters.event_types))
         return conditions
+
+    def wrote(self, item: FeedItem) -> None:
+        """The transport wrote `item` to the client."""
+        if item.id is not None:
+            self.written.append(item.id)
+
+    async def resume_point(self) -> int:
+        """An id to reconnect `after` with that loses nothing: every event of this feed up to it was written.
+
+        Not simply the last id written: an event with a smaller id may have committed (and been sent)
+        later, or not yet.
+        """
+        if not self.written:
+            first = self.sink.first_id
+            return (first - 1) if first is not None else (self.last_id or 0)
+        written = set(self.written)
+        low, high = min(written), max(written)
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Event.id, Event.event_type, Event.data)
+                .where(Event.id >= low, Event.id <= high, *self._where())
+                .order_by(Event.id)
+            )
+            for event_id, event_type, data in rows:
+                if event_id not in written and self.filters.accepts(event_type, data):
+                    return int(event_id) - 1
+        return high
 
     async def start_after_last(self, last: int) -> int:
         """The id to replay after so that the client gets the last `last` events (of its filters)."""
@@ -120,32 +159,13 @@ class Feed:
 
     @contextlib.asynccontextmanager
     async def open(
-        self, channels: ChannelsPlugin, names: list[str], after: int | None
+        self, hub: LiveHub, names: list[str], after: int | None
     ) -> AsyncIterator[AsyncIterator[FeedItem | Heartbeat]]:
         """Subscribe, then iterate: the replay after `after` (None: live only), then live events."""
-        backlog: asyncio.Queue[bytes] = asyncio.Queue(maxsize=self.max_backlog)
-        overflow = asyncio.Event()
-        async with channels.start_subscription(names) as subscriber:
+        async with hub.attach(self.sink, names):
+            yield self._items(self.sink, after)
 
-            async def pump() -> None:
-                async for payload in subscriber.iter_events():
-                    try:
-                        backlog.put_nowait(payload)
-                    except asyncio.QueueFull:
-                        overflow.set()
-                        return
-
-            pump_task = asyncio.create_task(pump())
-            try:
-                yield self._items(backlog, overflow, after)
-            finally:
-                pump_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump_task
-
-    async def _items(
-        self, backlog: asyncio.Queue[bytes], overflow: asyncio.Event, after: int | None
-    ) -> AsyncIterator[FeedItem | Heartbeat]:
+    async def _items(self, sink: Sink, after: int | None) -> AsyncIterator[FeedItem | Heartbeat]:
         recent: collections.deque[int] = collections.deque(maxlen=DEDUPE_WINDOW)
         seen: set[int] = set()
 
@@ -160,44 +180,58 @@ class Feed:
         if after is not None:
             async with self.sessions() as session:
                 async for event in self._history(session, after):
-                    if overflow.is_set():
+                    if sink.overflowed:
                         raise FeedOverflowError
                     if self.filters.accepts(event.event_type, event.data):
                         remember(event.id)
                         self.last_id = event.id
-                        yield FeedItem(event.id, event.event_type, encode_event(event))
+                        yield FeedItem(event.id, event.event_type, encode_event(event).decode())
             catch_up_at = loop.time() + CATCH_UP_AFTER_SECONDS
-        while True:
-            if overflow.is_set():
-                raise FeedOverflowError
-            wait = self.heartbeat_seconds
-            if catch_up_at is not None:
-                wait = max(0.0, min(wait, catch_up_at - loop.time()))
-            try:
-                payload = await asyncio.wait_for(backlog.get(), timeout=wait)
-            except TimeoutError:
-                if catch_up_at is not None and loop.time() >= catch_up_at:
+        # One timer at a time wakes the feed for its next deadline (catch-up, heartbeat), not one per event.
+        active_at = loop.time()
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                if sink.overflowed:
+                    raise FeedOverflowError
+                if sink.events:
+                    live = sink.events.popleft()
+                    active_at = loop.time()
+                    if live.id is None:  # live only (model output as it streams): never replayed or deduplicated
+                        yield FeedItem(None, live.event_type, live.text, live.message)
+                        continue
+                    if live.id in seen:
+                        continue
+                    if catch_up_at is not None:
+                        remember(live.id)
+                    self.last_id = max(self.last_id or 0, live.id)
+                    yield FeedItem(live.id, live.event_type, live.text, live.message)
+                    continue
+                now = loop.time()
+                if catch_up_at is not None and now >= catch_up_at:
                     catch_up_at = None
                     # Late commits have ids near the hand-over: look from the oldest id still remembered.
                     since = max(after or 0, (recent[0] - 1) if recent else 0)
                     async for item in self._catch_up(since, seen, remember):
+                        active_at = loop.time()
                         yield item
                     continue
-                yield Heartbeat()
-                continue
-            message: dict[str, Any] = _decoder.decode(payload)
-            if not self.filters.accepts(message["event_type"], message.get("data") or {}):
-                continue
-            if message["id"] is None:  # live only (model output as it streams): never replayed or deduplicated
-                yield FeedItem(None, message["event_type"], payload)
-                continue
-            event_id = int(message["id"])
-            if event_id in seen:
-                continue
-            if catch_up_at is not None:
-                remember(event_id)
-            self.last_id = max(self.last_id or 0, event_id)
-            yield FeedItem(event_id, message["event_type"], payload)
+                if now >= active_at + self.heartbeat_seconds:
+                    active_at = now
+                    yield Heartbeat()
+                    continue
+                if timer is None or sink.woken:
+                    if timer is not None:
+                        timer.cancel()
+                    deadline = active_at + self.heartbeat_seconds
+                    if catch_up_at is not None:
+                        deadline = min(deadline, catch_up_at)
+                    sink.woken = False
+                    timer = loop.call_at(deadline, sink.wake)
+                await sink.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _catch_up(
         self, after: int, seen: set[int], remember: Callable[[int], None]
@@ -209,4 +243,4 @@ class Feed:
                     continue
                 remember(event.id)
                 self.last_id = max(self.last_id or 0, event.id)
-                yield FeedItem(event.id, event.event_type, encode_event(event))
+                yield FeedItem(event.id, event.event_type, encode_event(event).decode())

@@ -7,11 +7,23 @@ import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.exceptions import NotFoundError
+from app.core.security import Principal
 from app.events.services import EventService
 from app.projects.models import Project
 from app.projects.schemas import ProjectCreate, ProjectUpdate
+
+
+async def visible_project(session: AsyncSession, principal: Principal, project_id: UUID) -> Project:
+    """The project, if it exists and the token may see it; NotFoundError otherwise (a project outside the
+    token's scope is reported as missing)."""
+    principal.ensure_can_see(project_id)
+    project = await session.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"Project {project_id} does not exist.")
+    return project
 
 
 class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):

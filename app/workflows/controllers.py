@@ -17,6 +17,7 @@ from app.core.exceptions import NotFoundError
 from app.core.schema import Page
 from app.core.security import Principal, Role, needs
 from app.projects.models import Project
+from app.projects.services import visible_project
 from app.tasks.jobs import commit_and_dispatch
 from app.tasks.models import AgentTask
 from app.tasks.services import TaskService
@@ -145,9 +146,7 @@ class ExecutionController(Controller):
         executions: NamedDependency[ExecutionService],
         project_id: FromPath[UUID],
     ) -> Page[schemas.ExecutionSummary]:
-        principal.ensure_can_see(project_id)
-        if await executions.session.get(Project, project_id) is None:
-            raise NotFoundError(f"Project {project_id} does not exist.")
+        await visible_project(executions.session, principal, project_id)
         rows = await executions.of_project(project_id)
         items = [
             schemas.ExecutionSummary(
