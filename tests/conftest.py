@@ -28,12 +28,10 @@ import asyncpg
 import pytest
 import redis
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 
 from app.config import Settings, load_settings
 from app.db.engine import upgrade_database
-from app.main import create_app
-from tests.helpers import Process, issue_token, start_worker
+from tests.helpers import Process, app_client, start_worker
 
 PG_ADMIN_DSN = os.environ.get("BOTARMY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("BOTARMY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -178,8 +176,7 @@ def settings(mode_env: dict[str, str]) -> Settings:
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[AsyncClient]:
     """The app in this process (lifespan included), through Litestar's test client."""
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings) as test_client:
         yield test_client
 
 

@@ -12,15 +12,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 
 from app.config import Settings
 from app.core.security import Role
 from app.db.engine import build_db_config
+from app.main import create_app
 from app.tokens.services import TokenService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,45 @@ async def issue_token(settings: Settings, role: str = "admin", projects: list[uu
     finally:
         await config.get_engine().dispose()
     return secret
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    settings: Settings, *, role: str | None = "admin", timeout: float = 20
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on this test's event loop, lifespan included, through httpx's ASGI transport.
+
+    With `role`, the client carries a new token of that role. Not Litestar's `AsyncTestClient`:
+    it runs the lifespan on an event loop of its own, in another thread, while requests run on
+    the test's loop. What start-up made (connections, the publisher's and the sweeper's tasks)
+    was then used from two loops, and shutdown blocked the test's loop while it closed
+    connections that belonged to that loop.
+    """
+    app = create_app(settings)
+    started, stopping = asyncio.Event(), asyncio.Event()
+
+    async def run_lifespan() -> None:
+        # One task enters and leaves the lifespan: its task groups must be left where they were
+        # entered, and pytest-asyncio sets a fixture up and tears it down in different tasks.
+        async with app.lifespan():
+            started.set()
+            await stopping.wait()
+
+    lifespan, up = asyncio.create_task(run_lifespan()), asyncio.create_task(started.wait())
+    await asyncio.wait([lifespan, up], return_when=asyncio.FIRST_COMPLETED)
+    up.cancel()
+    if lifespan.done():
+        lifespan.result()  # start-up failed: raise its error
+    try:
+        # Litestar types its scope and messages more narrowly than httpx's plain mappings.
+        transport = httpx.ASGITransport(app=cast(Any, app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=timeout) as client:
+            if role is not None:
+                client.headers["Authorization"] = f"Bearer {await issue_token(settings, role)}"
+            yield client
+    finally:
+        stopping.set()
+        await lifespan
 
 
 async def eventually(

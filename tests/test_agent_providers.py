@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from app.agents.models import LlmUsage
@@ -22,12 +21,11 @@ from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.llm.offline import OfflineProvider
 from app.llm.pricing import cost_usd
-from app.main import create_app
 from app.tasks.models import AgentType
 from tests.conftest import FAST_ENV, free_port
 from tests.fake_providers import Fail, FakeProviderServer, Hang, Malformed, Reply
 from tests.fake_providers import fake_provider_server_fixture as fake_provider_server_fixture
-from tests.helpers import issue_token, start_server, wait_for_task
+from tests.helpers import app_client, start_server, wait_for_task
 
 SECRET_KEY = f"sk-test-{uuid.uuid4().hex}"
 PROVIDERS = {
@@ -65,8 +63,7 @@ async def provider_client(
         "BOTARMY_LOG_LEVEL": "DEBUG",
     }
     settings = load_settings(env)
-    async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
-        client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings, timeout=30) as client:
         yield client, settings, model_ref.split(":", 1)[1]
 
 
@@ -231,8 +228,7 @@ async def test_a_costly_call_waits_for_approval_under_high_oversight(
     }
     settings = load_settings(env)
     answer = await valid_answer(AgentType.CODER)
-    async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
-        client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings, timeout=30) as client:
         for oversight, asks in (("medium", False), ("high", True)):
             project = (
                 await client.post(

@@ -15,7 +15,6 @@ import msgspec
 import pytest
 import websockets
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from app.agents.models import LlmUsage
@@ -26,10 +25,9 @@ from app.artifacts.models import Artifact, ArtifactType
 from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.hitl.models import HitlRequest
-from app.main import create_app
 from app.tasks.models import AgentType
 from tests.conftest import SHARED_DIR, free_port
-from tests.helpers import Server, eventually, issue_token, start_server, start_worker, task_status, wait_for_task
+from tests.helpers import Server, app_client, eventually, start_server, start_worker, task_status, wait_for_task
 
 
 async def new_project(client: AsyncClient, **fields: Any) -> str:
@@ -273,8 +271,7 @@ async def test_cancel_stops_a_running_model_call(client: AsyncClient, settings: 
 
 async def test_a_task_cancelled_before_it_starts_never_starts(own_services_env: dict[str, str], tmp_path: Path) -> None:
     settings = load_settings(own_services_env)
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
-        client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings) as client:
         project_id = await new_project(client)
         task_id = await submit(client, project_id, "analyst", "Never")
         assert (await task_status(client, task_id))["status"] == "queued"  # no worker runs yet

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 
 from app.bmad.loader import load_core
 from app.bmad.services import DEFAULT_CORE_DIR
 from app.config import load_settings
-from app.main import create_app
 from app.tasks.models import AgentType
 from tests.conftest import FAST_ENV, SHARED_DIR
-from tests.helpers import issue_token
+from tests.helpers import app_client
 
 SAMPLES = SHARED_DIR / "bmad-samples"
 
@@ -85,8 +83,7 @@ def test_a_malformed_file_is_reported_and_the_rest_loads(tmp_path: Path) -> None
 @pytest.fixture
 async def bmad_client(tmp_path: Path) -> AsyncIterator[AsyncClient]:
     settings = load_settings({**FAST_ENV, "BOTARMY_DATA_DIR": str(tmp_path / "data"), "BOTARMY_BMAD_DIR": str(SAMPLES)})
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
-        client.headers["Authorization"] = f"Bearer {await issue_token(settings, 'viewer')}"
+    async with app_client(settings, role="viewer") as client:
         yield client
 
 

@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from app.config import Settings, load_settings
 from app.events.models import Event
-from app.main import create_app
 from app.tasks.models import AgentTask
-from tests.helpers import issue_token
+from tests.helpers import app_client
 from tests.test_executions import new_project, rows, start, wait_for_execution
 
 WORKFLOWS = {
@@ -79,8 +77,7 @@ def settings(mode_env: dict[str, str], tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[AsyncClient]:
-    async with AsyncTestClient(app=create_app(settings), timeout=30) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings, timeout=30) as test_client:
         yield test_client
 
 

@@ -8,17 +8,15 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.events.models import Event
-from app.main import create_app
 from app.tasks.models import AgentTask
 from app.workflows.models import Handoff
 from tests.conftest import SHARED_DIR
-from tests.helpers import eventually, issue_token
+from tests.helpers import app_client, eventually
 
 SIX = ["analyst", "orchestrator", "architect", "coder", "tester", "deployer"]
 
@@ -150,8 +148,7 @@ async def test_phase_gates_by_oversight_and_approval(client: AsyncClient) -> Non
 async def sample_client(mode_env: dict[str, str]) -> AsyncIterator[AsyncClient]:
     """The app with the sample BMAD files loaded beside ours."""
     settings = load_settings({**mode_env, "BOTARMY_BMAD_DIR": str(SHARED_DIR / "bmad-samples")})
-    async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
-        client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings, timeout=30) as client:
         yield client
 
 

@@ -10,12 +10,10 @@ from pathlib import Path
 import httpx
 import websockets
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 
 from app.config import load_settings
-from app.main import create_app
 from tests.conftest import FAST_ENV, free_port
-from tests.helpers import TcpProxy, eventually, issue_token, start_server, start_worker, wait_for_task
+from tests.helpers import TcpProxy, app_client, eventually, start_server, start_worker, wait_for_task
 
 
 async def test_health_endpoints_report_every_component(client: AsyncClient, mode: str) -> None:
@@ -53,8 +51,7 @@ async def test_database_down_fails_closed_and_recovers(own_services_env: dict[st
         "BOTARMY_DB_CONNECT_TIMEOUT": "2",
     }
     settings = load_settings(env)
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
-        client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings) as client:
         assert (await client.get("/health/ready")).status_code == 200
         project = (await client.post("/api/v1/projects", json={"name": "survives"})).json()
 
@@ -88,8 +85,7 @@ async def test_redis_down_refuses_tasks_but_keeps_them(embedded_env: dict[str, s
     dead_port = free_port()
     env = {**embedded_env, "REDIS_URL": f"redis://127.0.0.1:{dead_port}/0"}
     settings = load_settings(env)
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
-        client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+    async with app_client(settings) as client:
         ready = await client.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["failing"] == ["broker"]

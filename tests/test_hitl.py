@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.events.models import Event
-from app.main import create_app
-from tests.helpers import eventually, issue_token, start_worker, task_status, wait_for_task
+from tests.helpers import app_client, eventually, start_worker, task_status, wait_for_task
 
 ClientFactory = Callable[[dict[str, str]], contextlib.AbstractAsyncContextManager[tuple[AsyncClient, Settings]]]
 
@@ -38,8 +36,7 @@ def make_client(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> Cl
         settings = load_settings(env)
         worker = start_worker(env, tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log") if mode == "services" else None
         try:
-            async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
-                client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+            async with app_client(settings, timeout=30) as client:
                 yield client, settings
         finally:
             if worker is not None:

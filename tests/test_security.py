@@ -17,7 +17,6 @@ import websockets
 from httpx import AsyncClient
 from litestar import Litestar
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler, WebsocketRouteHandler
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
@@ -28,7 +27,7 @@ from app.events.models import Event
 from app.main import create_app
 from app.tokens.models import ApiToken
 from tests.conftest import FAST_ENV, free_port
-from tests.helpers import BOTARMY, REPO_ROOT, Server, cli_token, issue_token, start_server
+from tests.helpers import BOTARMY, REPO_ROOT, Server, app_client, cli_token, issue_token, start_server
 
 OPEN_PATHS = {"/health", "/health/ready"}
 DOCS_PREFIX = "/schema"
@@ -60,7 +59,7 @@ def is_docs(path: str) -> bool:
 @pytest.fixture
 async def app_and_settings(settings: Settings) -> AsyncIterator[tuple[AsyncClient, Settings]]:
     """The app without any token on its client."""
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
+    async with app_client(settings, role=None) as client:
         yield client, settings
 
 
@@ -368,7 +367,7 @@ async def test_no_secret_reaches_the_logs(own_services_env: dict[str, str], tmp_
 
 async def test_rate_limit_per_token(embedded_env: dict[str, str]) -> None:
     settings = load_settings({**embedded_env, "BOTARMY_RATE_LIMIT_PER_MINUTE": "5"})
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
+    async with app_client(settings, role=None) as client:
         first = {"Authorization": f"Bearer {await issue_token(settings)}"}
         second = {"Authorization": f"Bearer {await issue_token(settings)}"}
         statuses = [(await client.get("/api/v1/projects", headers=first)).status_code for _ in range(6)]
@@ -412,7 +411,7 @@ async def test_security_headers_on_every_response(client: AsyncClient) -> None:
 
 async def test_cors_for_a_browser_client_on_another_origin(embedded_env: dict[str, str]) -> None:
     settings = load_settings({**embedded_env, "BOTARMY_CORS_ORIGINS": "https://app.example.com"})
-    async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
+    async with app_client(settings, role=None) as client:
         preflight = await client.options(
             "/api/v1/projects",
             headers={

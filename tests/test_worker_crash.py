@@ -6,14 +6,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from app.config import load_settings
 from app.db.engine import build_db_config
 from app.events.models import Event
-from app.main import create_app
-from tests.helpers import issue_token, start_worker, task_status, wait_for_task
+from tests.helpers import app_client, start_worker, task_status, wait_for_task
 
 
 @pytest.fixture
@@ -33,8 +31,7 @@ async def test_killed_worker_task_is_finished_once_by_another_worker(
     first = start_worker(isolated_services_env, tmp_path / "first.log")
     second = None
     try:
-        async with AsyncTestClient(app=create_app(settings), timeout=20) as client:
-            client.headers["Authorization"] = f"Bearer {await issue_token(settings)}"
+        async with app_client(settings) as client:
             project = (await client.post("/api/v1/projects", json={"name": "crash"})).json()
             submitted = (
                 await client.post(
