@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
 import msgspec
@@ -20,6 +20,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.types import Send
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +30,7 @@ from app.core.channels import GLOBAL_CHANNEL, project_channel
 from app.core.exceptions import AppError, InvalidInputError, NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, Page, check_iso_datetimes, event_cursor
 from app.core.security import Principal, Role, needs
+from app.events.hub import SERVER_SEND_KEY
 from app.events.models import Event
 from app.events.schemas import AuditEvent
 from app.events.streams import MAX_LAST, Feed, FeedItem, FeedOverflowError, Filters, Heartbeat, parse_list
@@ -102,7 +104,10 @@ async def _stream(socket: WebSocket[Principal, Any, Any], names: list[str], scop
     feed = _feed(runtime, scope, stream.filters)
     # Subscribed before accepting: once the client's handshake completes, no event can slip by.
     after = await _start(feed, stream)
-    async with feed.open(socket.app.state.live_hub, names, after) as items:
+    # Live events are written by the hub's pass over the feeds (`Feed.open`), straight to the server's
+    # send: Litestar's wrappers of it do nothing for a data frame (`app.main.BotArmy`).
+    server_send = cast("Send | None", socket.scope.get(SERVER_SEND_KEY)) or socket.send
+    async with feed.open(socket.app.state.live_hub, names, after, send=server_send) as items:
         await socket.accept()
 
         async def send_all() -> None:

@@ -26,6 +26,10 @@ from litestar.types import WebSocketSendEvent
 logger = structlog.get_logger(__name__)
 
 
+# Where the app (`app.main.BotArmy`) keeps a WebSocket's server-side ASGI send in its scope.
+SERVER_SEND_KEY = "botarmy.server_send"
+
+
 class LiveEvent(msgspec.Struct, frozen=True, gc=False):  # strings, ints and a dict of strings: no cycles
     """An event as it came over a channel, decoded once for every feed of the process."""
 
@@ -35,6 +39,7 @@ class LiveEvent(msgspec.Struct, frozen=True, gc=False):  # strings, ints and a d
     text: str  # the JSON message, sent as it is
     # The ASGI message that sends it, built once and shared by every socket: nothing on the way mutates it.
     message: WebSocketSendEvent
+    received_at: float  # the event loop's clock when this process read it
 
 
 class _Envelope(msgspec.Struct):
@@ -46,7 +51,7 @@ class _Envelope(msgspec.Struct):
 _decoder = msgspec.json.Decoder(_Envelope)
 
 
-def decode_live(payload: bytes) -> LiveEvent | None:
+def decode_live(payload: bytes, received_at: float) -> LiveEvent | None:
     """The event of a channel message, or None (logged) for a message that is not one."""
     try:
         envelope = _decoder.decode(payload)
@@ -61,13 +66,28 @@ def decode_live(payload: bytes) -> LiveEvent | None:
         agent_type if isinstance(agent_type, str) else None,
         text,
         {"type": "websocket.send", "bytes": None, "text": text},
+        received_at,
     )
 
 
 class Sink:
-    """One feed's buffer of live events. `offer` is called by the hub; the feed waits with `wait`."""
+    """One feed's buffer of live events. `offer` is called by the hub; the feed waits with `wait`.
 
-    __slots__ = ("_waiter", "accepts", "cut_off", "events", "first_id", "max_backlog", "overflowed", "woken")
+    While its feed has nothing else to send, it may set `direct`: the hub then hands it each event
+    at once, and the feed writes it to its client in the hub's own pass, with no wake-up.
+    """
+
+    __slots__ = (
+        "_waiter",
+        "accepts",
+        "cut_off",
+        "direct",
+        "events",
+        "first_id",
+        "max_backlog",
+        "overflowed",
+        "woken",
+    )
 
     def __init__(self, accepts: Callable[[LiveEvent], bool], max_backlog: int) -> None:
         """`accepts(event)` chooses the events this feed wants (its filters)."""
@@ -79,6 +99,8 @@ class Sink:
         self.overflowed = False
         self.first_id: int | None = None  # of the first stored event offered: where this live feed began
         self.woken = False  # set by `wake`: the feed has something else to do (a timer fired)
+        # Takes an event instead of the buffer, while the buffer is empty; it must not raise.
+        self.direct: Callable[[LiveEvent], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: LiveEvent) -> None:
@@ -86,6 +108,9 @@ class Sink:
             return
         if self.first_id is None and event.id is not None:
             self.first_id = event.id
+        if self.direct is not None and not self.events:
+            self.direct(event)
+            return
         if len(self.events) >= self.max_backlog:
             self.overflowed = True
             self.events.clear()  # nothing more is sent to this client: free its buffer now
@@ -169,8 +194,9 @@ class LiveHub:
                 await self.channels.unsubscribe(reader.subscriber, [name])
 
     async def _read(self, name: str, subscriber: Subscriber) -> None:
+        loop = asyncio.get_running_loop()
         async for payload in subscriber.iter_events():
-            event = decode_live(payload)
+            event = decode_live(payload, loop.time())
             if event is None:
                 continue
             for sink in tuple(self._sinks.get(name, ())):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +26,7 @@ from litestar.types import WebSocketSendEvent
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.events.eager import start_now
 from app.events.hub import LiveEvent, LiveHub, Sink
 from app.events.models import Event
 from app.events.outbox import encode_event
@@ -103,6 +104,15 @@ class Feed:
         # The last ids the transport wrote: live events arrive in commit order, which is not always id order.
         self.written: collections.deque[int] = collections.deque(maxlen=WRITTEN_WINDOW)
         self.sink = Sink(filters.accepts_live, max_backlog)
+        # Ids already sent by the replay or the catch-up, whose live copies are dropped.
+        self._seen: set[int] = set()
+        self._recent: collections.deque[int] = collections.deque(maxlen=DEDUPE_WINDOW)
+        self._active_at = 0.0  # the loop's clock when the client was last sent something
+        # Writing live events in the hub's pass (see `open`): the transport's ASGI send, the one
+        # write still under way (its client is backed up), and the error that ended writing.
+        self._send: Callable[[WebSocketSendEvent], Awaitable[None]] | None = None
+        self._in_flight: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None
 
     def _where(self) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
@@ -159,22 +169,73 @@ class Feed:
 
     @contextlib.asynccontextmanager
     async def open(
-        self, hub: LiveHub, names: list[str], after: int | None
+        self,
+        hub: LiveHub,
+        names: list[str],
+        after: int | None,
+        send: Callable[[WebSocketSendEvent], Awaitable[None]] | None = None,
     ) -> AsyncIterator[AsyncIterator[FeedItem | Heartbeat]]:
-        """Subscribe, then iterate: the replay after `after` (None: live only), then live events."""
+        """Subscribe, then iterate: the replay after `after` (None: live only), then live events.
+
+        With `send` (a WebSocket's ASGI send), live events that find the feed idle are not yielded:
+        they are written by the hub's pass over its feeds, one after the other, each a few microseconds
+        when the client keeps up. What the iteration yields (the replay, heartbeats, events that arrive
+        while a write to a backed-up client is still under way) the caller writes itself, as before.
+        """
+        self._send = send
         async with hub.attach(self.sink, names):
             yield self._items(self.sink, after)
 
+    def _remember(self, event_id: int) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._seen.discard(self._recent[0])
+        self._recent.append(event_id)
+        self._seen.add(event_id)
+
+    def _write_now(self, event: LiveEvent) -> None:
+        """`Sink.direct`: write a live event to the client now, in the hub's pass. Never raises."""
+        if event.id is not None:
+            if event.id in self._seen:
+                return
+            if self.last_id is None or event.id > self.last_id:
+                self.last_id = event.id
+        self._active_at = event.received_at
+        send = self._send
+        if send is None:  # never set as `direct` without a send
+            return
+        try:
+            pending = start_now(send(event.message))
+        except Exception as exc:  # noqa: BLE001 - whatever it is ends this feed, never the hub's pass
+            self._stop_writing(exc)
+            return
+        if pending is None:
+            if event.id is not None:
+                self.written.append(event.id)
+            return
+        # The client's transport is backed up: later events wait in the buffer (bounded) until this is out.
+        self.sink.direct = None
+        self._in_flight = pending
+        pending.add_done_callback(lambda task: self._written_later(task, event.id))
+
+    def _written_later(self, task: asyncio.Future[None], event_id: int | None) -> None:
+        self._in_flight = None
+        if task.cancelled():
+            self._stop_writing(ConnectionError("the write to the client was cancelled"))
+            return
+        if (exc := task.exception()) is not None:
+            self._stop_writing(exc)
+            return
+        if event_id is not None:
+            self.written.append(event_id)
+        self.sink.wake()  # the feed sends what waited meanwhile, then hands back to the hub
+
+    def _stop_writing(self, exc: BaseException) -> None:
+        self._failure = exc
+        self.sink.direct = None
+        self.sink.wake()
+
     async def _items(self, sink: Sink, after: int | None) -> AsyncIterator[FeedItem | Heartbeat]:
-        recent: collections.deque[int] = collections.deque(maxlen=DEDUPE_WINDOW)
-        seen: set[int] = set()
-
-        def remember(event_id: int) -> None:
-            if len(recent) == recent.maxlen:
-                seen.discard(recent[0])
-            recent.append(event_id)
-            seen.add(event_id)
-
+        remember = self._remember
         loop = asyncio.get_running_loop()
         catch_up_at: float | None = None
         if after is not None:
@@ -188,19 +249,31 @@ class Feed:
                         yield FeedItem(event.id, event.event_type, encode_event(event).decode())
             catch_up_at = loop.time() + CATCH_UP_AFTER_SECONDS
         # One timer at a time wakes the feed for its next deadline (catch-up, heartbeat), not one per event.
-        active_at = loop.time()
+        self._active_at = loop.time()
         timer: asyncio.TimerHandle | None = None
         try:
             while True:
+                sink.direct = None  # what is sent now, this iteration sends, in order
+                if self._failure is not None:
+                    raise self._failure
                 if sink.overflowed:
                     raise FeedOverflowError
+                if self._in_flight is not None:
+                    # The hub's last write goes out before anything else, unless the client is cut off meanwhile.
+                    overflow: asyncio.Future[Any] = asyncio.ensure_future(sink.cut_off.wait())
+                    in_flight: asyncio.Future[Any] = self._in_flight
+                    try:
+                        await asyncio.wait([in_flight, overflow], return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        overflow.cancel()
+                    continue
                 if sink.events:
                     live = sink.events.popleft()
-                    active_at = loop.time()
+                    self._active_at = loop.time()
                     if live.id is None:  # live only (model output as it streams): never replayed or deduplicated
                         yield FeedItem(None, live.event_type, live.text, live.message)
                         continue
-                    if live.id in seen:
+                    if live.id in self._seen:
                         continue
                     if catch_up_at is not None:
                         remember(live.id)
@@ -211,27 +284,32 @@ class Feed:
                 if catch_up_at is not None and now >= catch_up_at:
                     catch_up_at = None
                     # Late commits have ids near the hand-over: look from the oldest id still remembered.
-                    since = max(after or 0, (recent[0] - 1) if recent else 0)
-                    async for item in self._catch_up(since, seen, remember):
-                        active_at = loop.time()
+                    since = max(after or 0, (self._recent[0] - 1) if self._recent else 0)
+                    async for item in self._catch_up(since, self._seen, remember):
+                        self._active_at = loop.time()
                         yield item
                     continue
-                if now >= active_at + self.heartbeat_seconds:
-                    active_at = now
+                if now >= self._active_at + self.heartbeat_seconds:
+                    self._active_at = now
                     yield Heartbeat()
                     continue
                 if timer is None or sink.woken:
                     if timer is not None:
                         timer.cancel()
-                    deadline = active_at + self.heartbeat_seconds
+                    deadline = self._active_at + self.heartbeat_seconds
                     if catch_up_at is not None:
                         deadline = min(deadline, catch_up_at)
                     sink.woken = False
                     timer = loop.call_at(deadline, sink.wake)
+                if self._send is not None and catch_up_at is None:
+                    sink.direct = self._write_now  # idle and past the hand-over: the hub writes live events
                 await sink.wait()
         finally:
+            sink.direct = None
             if timer is not None:
                 timer.cancel()
+            if self._in_flight is not None:
+                self._in_flight.cancel()
 
     async def _catch_up(
         self, after: int, seen: set[int], remember: Callable[[int], None]
