@@ -27,7 +27,7 @@ from app.core.exceptions import exception_handlers, is_unavailable_error
 from app.core.headers import DOCS_PREFIX, add_security_headers
 from app.core.logging import configure_logging
 from app.core.openapi import complete_openapi
-from app.core.ratelimit import RATE_LIMIT_STORE, build_rate_limit, build_rate_limit_store
+from app.core.ratelimit import RateLimitMiddleware, build_request_counter
 from app.core.routes import route_handlers
 from app.core.security import provide_principal, role_guard
 from app.db.engine import build_db_config, upgrade_database_async
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     runtime = Runtime(settings=settings, db_config=db_config, broker=broker, publisher=publisher)
     redis = Redis.from_url(settings.redis.url, socket_connect_timeout=3) if settings.redis.url else None
     health = HealthService(db_config.get_engine(), redis)
+    request_counter = build_request_counter(settings.redis, redis)
 
     @contextlib.asynccontextmanager
     async def runtime_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -130,12 +131,11 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         # Outermost first: limit before authenticating, so that guessing tokens is limited too.
         before_send=[add_security_headers],
         middleware=[
-            build_rate_limit(settings.server).middleware,
+            RateLimitMiddleware(settings.server, request_counter),
             DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
         ],
         guards=[role_guard],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
-        stores={RATE_LIMIT_STORE: build_rate_limit_store(settings.redis)},
         cors_config=CORSConfig(
             allow_origins=origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],

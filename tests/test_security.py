@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from app.db.engine import build_db_config
 from app.events.models import Event
 from app.main import create_app
 from app.tokens.models import ApiToken
-from tests.conftest import FAST_ENV, free_port
+from tests.conftest import FAST_ENV, drop_redis_namespace, free_port
 from tests.helpers import BOTARMY, REPO_ROOT, Server, app_client, cli_token, issue_token, start_server
 
 OPEN_PATHS = {"/health", "/health/ready"}
@@ -380,6 +381,38 @@ async def test_rate_limit_per_token(embedded_env: dict[str, str]) -> None:
         assert (await client.get("/api/v1/projects", headers=second)).status_code == 200
         health = [(await client.get("/health")).status_code for _ in range(8)]
         assert health == [200] * 8
+
+
+async def test_rate_limit_headers_count_down_in_both_modes(mode_env: dict[str, str]) -> None:
+    settings = load_settings({**mode_env, "BOTARMY_RATE_LIMIT_PER_MINUTE": "4"})
+    async with app_client(settings) as client:
+        responses = [await client.get("/api/v1/projects") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200] * 4 + [429]
+    assert [r.headers["RateLimit-Remaining"] for r in responses] == ["3", "2", "1", "0", "0"]
+    for response in responses:
+        assert response.headers["RateLimit-Limit"] == "4"
+        assert response.headers["RateLimit-Policy"] == "4; w=60"
+        assert 1 <= int(response.headers["RateLimit-Reset"]) <= 60
+    assert responses[-1].headers["Retry-After"] == responses[-1].headers["RateLimit-Reset"]
+    assert "at most 4 requests a minute" in responses[-1].json()["detail"]
+
+
+@pytest.mark.services
+async def test_rate_limit_holds_across_api_instances_sharing_redis(services_env: dict[str, str]) -> None:
+    """Two apps on one Redis namespace: one token's requests are counted together, none is lost
+    when both count at once (Litestar's read-then-write counter lost some)."""
+    namespace = f"rl-{uuid.uuid4().hex[:10]}"
+    settings = load_settings(
+        {**services_env, "BOTARMY_REDIS_NAMESPACE": namespace, "BOTARMY_RATE_LIMIT_PER_MINUTE": "30"}
+    )
+    try:
+        async with app_client(settings, role=None) as first, app_client(settings, role=None) as second:
+            headers = {"Authorization": f"Bearer {await issue_token(settings)}"}
+            sent = [client.get("/api/v1/projects", headers=headers) for client in (first, second) for _ in range(20)]
+            statuses = Counter(response.status_code for response in await asyncio.gather(*sent))
+            assert statuses == {200: 30, 429: 10}
+    finally:
+        drop_redis_namespace(namespace)
 
 
 async def test_json_nesting_is_bounded(client: AsyncClient) -> None:
