@@ -42,6 +42,8 @@ def serve(host: str | None, port: int | None) -> None:
         # Events are small JSON messages fanned out to many sockets: compressing each one once per
         # socket (and keeping a zlib stream per connection) costs more CPU and memory than it saves.
         ws_per_message_deflate=False,
+        # Named, not "auto": the streams write live events in one pass over their sockets and rely on
+        # this protocol's send writing at once unless the client's socket is backed up.
         ws="websockets-sansio",
         log_config=None,  # uvicorn's loggers go through ours, which redact secrets
         log_level=settings.app.log_level.lower(),

@@ -210,3 +210,39 @@ async def test_a_backed_up_client_is_cut_off_and_one_that_is_gone_ends_its_feed(
             assert stuck.ids == gone.ids == []
     finally:
         await database.get_engine().dispose()
+
+
+async def test_the_heartbeat_counts_the_hubs_writes_and_comes_once_the_stream_is_idle(
+    embedded_env: dict[str, str],
+) -> None:
+    database = build_db_config(load_settings(embedded_env).db)
+    channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
+    transport = Transport("client")
+    heartbeats: list[float] = []
+    try:
+        async with channels, contextlib.AsyncExitStack() as stack:
+            hub = LiveHub(channels)
+            feed = Feed(database.get_session, None, Filters(), max_backlog=50, heartbeat_seconds=0.3)
+            items = await stack.enter_async_context(feed.open(hub, ["c"], None, send=transport.send))
+            loop = asyncio.get_running_loop()
+
+            async def read() -> None:
+                async for item in items:
+                    if not isinstance(item, FeedItem):
+                        heartbeats.append(loop.time())
+
+            reader = asyncio.create_task(read())
+            await until(lambda: feed.sink.direct is not None)
+            started = loop.time()
+            for n in range(1, 13):  # an event every 0.1 s for 1.2 s: never idle for 0.3 s
+                publish(channels, n, n)
+                await asyncio.sleep(0.1)
+            busy_until = loop.time()
+            assert transport.ids == list(range(1, 13))
+            assert [at for at in heartbeats if at < busy_until] == [], heartbeats
+            await until(lambda: bool(heartbeats))  # idle now: the heartbeat comes
+            assert 0.25 <= heartbeats[0] - busy_until + 0.1 <= 1.0, (heartbeats[0] - started, busy_until - started)
+            assert feed.last_id == 12
+            reader.cancel()
+    finally:
+        await database.get_engine().dispose()

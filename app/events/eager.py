@@ -2,8 +2,8 @@
 
 One event on a busy project goes to hundreds of sockets. A send to a socket whose transport is not
 backed up never waits: the server frames the message, writes it to the transport and returns. Going
-through a task per socket for it (a wake-up, a task step, a generator resumed) cost more than the
-send itself (bench/README.md, `ws_bench`). `start_now` runs the coroutine until it finishes or
+through a task per socket for it added a wake-up, a task step and a generator resumed per socket and
+event (bench/README.md, `ws_bench`). `start_now` runs the coroutine until it finishes or
 first waits; only a send that does wait (a client that stopped reading, so the transport paused
 writing) gets a task, which finishes it exactly as the event loop would have. Python 3.12's eager
 tasks do the same; this project runs on 3.11 too.
