@@ -12,13 +12,14 @@ in the embedded default. The responses keep the same headers (`RateLimit-*`, and
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
-from litestar.connection import ASGIConnection
+from litestar import Request
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
+from litestar.middleware.rate_limit import get_remote_address
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -85,11 +86,9 @@ def build_request_counter(settings: RedisSettings, redis: Redis | None) -> Reque
 
 def rate_limit_identity(scope: Scope) -> str:
     """Requests are counted per token (by its hash), or per client address when they carry none."""
-    token = token_of(ASGIConnection(scope))
-    if token:
-        return f"token:{hash_token(token)[:32]}"
-    client = scope.get("client")
-    return f"address:{client[0] if client else '127.0.0.1'}"
+    request: Request[Any, Any, Any] = Request(scope)
+    token = token_of(request)
+    return f"token:{hash_token(token)[:32]}" if token else f"address:{get_remote_address(request)}"
 
 
 def limit_headers(limit: int, number: int, reset: int) -> dict[str, str]:

@@ -235,7 +235,6 @@ class Feed:
         self.sink.wake()
 
     async def _items(self, sink: Sink, after: int | None) -> AsyncIterator[FeedItem | Heartbeat]:
-        remember = self._remember
         loop = asyncio.get_running_loop()
         catch_up_at: float | None = None
         if after is not None:
@@ -244,7 +243,7 @@ class Feed:
                     if sink.overflowed:
                         raise FeedOverflowError
                     if self.filters.accepts(event.event_type, event.data):
-                        remember(event.id)
+                        self._remember(event.id)
                         self.last_id = event.id
                         yield FeedItem(event.id, event.event_type, encode_event(event).decode())
             catch_up_at = loop.time() + CATCH_UP_AFTER_SECONDS
@@ -276,7 +275,7 @@ class Feed:
                     if live.id in self._seen:
                         continue
                     if catch_up_at is not None:
-                        remember(live.id)
+                        self._remember(live.id)
                     self.last_id = max(self.last_id or 0, live.id)
                     yield FeedItem(live.id, live.event_type, live.text, live.message)
                     continue
@@ -285,7 +284,7 @@ class Feed:
                     catch_up_at = None
                     # Late commits have ids near the hand-over: look from the oldest id still remembered.
                     since = max(after or 0, (self._recent[0] - 1) if self._recent else 0)
-                    async for item in self._catch_up(since, self._seen, remember):
+                    async for item in self._catch_up(since):
                         self._active_at = loop.time()
                         yield item
                     continue
@@ -311,14 +310,12 @@ class Feed:
             if self._in_flight is not None:
                 self._in_flight.cancel()
 
-    async def _catch_up(
-        self, after: int, seen: set[int], remember: Callable[[int], None]
-    ) -> AsyncIterator[FeedItem | Heartbeat]:
+    async def _catch_up(self, after: int) -> AsyncIterator[FeedItem | Heartbeat]:
         """Events committed around the hand-over that neither the replay nor the subscription saw."""
         async with self.sessions() as session:
             async for event in self._history(session, after):
-                if event.id in seen or not self.filters.accepts(event.event_type, event.data):
+                if event.id in self._seen or not self.filters.accepts(event.event_type, event.data):
                     continue
-                remember(event.id)
+                self._remember(event.id)
                 self.last_id = max(self.last_id or 0, event.id)
                 yield FeedItem(event.id, event.event_type, encode_event(event).decode())
