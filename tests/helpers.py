@@ -146,6 +146,7 @@ async def app_client(
     connections that belonged to that loop.
     """
     app = create_app(settings)
+    before = asyncio.all_tasks()
     started, stopping = asyncio.Event(), asyncio.Event()
 
     async def run_lifespan() -> None:
@@ -170,6 +171,33 @@ async def app_client(
     finally:
         stopping.set()
         await lifespan
+        await _end_leftover_tasks(asyncio.all_tasks() - before)
+
+
+LEFTOVER_TASK_SECONDS = 20.0
+
+
+def _frames(task: asyncio.Task[Any]) -> str:
+    return " <- ".join(f"{f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})" for f in task.get_stack())
+
+
+async def _end_leftover_tasks(tasks: set[asyncio.Task[Any]]) -> None:
+    """End what the app still runs after its shutdown (in-process jobs, their model calls).
+
+    pytest-asyncio cancels a test's leftover tasks once and then waits for them without a bound: one
+    that swallowed that cancellation (somewhere in a library's cleanup) hung CI until the 300 s
+    test timeout. Here they are cancelled again until they end, and a task still running after
+    LEFTOVER_TASK_SECONDS fails the test with its stack instead of hanging it.
+    """
+    pending = {task for task in tasks if task is not asyncio.current_task() and not task.done()}
+    deadline = time.monotonic() + LEFTOVER_TASK_SECONDS
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    if pending:
+        stacks = "\n".join(f"{task!r} at {_frames(task)}" for task in pending)
+        raise AssertionError(f"tasks still running {LEFTOVER_TASK_SECONDS:.0f} s after the app stopped:\n{stacks}")
 
 
 async def eventually(
