@@ -172,6 +172,58 @@ class DeploymentLog(Content):
     notes: Text = ""
 
 
+# -- product owner, scrum master, reviewers --------------------------------------------------
+
+
+class StoryOutline(Content):
+    id: Short
+    title: Short
+    description: Text = ""
+
+
+class Epic(Content):
+    """One epic of a sharded PRD: what it delivers, the requirements and components it covers."""
+
+    id: Short
+    title: Short
+    goal: Text
+    requirement_ids: Annotated[list[Short], Meta(max_length=100)] = msgspec.field(default_factory=list)
+    components: Annotated[list[Short], Meta(max_length=50)] = msgspec.field(default_factory=list)
+    stories: Annotated[list[StoryOutline], Meta(max_length=50)] = msgspec.field(default_factory=list)
+
+
+class Story(Content):
+    """A user story ready for development (BMAD's story.md)."""
+
+    id: Short
+    epic_id: Short
+    title: Short
+    as_a: Text
+    i_want: Text
+    so_that: Text
+    acceptance_criteria: Annotated[list[Text], Meta(min_length=1, max_length=50)]
+    tasks: Annotated[list[Text], Meta(max_length=100)] = msgspec.field(default_factory=list)
+    components: Annotated[list[Short], Meta(max_length=50)] = msgspec.field(default_factory=list)
+    status: Literal["draft", "approved", "review", "done"] = "draft"
+
+
+class Finding(Content):
+    """One checked item: a checklist line or an aspect of the work under review."""
+
+    item: Text
+    status: Literal["pass", "fail", "partial", "not_applicable"]
+    note: Text = ""
+
+
+class Review(Content):
+    """A validation or review of other artifacts; the reviewed ones are linked in its metadata."""
+
+    verdict: Literal["approved", "changes_requested"]
+    summary: Text
+    findings: Annotated[list[Finding], Meta(max_length=500)] = msgspec.field(default_factory=list)
+    checklist: Short | None = None
+
+
 # -- orchestrator ----------------------------------------------------------------------------
 
 
@@ -194,6 +246,9 @@ CONTENT_TYPES: dict[ArtifactType, type[Content]] = {
     ArtifactType.DEPLOYMENT_PACKAGE: DeploymentPackage,
     ArtifactType.DEPLOYMENT_LOG: DeploymentLog,
     ArtifactType.AGENT_OUTPUT: AgentOutput,
+    ArtifactType.REVIEW: Review,
+    ArtifactType.EPIC: Epic,
+    ArtifactType.STORY: Story,
 }
 # Whose text is code or files: kept as written (escaped wherever it is shown), never rewritten.
 CODE_TYPES = frozenset({ArtifactType.SOURCE_CODE, ArtifactType.DEPLOYMENT_PACKAGE})

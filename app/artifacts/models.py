@@ -24,6 +24,11 @@ class ArtifactType(StrEnum):
     DEPLOYMENT_PACKAGE = "deployment_package"
     AGENT_OUTPUT = "agent_output"
     HITL_RESPONSE = "hitl_response"
+    # A validation or review of other artifacts (PO checklist, QA review): never replaces what it reviews.
+    REVIEW = "review"
+    # A PRD sharded for development: epics are children of the PRD, stories children of their epic.
+    EPIC = "epic"
+    STORY = "story"
 
 
 class Granularity(StrEnum):

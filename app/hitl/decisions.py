@@ -263,6 +263,7 @@ class DecisionService:
                 actor=actor,
                 feedback=comment,
                 redo_of=task.id,
+                brief=task.brief,
             )
             return [redo.id]
         return []
@@ -314,6 +315,7 @@ class DecisionService:
             at_most_once=task.at_most_once,
             feedback=comment,
             redo_of=task.id,
+            brief=task.brief,
         )
         await self.executions.replace_run(task, new)
         await self.tasks.cancel_open(task.id, actor=f"{actor} (rejected; redone as task {new.id})", commit=False)

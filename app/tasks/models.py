@@ -75,3 +75,6 @@ class AgentTask(UUIDv7AuditBase):
     redo_of: Mapped[UUID | None] = mapped_column(GUID, nullable=True)
     # An orchestrator task mediating a disagreement: the task that reported it.
     mediates: Mapped[UUID | None] = mapped_column(GUID, nullable=True)
+    # A workflow step's brief (app.tasks.schemas.StepBrief): what it writes, as whom, from which
+    # BMAD task file and checklist, and what it reviews. None: the agent's defaults.
+    brief: Mapped[dict[str, Any] | None] = mapped_column(JsonB, nullable=True)

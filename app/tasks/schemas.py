@@ -19,6 +19,28 @@ class TaskCreate(InputStruct):
     timeout_seconds: Annotated[int, Meta(ge=1, le=86_400)] | None = None
 
 
+class StepBrief(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a workflow step asks of its task beyond the agent's defaults (stored on the task).
+
+    `output_types`: the artifact types the step writes (its `creates`/`updates`, or `review` for a
+    validation or review step). `persona`: the BMAD agent id whose file's persona speaks.
+    `task_file`/`task_text`: the step's `uses:` task. `checklist`/`checklist_items`: its `validates:`
+    or `uses:` checklist, whose items come back as the review's findings. `reviews`: the artifacts a
+    review step reviews. `parent_id`: the artifact what it writes belongs under (a PRD's epics, an
+    epic's stories).
+    """
+
+    output_types: list[str] = msgspec.field(default_factory=list)
+    persona: str | None = None
+    action: str | None = None
+    task_file: str | None = None
+    task_text: str | None = None
+    checklist: str | None = None
+    checklist_items: list[str] = msgspec.field(default_factory=list)
+    reviews: list[str] = msgspec.field(default_factory=list)
+    parent_id: str | None = None
+
+
 class TaskSubmitted(Struct):
     task_id: UUID
     job_id: str | None

@@ -146,6 +146,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         feedback: str | None = None,
         redo_of: UUID | None = None,
         mediates: UUID | None = None,
+        brief: dict[str, Any] | None = None,
     ) -> AgentTask:
         """Store a task `pending` with its `task_created` event (no commit, not yet queued)."""
         session = self.repository.session
@@ -166,6 +167,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "feedback": feedback,
                 "redo_of": redo_of,
                 "mediates": mediates,
+                "brief": brief,
             }
         )
         await self.events.record(
