@@ -136,6 +136,8 @@ async def test_500_on_every_attempt_fails_with_the_providers_error(
     assert "500" in str(task["error"])
     assert "upstream exploded" in str(task["error"])
     assert SECRET_KEY not in str(task["error"])
+    provider = str(task["error"]).split(":")[0]
+    assert str(task["error"]).count(f"{provider}:") == 1  # the provider named once, not "openai: openai: ..."
     assert len(await usage_of(settings, str(task["id"]))) == 4
     agents = (await client.get("/api/v1/agents/status", params={"project_id": str(task["project_id"])})).json()
     assert agents["items"][0]["status"] == "error"

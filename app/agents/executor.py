@@ -24,7 +24,7 @@ from app.agents.live_output import LiveOutput
 from app.agents.mediation import after_mediation, start_mediation
 from app.agents.models import AgentState
 from app.agents.outputs import CODE_TYPES, CONTENT_TYPES, AgentAnswer
-from app.agents.personas import AGENT_ARTIFACTS, persona_for
+from app.agents.personas import AGENT_ARTIFACTS, Persona, persona_for
 from app.agents.prompts import ContextItem, PromptContext, build_prompt
 from app.agents.services import AgentService, BudgetExceededError
 from app.artifacts.models import ArtifactType
@@ -41,6 +41,7 @@ from app.llm.pricing import cost_usd
 from app.llm.registry import build_provider
 from app.projects.models import OversightLevel, Project
 from app.tasks.models import AgentTask, AgentType, TaskStatus
+from app.tasks.schemas import StepBrief
 from app.tasks.services import Lease, TaskService
 from app.worker.runtime import Runtime
 from app.workflows.services import ExecutionService
@@ -133,6 +134,9 @@ class AgentExecutor:
         self.tokens_out = 0
         self.cost = 0.0
         self.log = logger.bind(task_id=str(self.task.id), agent_type=self.agent_type.value)
+        # A workflow step's brief: the types it writes, its persona, task file and checklist.
+        self.brief = msgspec.convert(self.task.brief or {}, StepBrief)
+        self.persona = persona_for(self.agent_type)
 
     async def execute(self) -> list[UUID]:
         """Do the task; the workflow tasks its completion created, for the caller to enqueue."""
@@ -153,9 +157,11 @@ class AgentExecutor:
                 )
                 for artifact in artifacts
             ]
-        allowed = AGENT_ARTIFACTS[self.agent_type]
+        brief = self.brief
+        allowed = tuple(ArtifactType(kind) for kind in brief.output_types) or AGENT_ARTIFACTS[self.agent_type]
+        self.persona = msgspec.convert(brief.persona, Persona) if brief.persona else persona_for(self.agent_type)
         prompt = build_prompt(
-            persona_for(self.agent_type), self.task.instructions, allowed, context, feedback=self.task.feedback
+            self.persona, self.task.instructions, allowed, context, feedback=self.task.feedback, brief=brief
         )
         if not await self._within_budget(project, prompt):
             return []
@@ -258,7 +264,10 @@ class AgentExecutor:
             retriable = isinstance(error, TransientModelError | InvalidAnswerError)
             if not retriable or attempt > len(delays):
                 self.log.warning("model_call_failed", attempts=attempt, outcome=outcome, error=str(error))
-                raise TaskFailedError(f"{self.provider_name}: {error}", code=outcome)
+                message = str(error)
+                if not message.startswith(f"{self.provider_name}:"):  # provider errors name themselves
+                    message = f"{self.provider_name}: {message}"
+                raise TaskFailedError(message, code=outcome)
             delay = delays[attempt - 1]
             self.log.info("model_call_retry", attempt=attempt, outcome=outcome, delay_s=delay)
             async with self.runtime.session() as session:
@@ -316,6 +325,14 @@ class AgentExecutor:
                 "injected": [str(artifact_id) for artifact_id in prompt.injected],
                 "omitted": [str(artifact_id) for artifact_id in prompt.omitted],
             },
+            # Who spoke and from which BMAD files: the record of what went into the prompt.
+            "prompt": {
+                "persona": self.persona.name,
+                "persona_source": self.persona.source,
+                "output_types": [kind.value for kind in prompt.output_types],
+                "task_file": self.brief.task_file,
+                "checklist": self.brief.checklist,
+            },
         }
 
     async def _finish(self, answer: AgentAnswer, prompt: PromptContext, threshold: float) -> list[UUID]:
@@ -336,7 +353,10 @@ class AgentExecutor:
             task = self.task
             store = ArtifactService(session=session)
             artifact_ids: list[UUID] = []
+            derived_from = [str(artifact_id) for artifact_id in prompt.injected]
+            parent_id = UUID(self.brief.parent_id) if self.brief.parent_id else None
             for produced in answer.artifacts:
+                review = produced.artifact_type == ArtifactType.REVIEW
                 artifact = await store.store_generated(
                     project_id=task.project_id,
                     task_id=task.id,
@@ -347,10 +367,12 @@ class AgentExecutor:
                     meta={
                         "confidence": answer.confidence,
                         "validation_status": "valid",
-                        "tags": [],
-                        "related_artifacts": [str(artifact_id) for artifact_id in prompt.injected],
-                        "derived_from": [str(artifact_id) for artifact_id in prompt.injected],
+                        "tags": ["review"] if review else [],
+                        # A review is linked to what it reviewed (and never replaces it).
+                        "related_artifacts": list(dict.fromkeys(self.brief.reviews)) if review else derived_from,
+                        "derived_from": derived_from,
                     },
+                    parent_id=None if review else parent_id,
                 )
                 artifact_ids.append(artifact.id)
             status = TaskStatus.WAITING_FOR_HITL if asks or disputes else TaskStatus.COMPLETED

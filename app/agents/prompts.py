@@ -12,6 +12,7 @@ from app.agents.outputs import ANSWER_SCHEMA, content_schema
 from app.agents.personas import Persona
 from app.artifacts.models import ArtifactType
 from app.llm.base import ModelRequest
+from app.tasks.schemas import StepBrief
 
 # Roughly 4 characters a token: the whole injected context stays under ~6k tokens by default.
 DEFAULT_CONTEXT_BUDGET_CHARS = 24_000
@@ -24,6 +25,8 @@ PREFERRED_CONTEXT: dict[str, tuple[ArtifactType, ...]] = {
     "deployer": (ArtifactType.SOURCE_CODE, ArtifactType.SYSTEM_ARCHITECTURE, ArtifactType.TEST_RESULTS),
     "orchestrator": (ArtifactType.USER_INPUT, ArtifactType.PROJECT_PLAN, ArtifactType.AGENT_OUTPUT),
 }
+# Types a step may write several of in one answer: one epic each of a sharded PRD.
+MANY = frozenset({ArtifactType.EPIC})
 _WORD = re.compile(r"[a-z0-9]{3,}")
 _encoder = msgspec.json.Encoder()
 
@@ -42,6 +45,7 @@ class PromptContext(msgspec.Struct, frozen=True, kw_only=True):
     request: ModelRequest
     injected: list[UUID]
     omitted: list[UUID]
+    output_types: tuple[ArtifactType, ...] = ()
 
 
 def _words(text: str) -> set[str]:
@@ -73,8 +77,20 @@ def build_prompt(
     *,
     feedback: str | None = None,
     budget_chars: int = DEFAULT_CONTEXT_BUDGET_CHARS,
+    brief: StepBrief | None = None,
 ) -> PromptContext:
+    brief = brief or StepBrief()
     ranked = rank_context(persona.agent_type.value, instructions, context)
+    # The step's BMAD task file and checklist come out of the same budget as the context.
+    how = f"# How (BMAD task {brief.task_file})\n{brief.task_text}" if brief.task_text else ""
+    checklist = (
+        f"# Checklist ({brief.checklist}): check every item against the context, in order; each item is one "
+        "finding of your review (pass, fail, partial or not_applicable, with a note)\n"
+        + "\n".join(f"- [ ] {item}" for item in brief.checklist_items)
+        if brief.checklist_items
+        else ""
+    )
+    budget_chars = max(0, budget_chars - len(how) - len(checklist))
     sections: list[str] = []
     injected: list[UUID] = []
     omitted: list[UUID] = []
@@ -98,11 +114,14 @@ def build_prompt(
             }
         )
     outputs = "\n".join(
-        f"- {artifact_type.value}: content must match {_encoder.encode(content_schema(artifact_type)).decode()}"
+        f"- {artifact_type.value}{' (one artifact for each)' if artifact_type in MANY else ''}: content must match "
+        f"{_encoder.encode(content_schema(artifact_type)).decode()}"
         for artifact_type in artifact_types
     )
     parts = [
         f"# Task\n{instructions}",
+        how,
+        checklist,
         f"# Feedback from the product owner on your previous answer\n{feedback}" if feedback else "",
         f"# Context ({len(injected)} of {len(ranked)} artifacts, most relevant first)\n" + "\n\n".join(sections)
         if sections
@@ -123,6 +142,12 @@ def build_prompt(
             "instructions": instructions,
             "feedback": feedback or "",
             "context": hint_context,
+            "persona": persona.name,
+            "action": brief.action,
+            "checklist": brief.checklist,
+            "checklist_items": list(brief.checklist_items),
+            "item": brief.item,
+            "reviews": list(brief.reviews),
         },
     )
-    return PromptContext(request=request, injected=injected, omitted=omitted)
+    return PromptContext(request=request, injected=injected, omitted=omitted, output_types=artifact_types)

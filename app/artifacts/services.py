@@ -266,8 +266,10 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         title: str,
         content: Any,
         meta: dict[str, Any],
+        parent_id: UUID | None = None,
     ) -> Artifact:
-        """A document an agent wrote (content already validated), with its sections."""
+        """A document an agent wrote (content already validated), with its sections; `parent_id`: the
+        document it belongs under (a PRD's epics, an epic's stories)."""
         return await self.store(
             project_id=project_id,
             task_id=task_id,
@@ -277,7 +279,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             content=content,
             meta=meta,
             granularity=Granularity.DOCUMENT.value,
-            parent_id=None,
+            parent_id=parent_id,
             changed_by=f"agent:{source_agent}",
             event_type="artifact_generated",
         )

@@ -131,10 +131,11 @@ class ChatService:
         elif await self.session.scalar(running.limit(1)) is not None:
             text = "A workflow already runs for this project; steer it with the HITL answers or pause it first."
         else:
-            workflow = BmadService(bmad_core(self.settings.app.bmad_dir)).workflow(DEFAULT_WORKFLOW)
+            core = bmad_core(self.settings.app.bmad_dir)
+            workflow = BmadService(core).workflow(DEFAULT_WORKFLOW)
             inputs = {"idea": message.data.get("text", ""), "task_timeout_seconds": task.timeout_seconds}
             execution, follow_ups = await ExecutionService(self.session, self.settings.hitl).start(
-                project, workflow, inputs, actor="agent:orchestrator"
+                project, workflow, inputs, actor="agent:orchestrator", core=core
             )
             text = f"Started the {workflow.name} on this idea (execution {execution.id})."
             execution_id = execution.id

@@ -156,12 +156,15 @@ class WorkflowStarted(Payload):
 
 
 class WorkflowStepStarted(Payload):
+    """`missing_inputs`: what the step `requires` that neither an earlier step nor the project has."""
+
     execution_id: str
     step: int
     agent_type: str | None
     phase: str
     task_id: str
     task_ids: list[str]
+    missing_inputs: list[str] | None = None
 
 
 class WorkflowStepCompleted(Payload):

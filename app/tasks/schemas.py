@@ -23,15 +23,16 @@ class StepBrief(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What a workflow step asks of its task beyond the agent's defaults (stored on the task).
 
     `output_types`: the artifact types the step writes (its `creates`/`updates`, or `review` for a
-    validation or review step). `persona`: the BMAD agent id whose file's persona speaks.
-    `task_file`/`task_text`: the step's `uses:` task. `checklist`/`checklist_items`: its `validates:`
-    or `uses:` checklist, whose items come back as the review's findings. `reviews`: the artifacts a
-    review step reviews. `parent_id`: the artifact what it writes belongs under (a PRD's epics, an
-    epic's stories).
+    validation or review step). `persona_id`/`persona`: the BMAD agent file whose persona speaks
+    (a Persona, as JSON). `task_file`/`task_text`: the step's `uses:` task (or template outline).
+    `checklist`/`checklist_items`: its checklist, whose items come back as the review's findings.
+    `reviews`: the artifacts a review step reviews. `parent_id`: the artifact what it writes belongs
+    under (a PRD's epics, an epic's stories). `item`: the item of this run of a repeated step.
     """
 
     output_types: list[str] = msgspec.field(default_factory=list)
-    persona: str | None = None
+    persona_id: str | None = None
+    persona: dict[str, Any] | None = None
     action: str | None = None
     task_file: str | None = None
     task_text: str | None = None
@@ -39,6 +40,7 @@ class StepBrief(msgspec.Struct, kw_only=True, omit_defaults=True):
     checklist_items: list[str] = msgspec.field(default_factory=list)
     reviews: list[str] = msgspec.field(default_factory=list)
     parent_id: str | None = None
+    item: Any = None
 
 
 class TaskSubmitted(Struct):

@@ -73,6 +73,7 @@ async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> s
                 runs=runs,
                 request_id=UUID(state["request_id"]) if state.get("request_id") else None,
                 reason=state.get("reason"),
+                missing_inputs=list(state.get("missing_inputs", [])),
                 started_at=state.get("started_at"),
                 finished_at=state.get("finished_at"),
             )
@@ -119,14 +120,15 @@ class ExecutionController(Controller):
         project = await executions.session.get(Project, data.project_id)
         if project is None:
             raise NotFoundError(f"Project {data.project_id} does not exist.")
-        workflow = BmadService(bmad_core(request.app.state.settings.app.bmad_dir)).workflow(data.workflow_id)
+        core = bmad_core(request.app.state.settings.app.bmad_dir)
+        workflow = BmadService(core).workflow(data.workflow_id)
         inputs = {
             "idea": data.inputs.idea,
             "include_optional": data.inputs.include_optional,
             "task_timeout_seconds": data.inputs.task_timeout_seconds
             or request.app.state.settings.models.task_timeout_seconds,
         }
-        execution, task_ids = await executions.start(project, workflow, inputs, actor=principal.name)
+        execution, task_ids = await executions.start(project, workflow, inputs, actor=principal.name, core=core)
         await commit_and_dispatch(request.app.state.runtime, executions.session, task_ids)
         return await to_execution(executions.session, execution)
 

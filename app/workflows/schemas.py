@@ -47,6 +47,8 @@ class ExecutionStep(Struct):
     # A question about the step's condition, waiting for a human (high oversight).
     request_id: UUID | None
     reason: str | None
+    # What the step `requires` that neither an earlier step nor the project had when it started.
+    missing_inputs: list[str]
     started_at: str | None
     finished_at: str | None
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact, ArtifactType, Granularity
 from app.artifacts.services import ArtifactService
-from app.bmad.loader import Workflow, WorkflowStep
+from app.bmad.loader import BmadCore, Workflow, WorkflowStep
 from app.config import HitlSettings
 from app.core.exceptions import ConflictError, InvalidInputError, NotFoundError
 from app.events.services import EventService
@@ -32,8 +32,19 @@ from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
 from app.hitl.services import HitlService
 from app.projects.models import OversightLevel, Project, ProjectStatus
 from app.tasks.models import AgentTask, AgentType, TaskStatus
-from app.tasks.schemas import TaskCreate
+from app.tasks.schemas import StepBrief, TaskCreate
 from app.tasks.services import TaskService
+from app.workflows.context import (
+    Inputs,
+    StepInputs,
+    StepResources,
+    depends_on,
+    made_by_earlier_steps,
+    noun_kind,
+    output_types,
+    repeat_nouns,
+    step_resources,
+)
 from app.workflows.models import ExecutionStatus, Handoff, HandoffStatus, WorkflowExecution
 
 GATED_PHASES: dict[str, frozenset[str]] = {
@@ -41,20 +52,12 @@ GATED_PHASES: dict[str, frozenset[str]] = {
     OversightLevel.MEDIUM.value: frozenset({"design", "build", "launch"}),
     OversightLevel.LOW.value: frozenset(),
 }
-# BMAD artifact names onto our artifact types (ours are named by their type already).
-ARTIFACT_NAMES: dict[str, ArtifactType] = {
-    "project-brief.md": ArtifactType.SOFTWARE_SPECIFICATION,
-    "prd.md": ArtifactType.SOFTWARE_SPECIFICATION,
-    "architecture.md": ArtifactType.SYSTEM_ARCHITECTURE,
-    "front-end-spec.md": ArtifactType.SYSTEM_ARCHITECTURE,
-    "sharded_docs": ArtifactType.IMPLEMENTATION_PLAN,
-    "story.md": ArtifactType.IMPLEMENTATION_PLAN,
-    "implementation_files": ArtifactType.SOURCE_CODE,
-}
 OPEN = (ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING_FOR_HITL.value, ExecutionStatus.PAUSED.value)
 DONE = ("completed", "skipped")
 ASK = "ask"  # a decision: put the step's condition to a human
 MAX_RUNS = 50  # runs of one `repeats` step
+# Beside the workflow in an execution's definition: each step's StepResources, by step index.
+RESOURCES_KEY = "resources"
 # What a HITL request of an execution holds up, by its step_id.
 GATE_PREFIX, CONDITION_PREFIX, INTERRUPTED_PREFIX = "gate:", "condition:", "interrupted:"
 
@@ -105,18 +108,15 @@ def phase_stages(workflow: Workflow) -> list[list[WorkflowStep]]:
     return stages
 
 
-def _outputs(step: WorkflowStep) -> tuple[set[str], set[ArtifactType]]:
-    names = {name.split(" ")[0] for name in [*step.creates, *step.updates]}
-    return names, {kind for name in names if (kind := artifact_type_of(name)) is not None}
-
-
-def depends_on(step: WorkflowStep, earlier: WorkflowStep) -> bool:
-    """Whether `step` needs something `earlier` makes (or writes what `earlier` writes)."""
-    names, kinds = _outputs(earlier)
-    for name in [name.split(" ")[0] for name in [*step.requires, *step.updates]]:
-        if name.startswith("all_") or name in names or artifact_type_of(name) in kinds:
-            return True
-    return False
+def stage_keys(stages: list[list[WorkflowStep]]) -> list[str]:
+    """Each stage's gate key: its phase, with `#n` from the phase's second occurrence on."""
+    seen: dict[str, int] = {}
+    keys = []
+    for stage in stages:
+        phase = stage[0].phase
+        seen[phase] = seen.get(phase, 0) + 1
+        keys.append(phase if seen[phase] == 1 else f"{phase}#{seen[phase]}")
+    return keys
 
 
 def may_start(step: WorkflowStep, unfinished: list[WorkflowStep], variables: dict[str, Any]) -> bool:
@@ -144,21 +144,32 @@ def _item_label(item: Any) -> str | None:
     return text[:300]
 
 
+def _work_of(step: WorkflowStep) -> str:
+    """What a step does, in words: `create story`, `update prd.md (if needed)`, `validate all_artifacts`."""
+    if step.action:
+        return step.action.replace("_", " ")
+    if step.creates:
+        return "create " + ", ".join(step.creates)
+    if step.updates:
+        return "update " + ", ".join(step.updates)
+    if step.validates:
+        return "validate " + step.validates
+    return (step.step or "its work").replace("_", " ")
+
+
+class RepeatItem(msgspec.Struct, kw_only=True, frozen=True):
+    """One run's item: a list entry of a document, or a whole artifact (an epic of the sharding)."""
+
+    content: Any = None
+    artifact_id: UUID | None = None
+    kind: str | None = None
+
+
 def _item_text(instructions: str, item: Any, number: int, total: int) -> str:
     if item is None:
         return instructions
     body = item if isinstance(item, str) else msgspec.json.encode(item).decode()
     return f"{instructions}\nThis run is item {number} of {total}; do only this one: {body[:4000]}"
-
-
-def artifact_type_of(name: str) -> ArtifactType | None:
-    name = name.split(" ")[0].strip()
-    if name in ARTIFACT_NAMES:
-        return ARTIFACT_NAMES[name]
-    try:
-        return ArtifactType(name)
-    except ValueError:
-        return None
 
 
 class ExecutionService:
@@ -191,9 +202,19 @@ class ExecutionService:
     # -- start -------------------------------------------------------------------------------
 
     async def start(
-        self, project: Project, workflow: Workflow, inputs: dict[str, Any], *, actor: str
+        self,
+        project: Project,
+        workflow: Workflow,
+        inputs: dict[str, Any],
+        *,
+        actor: str,
+        core: BmadCore | None = None,
     ) -> tuple[WorkflowExecution, list[UUID]]:
-        """Store the idea, the execution and its first task. Returns the tasks to enqueue after commit."""
+        """Store the idea, the execution and its first task. Returns the tasks to enqueue after commit.
+
+        `core`: the BMAD core the workflow came from; each step's persona file, task file and
+        checklist are taken from it now and kept with the definition.
+        """
         if project.status != ProjectStatus.ACTIVE.value:
             raise ConflictError(f"Project {project.id} is {project.status}; only an active project can run a workflow.")
         runnable = [step for step in workflow.steps if step.agent_type is not None]
@@ -215,7 +236,10 @@ class ExecutionService:
         execution = WorkflowExecution(
             project_id=project.id,
             workflow_id=workflow.id,
-            definition=msgspec.to_builtins(workflow),
+            definition={
+                **msgspec.to_builtins(workflow),
+                RESOURCES_KEY: msgspec.to_builtins(step_resources(workflow, core)),
+            },
             status=ExecutionStatus.RUNNING.value,
             step_state={str(step.index): {"status": "pending"} for step in workflow.steps},
             variables={},
@@ -246,24 +270,28 @@ class ExecutionService:
             return []
         workflow = self.workflow_of(execution)
         started: list[UUID] = []
-        previous: list[WorkflowStep] = []
-        for stage in phase_stages(workflow):
-            if previous and await self._gate(execution, project, previous[0].phase) is not None:
+        stages = phase_stages(workflow)
+        keys = stage_keys(stages)
+        for position, stage in enumerate(stages):
+            if position and await self._gate(execution, project, keys[position - 1], stages[position - 1]):
                 return started  # the whole execution waits for the gate
             started += await self._advance_stage(execution, project, workflow, stage)
             if not all(_state(execution, step)["status"] in DONE for step in stage):
                 self._settle(execution)
                 return started
-            previous = stage
         await self._complete(execution, project)
         return started
 
-    async def _gate(self, execution: WorkflowExecution, project: Project, phase: str) -> HitlRequest | None:
-        """The pending gate after `phase`, opened now if needed; None once approved or not needed."""
+    async def _gate(
+        self, execution: WorkflowExecution, project: Project, key: str, stage: list[WorkflowStep]
+    ) -> HitlRequest | None:
+        """The pending gate after the stage `key` (its phase, `#n` from its second occurrence on),
+        opened now if needed; None once approved or not needed."""
+        phase = stage[0].phase
         if phase not in GATED_PHASES.get(project.oversight_level, frozenset()):
             return None
         gates: dict[str, Any] = dict(execution.variables.get("_gates", {}))
-        gate = gates.get(phase)
+        gate = gates.get(key)
         if gate and gate.get("status") == "approved":
             return None
         if gate is None:
@@ -275,12 +303,12 @@ class ExecutionService:
                     f"The {phase} phase is done. Approve to continue with the next phase, reject with a comment "
                     "to have the phase redone with it, or amend one of its documents."
                 ),
-                artifact_ids=await self._phase_artifacts(execution, phase),
+                artifact_ids=await self._stage_artifacts(execution, stage),
                 workflow_execution_id=execution.id,
-                step_id=f"{GATE_PREFIX}{phase}",
+                step_id=f"{GATE_PREFIX}{key}",
                 actor="workflow",
             )
-            gates[phase] = {"status": "pending", "request_id": str(request.id)}
+            gates[key] = {"status": "pending", "request_id": str(request.id), "phase": phase}
             execution.variables = {**execution.variables, "_gates": gates}
             execution.status = ExecutionStatus.WAITING_FOR_HITL.value
             await self.events.record(
@@ -301,9 +329,10 @@ class ExecutionService:
         if request.workflow_execution_id is None or not (request.step_id or "").startswith(GATE_PREFIX):
             return []
         execution = await self.get(request.workflow_execution_id, lock=True)
-        phase = (request.step_id or "").removeprefix(GATE_PREFIX)
+        key = (request.step_id or "").removeprefix(GATE_PREFIX)
+        phase = key.split("#")[0]
         gates = dict(execution.variables.get("_gates", {}))
-        gates[phase] = {**gates.get(phase, {}), "status": "approved"}
+        gates[key] = {**gates.get(key, {}), "status": "approved"}
         execution.variables = {**execution.variables, "_gates": gates}
         if execution.status == ExecutionStatus.WAITING_FOR_HITL.value:
             execution.status = ExecutionStatus.RUNNING.value
@@ -314,27 +343,28 @@ class ExecutionService:
             )
         return await self.advance(execution)
 
-    def gate_redos(self, execution: WorkflowExecution, phase: str) -> int:
+    def gate_redos(self, execution: WorkflowExecution, key: str) -> int:
         redos: dict[str, int] = execution.variables.get("_redos", {})
-        return int(redos.get(phase, 0))
+        return int(redos.get(key, 0))
 
     async def redo_phase(self, request: HitlRequest, feedback: str, *, actor: str) -> list[UUID]:
-        """A human rejected a phase gate: the phase's steps run again with the comment as feedback.
+        """A human rejected a phase gate: the stage's steps run again with the comment as feedback.
 
         Their earlier runs stay (with their artifacts) under `previous_runs`; the gate is asked again
         once the redo is done.
         """
         execution = await self.get(request.workflow_execution_id or UUID(int=0), lock=True)
-        phase = (request.step_id or "").removeprefix(GATE_PREFIX)
-        stages = [stage for stage in phase_stages(self.workflow_of(execution)) if stage[0].phase == phase]
-        done = [stage for stage in stages if all(_state(execution, step)["status"] in DONE for step in stage)]
-        redone = [step for step in (done[-1] if done else []) if _state(execution, step)["status"] == "completed"]
+        key = (request.step_id or "").removeprefix(GATE_PREFIX)
+        phase = key.split("#")[0]
+        stages = phase_stages(self.workflow_of(execution))
+        stage = next((stage for stage, name in zip(stages, stage_keys(stages), strict=True) if name == key), [])
+        redone = [step for step in stage if _state(execution, step)["status"] == "completed"]
         for step in redone:
             state = _state(execution, step)
             history = [*state.get("previous_runs", []), *step_runs(state)]
             _set_step(execution, step, {"status": "pending", "feedback": feedback, "previous_runs": history})
-        gates = {key: value for key, value in execution.variables.get("_gates", {}).items() if key != phase}
-        redos = {**execution.variables.get("_redos", {}), phase: self.gate_redos(execution, phase) + 1}
+        gates = {name: value for name, value in execution.variables.get("_gates", {}).items() if name != key}
+        redos = {**execution.variables.get("_redos", {}), key: self.gate_redos(execution, key) + 1}
         execution.variables = {**execution.variables, "_gates": gates, "_redos": redos}
         if execution.status == ExecutionStatus.WAITING_FOR_HITL.value:
             execution.status = ExecutionStatus.RUNNING.value
@@ -358,10 +388,10 @@ class ExecutionService:
         execution = await self.get(old.workflow_execution_id, lock=True)
         step_id = old.step_id or ""
         if step_id.startswith(GATE_PREFIX):
-            phase = step_id.removeprefix(GATE_PREFIX)
+            key = step_id.removeprefix(GATE_PREFIX)
             gates = dict(execution.variables.get("_gates", {}))
-            if gates.get(phase, {}).get("request_id") == str(old.id):
-                gates[phase] = {"status": "pending", "request_id": str(new.id)}
+            if gates.get(key, {}).get("request_id") == str(old.id):
+                gates[key] = {**gates[key], "status": "pending", "request_id": str(new.id)}
                 execution.variables = {**execution.variables, "_gates": gates}
         elif step_id.startswith(CONDITION_PREFIX):
             index = step_id.removeprefix(CONDITION_PREFIX)
@@ -466,13 +496,9 @@ class ExecutionService:
             return await self.on_task_finished(failed) if failed is not None else []
         return []
 
-    async def _phase_artifacts(self, execution: WorkflowExecution, phase: str) -> list[UUID]:
-        workflow = self.workflow_of(execution)
+    async def _stage_artifacts(self, execution: WorkflowExecution, stage: list[WorkflowStep]) -> list[UUID]:
         task_ids = [
-            UUID(run["task_id"])
-            for step in workflow.steps
-            if step.phase == phase
-            for run in step_runs(execution.step_state.get(str(step.index), {}))
+            UUID(run["task_id"]) for step in stage for run in step_runs(execution.step_state.get(str(step.index), {}))
         ]
         if not task_ids:
             return []
@@ -540,7 +566,7 @@ class ExecutionService:
 
     async def _ask_condition(self, execution: WorkflowExecution, step: WorkflowStep) -> None:
         """High oversight: a condition no agent has decided goes to the product owner."""
-        what = step.action or ", ".join(step.creates) or step.step or "its work"
+        what = _work_of(step)
         request = await HitlService(session=self.session).open_request(
             policy=self.hitl,
             project_id=execution.project_id,
@@ -568,20 +594,40 @@ class ExecutionService:
         self, execution: WorkflowExecution, project: Project, workflow: Workflow, step: WorkflowStep
     ) -> list[UUID]:
         """One task per run: one run, or one per item of the list the step `repeats` over."""
-        context_ids = await self._context_for(execution, workflow, step)
-        items: list[Any] = [None]
-        note = None
-        if step.repeats:
-            items, note = await self._repeat_items(step, context_ids)
+        inputs = await self._inputs(execution, workflow, step)
+        items, note = await self._repeat_items(step, inputs)
         instructions = self._instructions(execution, workflow, step)
         feedback = _state(execution, step).get("feedback")  # a redo of a phase a human rejected
+        resources = self.resources_of(execution).get(str(step.index), StepResources())
+        outputs = output_types(step)
+        parent = await self._parent_of(outputs, inputs)
         runs: list[dict[str, Any]] = []
         for number, item in enumerate(items, start=1):
+            context_ids = inputs.context_ids
+            if item.artifact_id is not None:  # a run of one epic (story, ...): the others are not its context
+                context_ids = [
+                    artifact_id
+                    for artifact_id in inputs.context_ids
+                    if artifact_id == item.artifact_id or inputs.kinds.get(artifact_id) != item.kind
+                ]
+            brief = StepBrief(
+                output_types=[kind.value for kind in outputs],
+                persona_id=resources.persona_id,
+                persona=resources.persona,
+                action=step.action,
+                task_file=resources.task_file,
+                task_text=resources.task_text,
+                checklist=resources.checklist,
+                checklist_items=resources.checklist_items,
+                reviews=[str(artifact_id) for artifact_id in inputs.reviews],
+                parent_id=str(item.artifact_id or parent) if (item.artifact_id or parent) else None,
+                item=item.content,
+            )
             task = await TaskService(session=self.session).create_task(
                 project.id,
                 TaskCreate(
                     agent_type=step.agent_type or AgentType.ORCHESTRATOR,
-                    instructions=_item_text(instructions, item, number, len(items)),
+                    instructions=_item_text(instructions, item.content, number, len(items)),
                     context_ids=context_ids,
                 ),
                 default_timeout=int(execution.inputs.get("task_timeout_seconds") or 300),
@@ -590,8 +636,9 @@ class ExecutionService:
                 step_id=str(step.index),
                 at_most_once=step.side_effects,
                 feedback=feedback,
+                brief=msgspec.to_builtins(brief),
             )
-            runs.append({"task_id": str(task.id), "status": "running", "item": _item_label(item)})
+            runs.append({"task_id": str(task.id), "status": "running", "item": _item_label(item.content)})
         state: dict[str, Any] = {
             "status": "running",
             "task_id": runs[0]["task_id"],
@@ -600,6 +647,8 @@ class ExecutionService:
         }
         if note:
             state["reason"] = note
+        if inputs.missing:
+            state["missing_inputs"] = inputs.missing
         previous = _state(execution, step)
         if feedback:
             state |= {"feedback": feedback, "previous_runs": previous.get("previous_runs", [])}
@@ -612,25 +661,29 @@ class ExecutionService:
                 to_agent=(step.agent_type or AgentType.ORCHESTRATOR).value,
                 phase=step.phase,
                 instructions=instructions,
-                context_ids=[str(artifact_id) for artifact_id in context_ids],
-                expected_outputs=step.creates or step.updates,
+                context_ids=[str(artifact_id) for artifact_id in inputs.context_ids],
+                expected_outputs=step.creates or step.updates or [kind.value for kind in outputs],
                 status=HandoffStatus.PENDING.value,
             )
         )
+        data: dict[str, Any] = {
+            "execution_id": str(execution.id),
+            "step": step.index,
+            "agent_type": step.agent_type.value if step.agent_type else None,
+            "phase": step.phase,
+            "task_id": runs[0]["task_id"],
+            "task_ids": [run["task_id"] for run in runs],
+        }
+        if inputs.missing:
+            data["missing_inputs"] = inputs.missing
         await self.events.record(
-            "workflow_step_started",
-            project_id=execution.project_id,
-            task_id=UUID(runs[0]["task_id"]),
-            data={
-                "execution_id": str(execution.id),
-                "step": step.index,
-                "agent_type": step.agent_type.value if step.agent_type else None,
-                "phase": step.phase,
-                "task_id": runs[0]["task_id"],
-                "task_ids": [run["task_id"] for run in runs],
-            },
+            "workflow_step_started", project_id=execution.project_id, task_id=UUID(runs[0]["task_id"]), data=data
         )
         return [UUID(run["task_id"]) for run in runs]
+
+    @staticmethod
+    def resources_of(execution: WorkflowExecution) -> dict[str, StepResources]:
+        return msgspec.convert(execution.definition.get(RESOURCES_KEY, {}), dict[str, StepResources])
 
     @staticmethod
     def _handing_over(execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep) -> str:
@@ -642,9 +695,7 @@ class ExecutionService:
 
     @staticmethod
     def _instructions(execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep) -> str:
-        what = (
-            step.action.replace("_", " ") if step.action else "create " + ", ".join(step.creates or ["your documents"])
-        )
+        what = _work_of(step)
         idea = str(execution.inputs.get("idea", ""))
         return "\n".join(
             part
@@ -656,58 +707,68 @@ class ExecutionService:
             if part
         )
 
-    async def _repeat_items(self, step: WorkflowStep, context_ids: list[UUID]) -> tuple[list[Any], str | None]:
-        """The items of `repeats: for_each_<x>`: the first list of <x>s in the step's required documents."""
-        noun = (step.repeats or "").removeprefix("for_each_")
-        keys = [noun[:-1] + "ies" if noun.endswith("y") else noun + "s", noun + "es", noun, "items"]
-        statement = select(Artifact).where(Artifact.id.in_(context_ids)).order_by(Artifact.id.desc())
-        for artifact in await self.session.scalars(statement):
-            if artifact.artifact_type == ArtifactType.USER_INPUT.value or not isinstance(artifact.content, dict):
-                continue
-            for key in keys:
-                items = artifact.content.get(key)
-                if isinstance(items, list) and items:
-                    if len(items) > MAX_RUNS:
-                        return items[:MAX_RUNS], f"{len(items)} {key} in {artifact.title!r}; the first {MAX_RUNS} run"
-                    return items, None
-        return [None], f"no list of {noun} items in the required documents; the step runs once"
+    async def _repeat_items(self, step: WorkflowStep, inputs: Inputs) -> tuple[list[RepeatItem], str | None]:
+        """The items of `repeats: for_each_<x>`: the <x> artifacts among the step's inputs (each epic
+        of the sharding), else the first list of <x>s in its required documents (a plan's tasks)."""
+        if not step.repeats:
+            return [RepeatItem()], None
+        nouns = repeat_nouns(step)
+        for noun in nouns:
+            kind = noun_kind(noun)
+            ids = [artifact_id for artifact_id in inputs.context_ids if kind and inputs.kinds.get(artifact_id) == kind]
+            if ids:
+                rows = await self.session.scalars(select(Artifact).where(Artifact.id.in_(ids)).order_by(Artifact.id))
+                items = [RepeatItem(content=row.content, artifact_id=row.id, kind=row.artifact_type) for row in rows]
+                if len(items) > MAX_RUNS:
+                    return items[:MAX_RUNS], f"{len(items)} {noun} artifacts; the first {MAX_RUNS} run"
+                return items, None
+        statement = select(Artifact).where(Artifact.id.in_(inputs.context_ids)).order_by(Artifact.id.desc())
+        documents = [
+            artifact
+            for artifact in await self.session.scalars(statement)
+            if artifact.artifact_type != ArtifactType.USER_INPUT.value and isinstance(artifact.content, dict)
+        ]
+        for noun in nouns:
+            keys = [noun[:-1] + "ies" if noun.endswith("y") else noun + "s", noun + "es", noun, "items"]
+            for artifact in documents:
+                for key in keys:
+                    found = artifact.content.get(key)
+                    if isinstance(found, list) and found:
+                        items = [RepeatItem(content=value) for value in found]
+                        if len(items) > MAX_RUNS:
+                            note = f"{len(found)} {key} in {artifact.title!r}; the first {MAX_RUNS} run"
+                            return items[:MAX_RUNS], note
+                        return items, None
+        wanted = " or ".join(nouns) or "repeat"
+        return [RepeatItem()], f"no list of {wanted} items in the required documents; the step runs once"
 
-    async def _context_for(self, execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep) -> list[UUID]:
-        """What the step requires, and always the idea.
-
-        For each required artifact type: every document of that type the latest finished step of
-        this execution made (all its runs, e.g. one source file set per task), else the project's
-        newest one.
-        """
-        wanted = [kind for name in step.requires if (kind := artifact_type_of(name)) is not None]
-        found: list[UUID] = []
-        for kind in dict.fromkeys(wanted):
-            task_ids = self._producer_tasks(execution, workflow, step, kind)
-            statement = select(Artifact.id).where(
-                Artifact.project_id == execution.project_id,
-                Artifact.artifact_type == kind.value,
-                Artifact.granularity == Granularity.DOCUMENT.value,
-                Artifact.deleted_at.is_(None),
+    async def _inputs(self, execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep) -> Inputs:
+        """What the step requires (and updates or validates), and always the idea: from an earlier
+        step of this execution, else the project's newest; what neither has is reported missing."""
+        runs_of = {
+            other.index: (
+                (state := _state(execution, other))["status"],
+                [UUID(run["task_id"]) for run in step_runs(state)],
             )
-            if task_ids:
-                found += list(await self.session.scalars(statement.where(Artifact.task_id.in_(task_ids))))
-            else:
-                newest = await self.session.scalar(statement.order_by(Artifact.id.desc()).limit(1))
-                if newest is not None:
-                    found.append(newest)
-        idea = UUID(execution.inputs["idea_artifact_id"])
-        return list(dict.fromkeys(found)) if idea in found else [*dict.fromkeys(found), idea]
+            for other in workflow.steps[: step.index]
+        }
+        return await StepInputs(self.session).resolve(
+            project_id=execution.project_id,
+            idea_id=UUID(execution.inputs["idea_artifact_id"]),
+            step=step,
+            made_by_earlier=made_by_earlier_steps(workflow, step, runs_of),
+        )
 
-    @staticmethod
-    def _producer_tasks(
-        execution: WorkflowExecution, workflow: Workflow, step: WorkflowStep, kind: ArtifactType
-    ) -> list[UUID]:
-        for earlier in reversed(workflow.steps[: step.index]):
-            made = {artifact_type_of(name) for name in [*earlier.creates, *earlier.updates]}
-            state = _state(execution, earlier)
-            if kind in made and state["status"] == "completed":
-                return [UUID(run["task_id"]) for run in step_runs(state)]
-        return []
+    async def _parent_of(self, outputs: list[ArtifactType], inputs: Inputs) -> UUID | None:
+        """Epics are written under the PRD they shard: the newest specification among the inputs."""
+        if ArtifactType.EPIC not in outputs:
+            return None
+        specifications = [
+            artifact_id
+            for artifact_id in inputs.context_ids
+            if inputs.kinds.get(artifact_id) == ArtifactType.SOFTWARE_SPECIFICATION.value
+        ]
+        return max(specifications) if specifications else None
 
     async def on_task_finished(self, task: AgentTask, *, flags: dict[str, bool] | None = None) -> list[UUID]:
         """A run of a step finished, failed or waits for a human: record it once, then advance.

@@ -1,0 +1,326 @@
+"""What a workflow step reads and writes: BMAD artifact names, the step's inputs and its brief.
+
+BMAD workflows name documents (`prd.md`, `sharded_docs`, `all_artifacts_in_project`); the engine
+maps every such name onto one of our artifact types, or onto "all of the project's current
+documents". A step's `requires` resolves, in order, to what an earlier step of this execution made,
+else to the project's newest artifacts of that type; what is found for neither is reported as a
+missing input. What a step writes comes from its `creates`/`updates` names; a validation or review
+step (`validates:`, `review_*` actions, a retrospective) writes a review, linked to what it
+reviewed, and never a new version of the reviewed document.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.agents.personas import AGENT_ARTIFACTS
+from app.artifacts.models import Artifact, ArtifactType, Granularity
+from app.bmad.loader import BmadCore, Workflow, WorkflowStep
+from app.tasks.models import AgentType
+
+
+class AllDocuments:
+    """The name of every current document of the project (`all_artifacts_in_project`, ...)."""
+
+    def __repr__(self) -> str:
+        return "ALL_DOCUMENTS"
+
+
+ALL_DOCUMENTS: Final = AllDocuments()
+DocumentKind = ArtifactType | AllDocuments
+
+# BMAD artifact names onto our artifact types (ours are named by their type already).
+ARTIFACT_NAMES: dict[str, DocumentKind] = {
+    "project-brief.md": ArtifactType.SOFTWARE_SPECIFICATION,
+    "prd.md": ArtifactType.SOFTWARE_SPECIFICATION,
+    "brownfield-prd.md": ArtifactType.SOFTWARE_SPECIFICATION,
+    "architecture.md": ArtifactType.SYSTEM_ARCHITECTURE,
+    "fullstack-architecture.md": ArtifactType.SYSTEM_ARCHITECTURE,
+    "front-end-architecture.md": ArtifactType.SYSTEM_ARCHITECTURE,
+    "brownfield-architecture.md": ArtifactType.SYSTEM_ARCHITECTURE,
+    "front-end-spec.md": ArtifactType.SYSTEM_ARCHITECTURE,
+    # The analysis of an existing system (document-project) is an architecture of what is there.
+    "existing_service_analysis": ArtifactType.SYSTEM_ARCHITECTURE,
+    "existing_ui_analysis": ArtifactType.SYSTEM_ARCHITECTURE,
+    "existing_documentation_or_analysis": ALL_DOCUMENTS,
+    "sharded_docs": ArtifactType.EPIC,
+    "sharded_docs_or_brownfield_docs": ArtifactType.EPIC,
+    "story.md": ArtifactType.STORY,
+    "implementation_files": ArtifactType.SOURCE_CODE,
+    "v0_prompt": ArtifactType.AGENT_OUTPUT,
+    "epic-retrospective.md": ArtifactType.REVIEW,
+    "all_artifacts": ALL_DOCUMENTS,
+    "all_artifacts_in_project": ALL_DOCUMENTS,
+    "any_flagged_documents": ALL_DOCUMENTS,
+}
+# Actions whose step reviews or validates what it is given instead of writing it anew.
+_REVIEW_ACTION = re.compile(r"^(review|validate|qa_|epic_retrospective)")
+# Kinds read as a whole set (every epic of the sharding, every story of the stories step).
+SET_KINDS = frozenset({ArtifactType.EPIC, ArtifactType.STORY, ArtifactType.SOURCE_CODE, ArtifactType.REVIEW})
+# BMAD's dev agent always loads the architecture (core-config `devLoadAlwaysFiles`).
+ALWAYS_READS: dict[AgentType, tuple[ArtifactType, ...]] = {AgentType.CODER: (ArtifactType.SYSTEM_ARCHITECTURE,)}
+
+
+def artifact_name(name: str) -> str:
+    """`prd.md (if needed)` → `prd.md`."""
+    return name.split(" ")[0].strip()
+
+
+def kind_of(name: str) -> DocumentKind | None:
+    """The artifact type (or all documents) a BMAD name stands for; None when we have none."""
+    name = artifact_name(name)
+    if name in ARTIFACT_NAMES:
+        return ARTIFACT_NAMES[name]
+    if name.startswith("all_"):
+        return ALL_DOCUMENTS
+    try:
+        return ArtifactType(name)
+    except ValueError:
+        return None
+
+
+def artifact_type_of(name: str) -> ArtifactType | None:
+    kind = kind_of(name)
+    return kind if isinstance(kind, ArtifactType) else None
+
+
+def is_review(step: WorkflowStep) -> bool:
+    return bool(step.validates) or bool(step.action and _REVIEW_ACTION.match(step.action.replace(" ", "_")))
+
+
+def output_types(step: WorkflowStep) -> list[ArtifactType]:
+    """What the step writes: a review; else its agent's usual types when they cover what the step
+    names in `creates`/`updates`; else exactly the named types (a PO's epics, an SM's stories)."""
+    if is_review(step):
+        return [ArtifactType.REVIEW]
+    usual = list(AGENT_ARTIFACTS[step.agent_type]) if step.agent_type is not None else []
+    named = [kind for name in [*step.creates, *step.updates] if (kind := artifact_type_of(name)) is not None]
+    if not named or set(named) <= set(usual):
+        return usual
+    return list(dict.fromkeys(named))
+
+
+def step_outputs(step: WorkflowStep) -> set[DocumentKind]:
+    return set(output_types(step))
+
+
+def depends_on(step: WorkflowStep, earlier: WorkflowStep) -> bool:
+    """Whether `step` needs something `earlier` makes (or writes what `earlier` writes)."""
+    made = step_outputs(earlier)
+    for name in [*step.requires, *step.updates, *([step.validates] if step.validates else [])]:
+        kind = kind_of(name)
+        if kind is ALL_DOCUMENTS or kind in made:
+            return True
+    return False
+
+
+def repeat_nouns(step: WorkflowStep) -> list[str]:
+    """`for_each_epic_or_enhancement` → [epic, enhancement]."""
+    return [noun for noun in (step.repeats or "").removeprefix("for_each_").split("_or_") if noun]
+
+
+def noun_kind(noun: str) -> ArtifactType | None:
+    try:
+        return ArtifactType(noun)
+    except ValueError:
+        return None
+
+
+class Inputs(msgspec.Struct, kw_only=True):
+    """A step's resolved inputs: the context to inject, what it reviews, and what was not found."""
+
+    context_ids: list[UUID]
+    reviews: list[UUID]
+    missing: list[str]
+    # Each input artifact's type, to pick a run's own item out of the shared context.
+    kinds: dict[UUID, str] = msgspec.field(default_factory=dict)
+
+
+class StepInputs:
+    """Resolve a step's `requires` (and what it updates or validates) to artifacts."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _documents(self, project_id: UUID) -> Any:
+        return select(Artifact.id, Artifact.artifact_type, Artifact.task_id).where(
+            Artifact.project_id == project_id,
+            Artifact.granularity == Granularity.DOCUMENT.value,
+            Artifact.deleted_at.is_(None),
+        )
+
+    async def resolve(
+        self,
+        *,
+        project_id: UUID,
+        idea_id: UUID,
+        step: WorkflowStep,
+        made_by_earlier: dict[ArtifactType, list[UUID]],
+    ) -> Inputs:
+        """`made_by_earlier`: per type, the tasks of the latest earlier finished step that made it."""
+        found: dict[UUID, str] = {}
+        missing: list[str] = []
+        reviews: list[UUID] = []
+        names = [(name, True) for name in step.requires]
+        names += [(name, False) for name in step.updates]  # what a step updates it reads, if it exists
+        if step.validates:
+            names.append((step.validates, True))
+        if not names and is_review(step):  # a review that names nothing (a retrospective): of everything
+            names.append(("all_artifacts_in_project", False))
+        for name, required in names:
+            kind = kind_of(name)
+            if kind is None:
+                if required:
+                    missing.append(f"{artifact_name(name)}: no artifact type of ours stands for it")
+                continue
+            rows = await self._of_kind(project_id, kind, made_by_earlier)
+            if not rows and required:
+                what = f"no {kind.value}" if isinstance(kind, ArtifactType) else "no document"
+                missing.append(f"{artifact_name(name)}: {what} in the project yet")
+            for artifact_id, artifact_type in rows:
+                found.setdefault(artifact_id, artifact_type)
+            if step.validates == name or (is_review(step) and required):
+                reviews += [artifact_id for artifact_id, _ in rows]
+        if step.agent_type is not None:
+            for kind in ALWAYS_READS.get(step.agent_type, ()):
+                for artifact_id, artifact_type in await self._of_kind(project_id, kind, made_by_earlier):
+                    found.setdefault(artifact_id, artifact_type)
+        if is_review(step) and not reviews:  # a review of nothing named: of what it was given
+            reviews = [artifact_id for artifact_id in found]
+        found.pop(idea_id, None)
+        return Inputs(
+            context_ids=[*found, idea_id],
+            reviews=list(dict.fromkeys(reviews)),
+            missing=missing,
+            kinds={**found, idea_id: ArtifactType.USER_INPUT.value},
+        )
+
+    async def _of_kind(
+        self, project_id: UUID, kind: DocumentKind, made_by_earlier: dict[ArtifactType, list[UUID]]
+    ) -> list[tuple[UUID, str]]:
+        statement = self._documents(project_id)
+        if isinstance(kind, AllDocuments):
+            return await self._current_documents(project_id, made_by_earlier)
+        statement = statement.where(Artifact.artifact_type == kind.value)
+        producers = made_by_earlier.get(kind)
+        if producers:
+            rows = (await self.session.execute(statement.where(Artifact.task_id.in_(producers)))).all()
+            if rows:
+                return [(row.id, row.artifact_type) for row in sorted(rows, key=lambda row: row.id)]
+        newest = (await self.session.execute(statement.order_by(Artifact.id.desc()).limit(1))).first()
+        if newest is None:
+            return []
+        if kind in SET_KINDS and newest.task_id is not None:  # the whole set its task made
+            rows = (await self.session.execute(statement.where(Artifact.task_id == newest.task_id))).all()
+            return [(row.id, row.artifact_type) for row in sorted(rows, key=lambda row: row.id)]
+        return [(newest.id, newest.artifact_type)]
+
+    async def _current_documents(
+        self, project_id: UUID, made_by_earlier: dict[ArtifactType, list[UUID]]
+    ) -> list[tuple[UUID, str]]:
+        """The newest document of every type (every one of the newest set for epics and stories);
+        not reviews, and not the idea (always given anyway)."""
+        kinds = (
+            select(Artifact.artifact_type)
+            .where(
+                Artifact.project_id == project_id,
+                Artifact.granularity == Granularity.DOCUMENT.value,
+                Artifact.deleted_at.is_(None),
+            )
+            .distinct()
+        )
+        rows: list[tuple[UUID, str]] = []
+        for value in sorted(await self.session.scalars(kinds)):
+            kind = ArtifactType(value)
+            if kind in (ArtifactType.USER_INPUT, ArtifactType.REVIEW, ArtifactType.HITL_RESPONSE):
+                continue
+            rows += await self._of_kind(project_id, kind, made_by_earlier)
+        return rows
+
+
+def made_by_earlier_steps(
+    workflow: Workflow, step: WorkflowStep, runs_of: dict[int, tuple[str, list[UUID]]]
+) -> dict[ArtifactType, list[UUID]]:
+    """Per artifact type, the tasks of the latest earlier finished step of the execution that writes it.
+
+    `runs_of`: a step index → (its status, its runs' task ids).
+    """
+    made: dict[ArtifactType, list[UUID]] = {}
+    for earlier in workflow.steps[: step.index]:
+        status, task_ids = runs_of.get(earlier.index, ("pending", []))
+        if status != "completed" or not task_ids:
+            continue
+        for kind in output_types(earlier):
+            made[kind] = task_ids
+    return made
+
+
+# -- what a step works from besides its documents -----------------------------------------------
+
+MAX_TASK_TEXT = 8_000  # characters of a BMAD task file or template outline in the prompt
+MAX_CHECKLIST_ITEMS = 200
+
+
+class StepResources(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A step's persona, task file and checklist, resolved from the BMAD core when its execution
+    starts and kept with the execution's definition, so that later edits do not move it."""
+
+    persona_id: str | None = None
+    persona: dict[str, Any] | None = None
+    task_file: str | None = None
+    task_text: str | None = None
+    checklist: str | None = None
+    checklist_items: list[str] = msgspec.field(default_factory=list)
+
+
+def _outline(sections: Any, depth: int = 0) -> list[str]:
+    lines: list[str] = []
+    for section in sections:
+        lines.append(f"{'  ' * depth}- {section.title or section.id}")
+        if section.instruction:
+            lines.append(f"{'  ' * depth}  ({' '.join(section.instruction.split())[:300]})")
+        lines += _outline(section.sections, depth + 1)
+    return lines
+
+
+def _template_outline(core: BmadCore, name: str) -> tuple[str, str] | None:
+    """A `uses:` that names a template (`brownfield-prd-tmpl`): its sections as an outline."""
+    stem = name.removesuffix(".yaml").removesuffix("-tmpl")
+    for template in core.templates.values():
+        if template.id == name or template.id.startswith(f"{stem}-template"):
+            heading = f"Follow the template {template.name} ({template.id}); its sections:"
+            return template.id, "\n".join([heading, *_outline(template.sections)])
+    return None
+
+
+def step_resources(workflow: Workflow, core: BmadCore | None) -> dict[str, StepResources]:
+    """Per step index: what the BMAD core has for it (persona file, `uses:` task, checklist)."""
+    resources: dict[str, StepResources] = {}
+    if core is None:
+        return resources
+    for step in workflow.steps:
+        found = StepResources()
+        persona_id = (step.agent or "").split("/")[0].strip() or None
+        persona = core.persona(step.agent) if step.agent else None
+        if persona is not None:
+            found.persona_id, found.persona = persona_id, msgspec.to_builtins(persona)
+        for name in (step.uses, step.validates):
+            if not name:
+                continue
+            document = core.document(name)
+            if document is not None and document.kind == "checklist":
+                found.checklist = document.id
+                found.checklist_items = [item[:300] for item in document.items[:MAX_CHECKLIST_ITEMS]]
+            elif document is not None:
+                found.task_file, found.task_text = document.id, document.text[:MAX_TASK_TEXT]
+            elif (outline := _template_outline(core, name)) is not None:
+                found.task_file, found.task_text = outline[0], outline[1][:MAX_TASK_TEXT]
+        if found != StepResources():
+            resources[str(step.index)] = found
+    return resources
