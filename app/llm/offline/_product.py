@@ -167,7 +167,8 @@ class FeatureIdea:
 
     @property
     def module(self) -> str:
-        return slug(self.things)
+        """The component and module that implement it: named after the feature."""
+        return slug(self.name)
 
 
 @dataclass
@@ -192,9 +193,6 @@ def persona_names(product: Product) -> list[str]:
 
 def _entity(words: list[str]) -> str:
     kept = [word for word in words if word not in _ADJECTIVES] or words
-    for word in kept:
-        if word in _LEXICON:
-            return _LEXICON[word]
     return " ".join([*kept[-2:-1], singular(kept[-1])]) if kept else ""
 
 
@@ -224,10 +222,9 @@ def _phrase(text: str, *, head: bool = False) -> tuple[list[str], FeatureIdea | 
         entity = _entity(objects)
         name = sentence(" ".join([verb, *objects]))
         return actors, FeatureIdea(name, entity, [verb]) if entity else None
-    nouns = [token for token in tokens if token not in _GENERIC]
-    if not nouns:
-        return [], None
-    return [], FeatureIdea(sentence(" ".join(nouns)), _entity(nouns))
+    if all(token in _GENERIC for token in tokens):
+        return [], None  # "on mobile", "a web app"
+    return [], FeatureIdea(sentence(" ".join(tokens)), _entity(tokens))
 
 
 def product_name(idea: str) -> str:

@@ -144,8 +144,7 @@ def specification(job: Job) -> Produced:
     people = persona_names(product) or ["Primary user"]
     content = {
         "vision": f"{product.name} lets {product.audience} work with {_join([n.lower() for n in names])}. "
-        f"The idea: {product.idea or product.name}"
-        + (f" Revised after feedback: {job.feedback}" if job.feedback else ""),
+        f"The idea: {product.idea or product.name}" + (f" (revised: {job.feedback})" if job.feedback else ""),
         "personas": [
             {
                 "name": person,
@@ -386,8 +385,11 @@ def _docstring(text: str) -> str:
 
 
 def _module(name: str, idea: FeatureIdea, about: str, fields: list[str]) -> tuple[str, str]:
+    """A module `name` with a dataclass for the feature's entity and its list and create functions."""
     cls = class_name(idea.entity)
     single = _identifier(idea.entity)
+    many = _identifier(idea.things)
+    store = f"_{many.upper()}"
     extra = [_identifier(f) for f in fields if _identifier(f) not in _BASE_FIELDS]
     lines = [
         f'"""{_docstring(about)}"""',
@@ -409,26 +411,26 @@ def _module(name: str, idea: FeatureIdea, about: str, fields: list[str]) -> tupl
         "    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))",
         "",
         "",
-        f"_{name.upper()}: dict[int, {cls}] = {{}}",
+        f"{store}: dict[int, {cls}] = {{}}",
         "",
         "",
-        f"def list_{name}() -> list[{cls}]:",
-        f"    return sorted(_{name.upper()}.values(), key=lambda item: item.id)",
+        f"def list_{many}() -> list[{cls}]:",
+        f"    return sorted({store}.values(), key=lambda item: item.id)",
         "",
         "",
         f"def create_{single}(title: str) -> {cls}:",
         "    if not title.strip():",
         f'        raise ValueError("{_article(idea.entity)} needs a title")',
-        f"    item = {cls}(id=len(_{name.upper()}) + 1, title=title.strip())",
-        f"    _{name.upper()}[item.id] = item",
+        f"    item = {cls}(id=len({store}) + 1, title=title.strip())",
+        f"    {store}[item.id] = item",
         "    return item",
         "",
     ]
     test = (
-        f"import pytest\n\nfrom app.{name} import create_{single}, list_{name}\n\n\n"
+        f"import pytest\n\nfrom app.{name} import create_{single}, list_{many}\n\n\n"
         f"def test_a_created_{single}_is_listed() -> None:\n"
         f'    item = create_{single}("First {idea.entity}")\n'
-        f"    assert item in list_{name}()\n\n\n"
+        f"    assert item in list_{many}()\n\n\n"
         f"def test_{single}_needs_a_title() -> None:\n"
         f"    with pytest.raises(ValueError):\n"
         f'        create_{single}(" ")\n'
@@ -473,9 +475,12 @@ def source_code(job: Job) -> Produced:
         routed.append((feature.module, feature))
     names = [name for name, _ in routed]
     routes = "".join(
-        f'    ("GET", "/{name}"): {name}.list_{name},\n'
+        f'    ("GET", "/{name}"): {name}.list_{_identifier(idea.things)},\n'
         f'    ("POST", "/{name}"): {name}.create_{_identifier(idea.entity)},\n'
         for name, idea in routed
+    )
+    files.append(
+        {"path": "app/__init__.py", "language": "python", "content": f'"""{_docstring(job.product.name)}."""\n'}
     )
     files.append(
         {
