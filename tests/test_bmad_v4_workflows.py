@@ -227,8 +227,12 @@ async def test_a_real_bmad_workflow_makes_one_coherent_body_of_work(
         assert {"system_architecture"} <= await derived_from_reaches_the_idea(run, code[-1]["id"]), code[-1]
 
     documents = (await v4_client.get(f"/api/v1/projects/{run.execution['project_id']}/documents")).json()
-    titles = " ".join(document["title"] for document in documents["documents"]).lower()
-    assert "review" not in titles
+    stages = {document["stage"] for document in documents["documents"]}
+    assert {"prd", "stories"} <= stages
+    assert ("architecture" in stages) == ("system_architecture" in by_type)
+    stories_document = next(d for d in documents["documents"] if d["stage"] == "stories")
+    assert "Acceptance Criteria" in stories_document["markdown"] and "due date" in stories_document["markdown"]
+    assert prd["id"] in next(d for d in documents["documents"] if d["stage"] == "prd")["artifact_ids"]
 
 
 async def test_every_file_of_the_corpus_names_no_unmapped_artifact() -> None:

@@ -154,6 +154,48 @@ STAGES = (
 )
 
 
+STORIES_TEMPLATE = "stories-tmpl.yaml"
+
+
+def _narrative(story: dict[str, Any]) -> str:
+    parts = [str(story.get(key, "")).strip().rstrip(".") for key in ("as_a", "i_want", "so_that")]
+    return f"As {parts[0]}, I want {parts[1]}, so that {parts[2][:1].lower()}{parts[2][1:]}."
+
+
+def _stories(epics: list[Artifact], stories: list[Artifact]) -> dict[str, Any]:
+    """Each epic of the newest sharding with the stories written for it."""
+    by_epic: dict[UUID | None, list[Artifact]] = {}
+    for story in stories:
+        by_epic.setdefault(story.parent_id, []).append(story)
+    return {
+        "epic": [
+            {
+                "id": epic.content.get("id", ""),
+                "title": epic.content.get("title", epic.title),
+                "sections": {
+                    "goal": epic.content.get("goal", ""),
+                    "requirements": epic.content.get("requirement_ids", []),
+                    "components": epic.content.get("components", []),
+                    "story": [
+                        {
+                            "id": story.content.get("id", ""),
+                            "title": story.content.get("title", story.title),
+                            "status": story.content.get("status", "draft"),
+                            "sections": {
+                                "narrative": _narrative(story.content),
+                                "acceptance-criteria": story.content.get("acceptance_criteria", []),
+                                "tasks": story.content.get("tasks", []),
+                            },
+                        }
+                        for story in by_epic.get(epic.id, [])
+                    ],
+                },
+            }
+            for epic in epics
+        ]
+    }
+
+
 @cache
 def stage_template(file_name: str) -> Template:
     return load_template(TEMPLATES_DIR / file_name)
@@ -197,6 +239,9 @@ class DocumentService:
                     markdown=render_markdown(template, {"project_name": project.name, "sections": section_values}),
                 )
             )
+        stories = await self._stories(project)
+        if stories is not None:
+            documents.append(stories)
         combined = Document(
             stage="combined",
             title=f"{project.name}: all documents",
@@ -206,6 +251,34 @@ class DocumentService:
             + "\n\n".join(_demote(document.markdown) for document in documents),
         )
         return documents, combined
+
+    async def _stories(self, project: Project) -> Document | None:
+        """The epics of the newest sharding (one task's) and the live stories under them."""
+        statement = (
+            select(Artifact)
+            .where(
+                Artifact.project_id == project.id,
+                Artifact.deleted_at.is_(None),
+                Artifact.granularity == Granularity.DOCUMENT.value,
+                Artifact.artifact_type.in_([ArtifactType.EPIC.value, ArtifactType.STORY.value]),
+            )
+            .order_by(Artifact.id)
+        )
+        rows = list(await self.session.scalars(statement))
+        epics = [row for row in rows if row.artifact_type == ArtifactType.EPIC.value]
+        if not epics:
+            return None
+        epics = [epic for epic in epics if epic.task_id == epics[-1].task_id]
+        shown = {epic.id for epic in epics}
+        stories = [row for row in rows if row.artifact_type == ArtifactType.STORY.value and row.parent_id in shown]
+        template = stage_template(STORIES_TEMPLATE)
+        return Document(
+            stage="stories",
+            title=template.name,
+            filename=template.output_filename or "docs/stories.md",
+            artifact_ids=[row.id for row in [*epics, *stories]],
+            markdown=render_markdown(template, {"project_name": project.name, "sections": _stories(epics, stories)}),
+        )
 
     async def source_files(self, project_id: UUID) -> list[tuple[str, str]]:
         """(path, text) of every generated file: code, tests, container and run files."""
