@@ -26,7 +26,7 @@ from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.hitl.models import HitlRequest
 from app.tasks.models import AgentType
-from tests.conftest import SHARED_DIR, free_port
+from tests.conftest import free_port, shared_path
 from tests.helpers import Server, app_client, eventually, start_server, start_worker, task_status, wait_for_task
 
 
@@ -303,7 +303,7 @@ async def test_the_sweep_fails_a_task_past_its_timeout(client: AsyncClient) -> N
 
 
 def test_the_sample_bmad_agent_file_loads_as_a_persona() -> None:
-    persona = load_bmad_agent(SHARED_DIR / "bmad-samples" / "agents" / "analyst.md")
+    persona = load_bmad_agent(shared_path("bmad-samples/agents/analyst.md"))
     assert persona.agent_type == AgentType.ANALYST
     assert persona.name == "Mary"
     assert persona.role == "Insightful Analyst & Strategic Ideation Partner"

@@ -19,15 +19,14 @@ from app.documents.templates import (
     parse_template,
     template_variables,
 )
+from tests.conftest import shared_path
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "bmad-samples"
-PRD_TEMPLATE = SAMPLES / "templates" / "prd-tmpl.yaml"
 UI_CONDITION = "PRD has UX/UI requirements"
 
 
 @pytest.fixture(scope="module")
 def prd() -> Template:
-    return load_template(PRD_TEMPLATE)
+    return load_template(shared_path("bmad-samples/templates/prd-tmpl.yaml"))
 
 
 def _story(epic: int, number: int, title: str, criteria: list[Any]) -> dict[str, Any]:
