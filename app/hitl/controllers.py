@@ -384,7 +384,7 @@ class HitlController(Controller):
         """Takes effect at the next phase boundary of every running execution of the project."""
         principal.ensure_can_see(project_id)
         project = await projects_service.update_project(
-            project_id, ProjectUpdate(oversight_level=data.oversight_level), actor=principal.name
+            project_id, ProjectUpdate(oversight_level=data.chosen), actor=principal.name
         )
         await projects_service.repository.session.commit()
         return schemas.Oversight(project_id=project.id, oversight_level=project.oversight_level)  # type: ignore[arg-type]

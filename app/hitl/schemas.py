@@ -147,4 +147,20 @@ class Oversight(Struct):
 
 
 class OversightUpdate(InputStruct):
-    oversight_level: OversightLevel
+    """`{"oversight_level": "high"}`, or the upstream clients' `{"level": "high"}`."""
+
+    oversight_level: OversightLevel | None = None
+    level: OversightLevel | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.oversight_level is None and self.level is None:
+            msg = "give oversight_level (or level): high, medium or low"
+            raise ValueError(msg)
+        if None not in (self.oversight_level, self.level) and self.oversight_level != self.level:
+            msg = "oversight_level and level differ: give one of them"
+            raise ValueError(msg)
+
+    @property
+    def chosen(self) -> OversightLevel:
+        return self.oversight_level or self.level or OversightLevel.MEDIUM  # one is set (__post_init__)
