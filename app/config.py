@@ -20,6 +20,10 @@ ENV_PREFIX = "BOTARMY_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# What makes a directory `.bmad-core`-shaped: at least one of these in it.
+BMAD_PARTS = ("agents", "agent-teams", "workflows", "templates", "tasks", "checklists", "data", "core-config.yaml")
+
+
 class SettingsError(Exception):
     """A setting is wrong: the message names the variable and the reason, on one line."""
 
@@ -326,6 +330,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db = msgspec.structs.replace(db, url=normalize_database_url(db.url))
     else:
         db = msgspec.structs.replace(db, url=f"sqlite+aiosqlite:///{app.data_path / 'botarmy.db'}")
+    if app.bmad_dir is not None:
+        check_bmad_dir(app.bmad_dir)
     redis: RedisSettings = groups["redis"]
     if redis.url is not None and not redis.url.startswith(("redis://", "rediss://", "unix://")):
         msg = f"REDIS_URL={redis.url!r} is invalid: expected redis://host:port/db, rediss://… or unix://…"
@@ -339,6 +345,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         models=groups["models"],
         hitl=groups["hitl"],
     )
+
+
+def check_bmad_dir(value: str) -> None:
+    """`BOTARMY_BMAD_DIR` names an existing directory with at least one BMAD folder or file in it."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        reason = "no such directory"
+    elif not path.is_dir():
+        reason = "not a directory"
+    elif not any((path / part).exists() for part in BMAD_PARTS):
+        reason = f"holds none of {', '.join(BMAD_PARTS)}"
+        inner = next((path / name for name in ("bmad-core", ".bmad-core") if (path / name).is_dir()), None)
+        if inner is not None:
+            reason += f" (did you mean {str(inner)!r}?)"
+    else:
+        return
+    msg = f"BOTARMY_BMAD_DIR={value!r} is invalid: {reason}"
+    raise SettingsError(msg)
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,8 @@ dropped at the end), real `botarmy worker` processes. Each test makes its own pr
 tests sharing the session database never see each other's rows.
 
 Where PostgreSQL or Redis cannot be reached the services tests are skipped, except under
-CI=true, where that is a failure.
+CI=true, where that is a failure. The same for tests that read the test data of ../shared
+(`shared_path`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from tests.helpers import Process, app_client, start_worker
 PG_ADMIN_DSN = os.environ.get("BOTARMY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("BOTARMY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+# Test data beside the repo (../shared: bmad-v4, bmad-samples); BOTARMY_TEST_SHARED_DIR points elsewhere.
+SHARED_DIR = Path(os.environ.get("BOTARMY_TEST_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
 
 # Short timings so that leases, sweeps and retries fit in a test.
 FAST_ENV = {
@@ -67,6 +69,16 @@ def require_services() -> None:
     if IN_CI:
         pytest.fail("CI=true but PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is unreachable")
     pytest.skip("PostgreSQL or Redis is not reachable on 127.0.0.1")
+
+
+def shared_path(relative: str) -> Path:
+    """`SHARED_DIR / relative`; where it is missing the test is skipped, except under CI=true (a failure)."""
+    path = SHARED_DIR / relative
+    if path.exists():
+        return path
+    if IN_CI:
+        pytest.fail(f"CI=true but the test data {path} is missing")
+    pytest.skip(f"the test data {path} is missing (a clone without ../shared beside it)")
 
 
 def free_port() -> int:

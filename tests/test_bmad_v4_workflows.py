@@ -23,7 +23,7 @@ from app.config import load_settings
 from app.llm.base import ModelRequest
 from app.llm.offline import OfflineProvider
 from app.workflows.context import kind_of
-from tests.conftest import FAST_ENV, IN_CI, SHARED_DIR
+from tests.conftest import FAST_ENV, SHARED_DIR, shared_path
 from tests.fake_providers import FakeProviderServer, Reply
 from tests.fake_providers import fake_provider_server_fixture as fake_provider_server_fixture
 from tests.helpers import app_client, eventually
@@ -31,25 +31,16 @@ from tests.helpers import app_client, eventually
 IDEA = "A todo list for teams: tasks with due dates, assignees and reminders"
 
 
-def shared_path(relative: str, *, skip: bool = True) -> Path:  # TEMPORARY: conftest's helper replaces it
-    path = SHARED_DIR / relative
-    if skip and not path.is_dir():
-        if IN_CI:
-            pytest.fail(f"CI=true but {path} is missing")
-        pytest.skip(f"{path} is missing (a plain clone has no ../shared)")
-    return path
+def corpus() -> Path:
+    return shared_path("bmad-v4/bmad-core")
 
 
 def embedded_settings_env(tmp_path: Path) -> dict[str, str]:
     return {**FAST_ENV, "BOTARMY_DATA_DIR": str(tmp_path / "data")}
 
 
-def corpus() -> Path:
-    return shared_path("bmad-v4/bmad-core")
-
-
 def workflow_ids() -> list[str]:
-    directory = shared_path("bmad-v4/bmad-core/workflows", skip=False)
+    directory = SHARED_DIR / "bmad-v4/bmad-core/workflows"
     return sorted(path.stem for path in directory.glob("*.yaml")) if directory.is_dir() else ["(no corpus)"]
 
 

@@ -15,7 +15,7 @@ from app.db.engine import build_db_config
 from app.events.models import Event
 from app.tasks.models import AgentTask
 from app.workflows.models import Handoff
-from tests.conftest import SHARED_DIR
+from tests.conftest import shared_path
 from tests.helpers import app_client, eventually
 
 SIX = ["analyst", "orchestrator", "architect", "coder", "tester", "deployer"]
@@ -147,7 +147,7 @@ async def test_phase_gates_by_oversight_and_approval(client: AsyncClient) -> Non
 @pytest.fixture
 async def sample_client(mode_env: dict[str, str]) -> AsyncIterator[AsyncClient]:
     """The app with the sample BMAD files loaded beside ours."""
-    settings = load_settings({**mode_env, "BOTARMY_BMAD_DIR": str(SHARED_DIR / "bmad-samples")})
+    settings = load_settings({**mode_env, "BOTARMY_BMAD_DIR": str(shared_path("bmad-samples"))})
     async with app_client(settings, timeout=30) as client:
         yield client
 

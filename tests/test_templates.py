@@ -19,15 +19,14 @@ from app.documents.templates import (
     parse_template,
     template_variables,
 )
+from tests.conftest import shared_path
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "bmad-samples"
-PRD_TEMPLATE = SAMPLES / "templates" / "prd-tmpl.yaml"
 UI_CONDITION = "PRD has UX/UI requirements"
 
 
 @pytest.fixture(scope="module")
 def prd() -> Template:
-    return load_template(PRD_TEMPLATE)
+    return load_template(shared_path("bmad-samples/templates/prd-tmpl.yaml"))
 
 
 def _story(epic: int, number: int, title: str, criteria: list[Any]) -> dict[str, Any]:
@@ -665,3 +664,23 @@ def test_any_shape_of_values_renders_without_raising(prd: Template, odd: Any) ->
     assert isinstance(missing_variables(prd, values), list)
     assert all(set(problem) == {"path", "message"} for problem in validate_values(prd, values))
     assert render_markdown(prd, {"sections": odd, "conditions": odd}).startswith("# ")
+
+
+def test_numbered_items_that_carry_their_number_are_not_numbered_twice() -> None:
+    template = parse_template(
+        "template: {id: s}\nsections:\n  - id: acceptance-criteria\n    title: Acceptance Criteria\n"
+        "    type: numbered-list\n    item_template: '{{criterion_number}}: {{criteria}}'\n",
+        "story.yaml",
+    )
+    criteria = [
+        {"criterion_number": 1, "criteria": "A task has a due date"},
+        {"criterion_number": "2", "criteria": "Overdue tasks are red"},
+        {"criterion_number": "AC3", "criteria": "Kept as written"},
+        "4) Given by hand",
+        "3.5 GB is the upload limit",
+    ]
+    markdown = render_markdown(template, {"sections": {"acceptance-criteria": criteria}})
+    assert markdown == (
+        "# s\n\n## Acceptance Criteria\n\n1. A task has a due date\n2. Overdue tasks are red\n3. AC3: Kept as written\n"
+        "4. Given by hand\n5. 3.5 GB is the upload limit\n"
+    )

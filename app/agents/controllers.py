@@ -7,7 +7,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, Parameter
 
-from app.agents.schemas import AgentStatusList, AgentStatusRow, UsageSummary
+from app.agents.schemas import AgentStatusList, UsageSummary
 from app.agents.services import AgentService
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal, Role, needs
@@ -28,23 +28,16 @@ class AgentController(Controller):
         self,
         principal: NamedDependency[Principal],
         agents_service: NamedDependency[AgentService],
+        projects_service: NamedDependency[ProjectService],
         project_id: UUID | None = Parameter(default=None, description="only this project's agents"),
     ) -> AgentStatusList:
-        if project_id is not None and not principal.can_see(project_id):
-            raise NotFoundError(f"Project {project_id} does not exist.")
-        rows = await agents_service.statuses(project_id, principal.project_ids)
-        return AgentStatusList(
-            items=[
-                AgentStatusRow(
-                    project_id=row.project_id,
-                    agent_type=row.agent_type,
-                    status=row.status,
-                    current_task_id=row.current_task_id,
-                    updated_at=row.updated_at,
-                )
-                for row in rows
-            ]
-        )
+        """All six agents, `idle` when they have no work (per project with `?project_id=`)."""
+        project = None
+        if project_id is not None:
+            if not principal.can_see(project_id):
+                raise NotFoundError(f"Project {project_id} does not exist.")
+            project = await projects_service.get_project(project_id)
+        return AgentStatusList(items=await agents_service.status_board(project, principal.project_ids))
 
     @get("/projects/{project_id:uuid}/usage", operation_id="GetProjectUsage")
     async def get_project_usage(

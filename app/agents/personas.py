@@ -132,8 +132,19 @@ class PersonaFileError(ValueError):
     """A BMAD agent file could not be read; the message names the file and the reason."""
 
 
-def parse_bmad_agent(text: str, source: str) -> Persona:
-    """A persona from a BMAD agent file: markdown with one YAML block (`agent:` and `persona:`)."""
+class BmadAgentFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A BMAD agent file as read: its id, and its persona when the id maps to one of our agent types."""
+
+    id: str
+    name: str
+    title: str
+    source: str
+    persona: Persona | None = None
+    unsupported: str = ""  # why the file's agent is not used (its id maps to none of our types)
+
+
+def read_bmad_agent(text: str, source: str, default_id: str = "") -> BmadAgentFile:
+    """Any BMAD agent file with a YAML `agent:` block; an id outside our table loads without a persona."""
     match = _YAML_BLOCK.search(text)
     if match is None:
         raise PersonaFileError(f"{source}: no ```yaml block with the agent definition")
@@ -145,22 +156,46 @@ def parse_bmad_agent(text: str, source: str) -> Persona:
         raise PersonaFileError(f"{source}: the YAML block has no 'agent' mapping")
     agent: dict[str, Any] = data["agent"]
     persona: dict[str, Any] = data.get("persona") if isinstance(data.get("persona"), dict) else {}  # type: ignore[assignment]
-    bmad_id = str(agent.get("id", "")).strip()
+    bmad_id = str(agent.get("id") or default_id).strip()
+    if not bmad_id:
+        raise PersonaFileError(f"{source}: the agent has no id")
+    name = str(agent.get("name") or agent.get("title") or bmad_id)
+    title = str(agent.get("title") or "")
     agent_type = BMAD_AGENT_TYPES.get(bmad_id)
     if agent_type is None:
         known = ", ".join(sorted(BMAD_AGENT_TYPES))
-        raise PersonaFileError(f"{source}: agent id {bmad_id!r} maps to none of our agents (known: {known})")
+        return BmadAgentFile(
+            id=bmad_id,
+            name=name,
+            title=title,
+            source=source,
+            unsupported=f"agent id {bmad_id!r} maps to none of our agents (known: {known})",
+        )
     principles = persona.get("core_principles") or []
-    return Persona(
-        agent_type=agent_type,
-        name=str(agent.get("name") or agent.get("title") or bmad_id),
-        role=str(persona.get("role") or agent.get("title") or agent_type.value),
-        style=str(persona.get("style") or ""),
-        identity=str(persona.get("identity") or ""),
-        focus=str(persona.get("focus") or ""),
-        principles=tuple(str(item) for item in principles if isinstance(item, str | int | float)),
+    return BmadAgentFile(
+        id=bmad_id,
+        name=name,
+        title=title,
         source=source,
+        persona=Persona(
+            agent_type=agent_type,
+            name=name,
+            role=str(persona.get("role") or agent.get("title") or agent_type.value),
+            style=str(persona.get("style") or ""),
+            identity=str(persona.get("identity") or ""),
+            focus=str(persona.get("focus") or ""),
+            principles=tuple(str(item) for item in principles if isinstance(item, str | int | float)),
+            source=source,
+        ),
     )
+
+
+def parse_bmad_agent(text: str, source: str) -> Persona:
+    """A persona from a BMAD agent file: markdown with one YAML block (`agent:` and `persona:`)."""
+    read = read_bmad_agent(text, source)
+    if read.persona is None:
+        raise PersonaFileError(f"{source}: {read.unsupported}")
+    return read.persona
 
 
 def load_bmad_agent(path: Path) -> Persona:

@@ -31,7 +31,7 @@ class UsageSummary(Struct):
 
 
 class AgentStatusRow(Struct):
-    project_id: UUID
+    project_id: UUID | None  # null: an agent with no work in any project (listed without ?project_id=)
     agent_type: str
     status: str
     current_task_id: UUID | None

@@ -5,6 +5,7 @@ Nothing here commits: callers put these writes in the transaction of the change 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -15,9 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
-from app.agents.schemas import UsageRow, UsageSummary, UsageTotals
+from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
 from app.events.services import EventService
 from app.projects.models import Project
+from app.tasks.models import AgentType
 
 
 class BudgetExceededError(Exception):
@@ -94,6 +96,37 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         if visible is not None:
             statement = statement.where(AgentStatus.project_id.in_(visible))
         return list(await self.repository.session.scalars(statement))
+
+    async def status_board(self, project: Project | None, visible: frozenset[UUID] | None) -> list[AgentStatusRow]:
+        """Every agent, each at least once: its rows (one per project it has worked in, or only
+        `project`'s), and `idle` for an agent with none (`project_id` null when no project is given)."""
+        rows = await self.statuses(project.id if project else None, visible)
+        items = [
+            AgentStatusRow(
+                project_id=row.project_id,
+                agent_type=row.agent_type,
+                status=row.status,
+                current_task_id=row.current_task_id,
+                updated_at=row.updated_at,
+            )
+            for row in rows
+        ]
+        present = {row.agent_type for row in rows}
+        since = project.created_at if project else datetime.datetime.now(datetime.UTC)
+        idle = [
+            AgentStatusRow(
+                project_id=project.id if project else None,
+                agent_type=agent.value,
+                status=AgentState.IDLE.value,
+                current_task_id=None,
+                updated_at=since,
+            )
+            for agent in AgentType
+            if agent.value not in present
+        ]
+        if project is not None:
+            return sorted(items + idle, key=lambda item: item.agent_type)
+        return items + sorted(idle, key=lambda item: item.agent_type)
 
     # -- usage and budgets -------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Read the BMAD core: workflows, templates (and render or check them), agent teams."""
+"""Read the BMAD core: workflows, templates (and render or check them), agent teams, agent files,
+tasks / checklists / data files, and what did not load or is not used."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class TemplateDetail(Struct):
     output_title: str | None
     variables: list[str]
     sections: list[TemplateSection]
+    unsupported: list[str]
 
 
 class TemplateValues(InputStruct):
@@ -102,10 +104,30 @@ class TeamCheck(Struct):
     team_id: str
     valid: bool
     problems: list[str]
+    unsupported: list[str]
 
 
 class CoreProblems(Struct):
+    """`problems`: files that did not load. `unsupported`: files loaded or seen but not used, and why."""
+
     problems: list[Problem]
+    unsupported: list[Problem]
+
+
+class AgentFile(Struct):
+    id: str
+    name: str
+    agent_type: str | None
+    source: str
+    unsupported: str | None
+
+
+class DocumentSummary(Struct):
+    id: str
+    kind: str
+    title: str
+    items: int
+    source: str
 
 
 def _summary(workflow: Workflow) -> WorkflowSummary:
@@ -196,6 +218,7 @@ class BmadController(Controller):
             output_title=template.output_title,
             variables=template_variables(template),
             sections=list(template.sections),
+            unsupported=template.unsupported,
         )
 
     @post(
@@ -251,10 +274,51 @@ class BmadController(Controller):
     async def validate_team(
         self, bmad_service: NamedDependency[BmadService], team_id: FromPath[Identifier]
     ) -> TeamCheck:
-        problems = bmad_service.team_problems(bmad_service.team(team_id))
-        return TeamCheck(team_id=team_id, valid=not problems, problems=problems)
+        team = bmad_service.team(team_id)
+        problems = bmad_service.team_problems(team)
+        return TeamCheck(
+            team_id=team_id, valid=not problems, problems=problems, unsupported=bmad_service.team_unsupported(team)
+        )
+
+    @get("/bmad/agents", operation_id="ListBmadAgents")
+    async def agents(self, bmad_service: NamedDependency[BmadService]) -> Page[AgentFile]:
+        """The agent files loaded: the persona each step's `agent:` speaks with, or why it is not used."""
+        core = bmad_service.core
+        items = [
+            AgentFile(
+                id=agent_id,
+                name=persona.name,
+                agent_type=persona.agent_type.value,
+                source=persona.source.rsplit("/", 1)[-1],
+                unsupported=None,
+            )
+            for agent_id, persona in core.agents.items()
+        ] + [
+            AgentFile(
+                id=agent.id,
+                name=agent.name,
+                agent_type=None,
+                source=agent.source.rsplit("/", 1)[-1],
+                unsupported=agent.unsupported,
+            )
+            for agent in core.other_agents.values()
+        ]
+        return Page(items=sorted(items, key=lambda item: item.id), next_cursor=None)
+
+    @get("/bmad/documents", operation_id="ListBmadDocuments")
+    async def documents(self, bmad_service: NamedDependency[BmadService]) -> Page[DocumentSummary]:
+        """The tasks, checklists and data files a step's `uses:` / `validates:` can name."""
+        core = bmad_service.core
+        items = [
+            DocumentSummary(
+                id=doc.id, kind=doc.kind, title=doc.title, items=len(doc.items), source=doc.source.rsplit("/", 1)[-1]
+            )
+            for docs in (core.tasks, core.checklists, core.data)
+            for doc in sorted(docs.values(), key=lambda doc: doc.id)
+        ]
+        return Page(items=items, next_cursor=None)
 
     @get("/bmad/problems", operation_id="ListBmadProblems", opt=needs(Role.ADMIN))
     async def problems(self, bmad_service: NamedDependency[BmadService]) -> CoreProblems:
-        """Files of the BMAD directory that could not be loaded, with the reason."""
-        return CoreProblems(problems=bmad_service.core.problems)
+        """Files of the BMAD directory that could not be loaded, and those loaded but not used, with the reason."""
+        return CoreProblems(problems=bmad_service.core.problems, unsupported=bmad_service.core.unsupported)

@@ -1,20 +1,24 @@
-"""Load a `.bmad-core`-shaped directory: workflows, templates, agents and agent teams.
+"""Load a `.bmad-core`-shaped directory: workflows, templates, agents, agent teams, tasks,
+checklists, data files and `core-config.yaml`.
 
 Any real BMAD-METHOD v4 file loads: what the engine does not understand is kept (`unknown`) and
-reported (`unsupported`), never a crash. A malformed file is reported with its path and the
-reason, and the rest still loads. Files are read only from inside the directory (a link that
+reported (`unsupported`), never a crash. An unknown agent id, an unknown step-list key or an
+unknown field is listed as unsupported, never a whole-file failure. A malformed file (YAML that
+does not parse, no step list at all, a section without an id) is a `Problem` with its path and
+the reason, and the rest still loads. Files are read only from inside the directory (a link that
 points outside is refused), and YAML is only ever loaded with `yaml.safe_load`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
-from app.agents.personas import BMAD_AGENT_TYPES, Persona, PersonaFileError, parse_bmad_agent
+from app.agents.personas import BMAD_AGENT_TYPES, BmadAgentFile, Persona, PersonaFileError, read_bmad_agent
 from app.documents.templates import Template, TemplateError, parse_template
 from app.tasks.models import AgentType
 
@@ -34,6 +38,14 @@ AGENT_PHASES: dict[str, str] = {
     "deployer": "launch",
     "devops": "launch",
 }
+WORKFLOW_KEYS = frozenset({"id", "name", "description", "type", "project_types", "sequence"})
+# The folders of documents a step names by `uses:` / `validates:`, in the order a name is looked up.
+DOC_KINDS = {"tasks": "task", "checklists": "checklist", "data": "data"}
+DOC_SUFFIXES = (".md", ".yaml", ".yml", ".txt", ".csv")
+CONFIG_FILE = "core-config.yaml"
+CORE_PARTS = frozenset({"workflows", "templates", "agents", "agent-teams", *DOC_KINDS, CONFIG_FILE})
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
+_CHECK_ITEM = re.compile(r"^\s*[-*+]\s+\[[ xX]?\]\s+(.+?)\s*$")
 STEP_KEYS = frozenset(
     {"agent", "step", "phase", "creates", "updates", "requires", "condition", "optional", "repeats", "action", "notes"}
     | {"uses", "validates", "optional_steps", "side_effects"}
@@ -43,6 +55,17 @@ STEP_KEYS = frozenset(
 class Problem(msgspec.Struct, frozen=True):
     path: str
     reason: str
+
+
+class BmadDoc(msgspec.Struct, frozen=True, kw_only=True):
+    """A task, checklist or data file: what a step's `uses:` / `validates:` names."""
+
+    id: str  # file stem, e.g. "po-master-checklist", "create-next-story"
+    kind: str  # "task" | "checklist" | "data"
+    title: str  # first markdown heading, else the id
+    text: str  # the whole file text
+    items: tuple[str, ...] = ()  # checklists: every "- [ ] ..." item's text, in order (empty for others)
+    source: str = ""
 
 
 class WorkflowStep(msgspec.Struct, kw_only=True):
@@ -77,6 +100,9 @@ class Workflow(msgspec.Struct, kw_only=True):
     source: str
     unknown: dict[str, Any] = msgspec.field(default_factory=dict)
     unsupported: list[str] = msgspec.field(default_factory=list)
+    # The `uses:` / `validates:` notes of `unsupported` that name no loaded document (recomputed
+    # once every directory is loaded).
+    unresolved: list[str] = msgspec.field(default_factory=list)
 
     @property
     def agents(self) -> list[str]:
@@ -96,9 +122,44 @@ class Team(msgspec.Struct, kw_only=True):
 class BmadCore(msgspec.Struct, kw_only=True):
     workflows: dict[str, Workflow] = msgspec.field(default_factory=dict)
     templates: dict[str, Template] = msgspec.field(default_factory=dict)
+    # Personas of the agent files whose id maps to one of our types, keyed by the file's agent id.
     agents: dict[str, Persona] = msgspec.field(default_factory=dict)
+    # Agent files whose id maps to none of our types: loaded, not used (also in `unsupported`).
+    other_agents: dict[str, BmadAgentFile] = msgspec.field(default_factory=dict)
     teams: dict[str, Team] = msgspec.field(default_factory=dict)
+    tasks: dict[str, BmadDoc] = msgspec.field(default_factory=dict)
+    checklists: dict[str, BmadDoc] = msgspec.field(default_factory=dict)
+    data: dict[str, BmadDoc] = msgspec.field(default_factory=dict)
+    config: dict[str, Any] = msgspec.field(default_factory=dict)  # core-config.yaml, {} if absent
+    # Files that could not be loaded, with the reason.
     problems: list[Problem] = msgspec.field(default_factory=list)
+    # Files (or entries) loaded or seen but not used, with the reason: never a failure.
+    unsupported: list[Problem] = msgspec.field(default_factory=list)
+    # Every file that loaded, by path.
+    loaded: list[str] = msgspec.field(default_factory=list)
+    template_sources: dict[str, str] = msgspec.field(default_factory=dict)  # template id → its file
+
+    def document(self, name: str | None) -> BmadDoc | None:
+        """A step's `uses:`/`validates:` name resolved: tasks first, then checklists, then data;
+        accepts 'x', 'x.md', 'tasks/x.md'. None when unknown."""
+        if not name or not name.strip():
+            return None
+        folder, _, file_name = name.strip().replace("\\", "/").rpartition("/")
+        stem = Path(file_name).stem if Path(file_name).suffix in DOC_SUFFIXES else file_name
+        kinds: list[dict[str, BmadDoc]] = [self.tasks, self.checklists, self.data]
+        preferred = {"tasks": self.tasks, "checklists": self.checklists, "data": self.data}.get(
+            folder.rsplit("/", 1)[-1]
+        )
+        if preferred is not None:
+            kinds = [preferred]
+        return next((docs[stem] for docs in kinds if stem in docs), None)
+
+    def persona(self, bmad_agent: str | None) -> Persona | None:
+        """The persona of a workflow step's `agent:` (e.g. 'pm', 'ux-expert', 'analyst/pm' → first id) from the
+        loaded agent files, keyed by the file's agent id; None when no file was loaded for it."""
+        if not bmad_agent:
+            return None
+        return self.agents.get(bmad_agent.split("/")[0].strip())
 
 
 class BmadFileError(ValueError):
@@ -129,6 +190,28 @@ def agent_type_of(agent: str | None) -> AgentType | None:
         return None
 
 
+def _looks_like_steps(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(item, dict) for item in value)
+        and any("agent" in item or "step" in item for item in value)
+    )
+
+
+def _step_list(body: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The key and the list of the workflow's steps: `sequence`, else the one list of steps it has
+    under another name (`steps`, `full_game_sequence`, ...)."""
+    sequence = body.get("sequence")
+    if isinstance(sequence, list) and sequence:
+        return "sequence", sequence
+    others = [str(key) for key, value in body.items() if key != "sequence" and _looks_like_steps(value)]
+    others.sort(key=lambda key: (key != "steps", not key.endswith("sequence")))
+    if not others:
+        raise BmadFileError("the workflow has no 'sequence' list of steps")
+    return others[0], body[others[0]]
+
+
 def parse_workflow(text: str, source: str) -> Workflow:
     try:
         data = yaml.safe_load(text)
@@ -140,25 +223,31 @@ def parse_workflow(text: str, source: str) -> Workflow:
     workflow_id = _text(body.get("id"))
     if not workflow_id:
         raise BmadFileError("the workflow has no id")
-    sequence = body.get("sequence")
-    if not isinstance(sequence, list) or not sequence:
-        raise BmadFileError("the workflow has no 'sequence' list of steps")
+    list_key, sequence = _step_list(body)
     steps: list[WorkflowStep] = []
     unsupported: list[str] = []
+    if list_key != "sequence":
+        unsupported.append(f"the steps are read from {list_key!r}: BMAD names this list 'sequence'")
     previous_phase = PHASES[0]
     for index, raw in enumerate(sequence):
         if not isinstance(raw, dict):
-            raise BmadFileError(f"sequence[{index}] is not a mapping")
+            raise BmadFileError(f"{list_key}[{index}] is not a mapping")
+        where = f"sequence[{index}]"
         agent = _text(raw.get("agent"))
         agent_type = agent_type_of(agent)
         phase = _text(raw.get("phase")) or AGENT_PHASES.get((agent or "").split("/")[0].strip(), previous_phase)
         if phase not in PHASES:
-            raise BmadFileError(f"sequence[{index}]: phase {phase!r} is not one of {', '.join(PHASES)}")
+            raise BmadFileError(f"{where}: phase {phase!r} is not one of {', '.join(PHASES)}")
         previous_phase = phase
         if agent is not None and agent_type is None:
-            unsupported.append(f"sequence[{index}]: agent {agent!r} maps to none of our agents")
+            unsupported.append(f"{where}: agent {agent!r} maps to none of our agents")
         if agent is None:
-            unsupported.append(f"sequence[{index}]: step {raw.get('step')!r} has no agent (kept as a marker)")
+            unsupported.append(f"{where}: step {raw.get('step')!r} has no agent (kept as a marker)")
+        unknown = {str(key): value for key, value in raw.items() if key not in STEP_KEYS}
+        unsupported += [f"{where}: {key!r} is kept, not executed" for key in unknown]
+        optional_steps = _texts(raw.get("optional_steps"))
+        if optional_steps:
+            unsupported.append(f"{where}: optional_steps are not run ({', '.join(optional_steps)})")
         steps.append(
             WorkflowStep(
                 index=index,
@@ -176,12 +265,19 @@ def parse_workflow(text: str, source: str) -> Workflow:
                 notes=_text(raw.get("notes")),
                 uses=_text(raw.get("uses")),
                 validates=_text(raw.get("validates")),
-                optional_steps=_texts(raw.get("optional_steps")),
+                optional_steps=optional_steps,
                 side_effects=bool(raw.get("side_effects", False)),
-                unknown={key: value for key, value in raw.items() if key not in STEP_KEYS},
+                unknown=unknown,
             )
         )
-    known = {"id", "name", "description", "type", "project_types", "sequence"}
+    unknown_keys = {str(key): value for key, value in body.items() if key not in WORKFLOW_KEYS | {list_key}}
+    for key, value in unknown_keys.items():
+        if _looks_like_steps(value):
+            unsupported.append(f"{key!r} is another list of steps: kept, not run")
+        else:
+            unsupported.append(f"{key!r} is kept, not executed")
+    outside = {str(key): value for key, value in data.items() if key != "workflow"}
+    unsupported += [f"top-level {key!r} is kept, not executed" for key in outside]
     return Workflow(
         id=workflow_id,
         name=_text(body.get("name")) or workflow_id,
@@ -190,10 +286,44 @@ def parse_workflow(text: str, source: str) -> Workflow:
         project_types=_texts(body.get("project_types")),
         steps=steps,
         source=source,
-        unknown={key: value for key, value in body.items() if key not in known}
-        | {key: value for key, value in data.items() if key != "workflow"},
+        unknown=unknown_keys | outside,
         unsupported=unsupported,
     )
+
+
+def unresolved_documents(core: BmadCore, workflow: Workflow) -> list[str]:
+    """The workflow's `uses:` names that resolve to no loaded task, checklist, data file or template.
+
+    A `validates:` names what is validated (`all_artifacts`), which the engine resolves like a
+    `requires`; it is a document only when it names a checklist.
+    """
+    notes: list[str] = []
+    for step in workflow.steps:
+        name = step.uses
+        if not name or core.document(name) is not None or template_of(core, name) is not None:
+            continue
+        notes.append(f"sequence[{step.index}]: uses {name!r} names no loaded task, checklist, data file or template")
+    return notes
+
+
+def template_of(core: BmadCore, name: str) -> Template | None:
+    """The template a `uses:` names by its file (`brownfield-prd-tmpl`) or its id."""
+    stem = Path(name.strip()).name
+    stem = Path(stem).stem if Path(stem).suffix in {".yaml", ".yml"} else stem
+    if stem in core.templates:
+        return core.templates[stem]
+    for template_id, source in core.template_sources.items():
+        if Path(source).stem == stem:
+            return core.templates.get(template_id)
+    return None
+
+
+def cross_check(core: BmadCore) -> None:
+    """Once everything is loaded: list each workflow's `uses:` / `validates:` that name no document."""
+    for workflow in core.workflows.values():
+        kept = [note for note in workflow.unsupported if note not in workflow.unresolved]
+        workflow.unresolved = unresolved_documents(core, workflow)
+        workflow.unsupported = kept + workflow.unresolved
 
 
 def parse_team(text: str, source: str, team_id: str) -> Team:
@@ -227,6 +357,55 @@ def _read(root: Path, path: Path) -> str:
         raise BmadFileError("not UTF-8 text") from None
 
 
+def parse_doc(text: str, source: str, doc_id: str, kind: str) -> BmadDoc:
+    """A task, checklist or data file; any text loads. A checklist's items are its `- [ ]` lines."""
+    title = doc_id
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            continue
+        heading = None if fenced else _HEADING.match(line)
+        if heading:
+            title = heading.group(1)
+            break
+    items: tuple[str, ...] = ()
+    if kind == "checklist":
+        items = tuple(match.group(1) for line in text.splitlines() if (match := _CHECK_ITEM.match(line)))
+    return BmadDoc(id=doc_id, kind=kind, title=title, text=text, items=items, source=source)
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BmadFileError(f"the YAML does not parse: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BmadFileError("core-config.yaml is not a mapping")
+    return {str(key): value for key, value in data.items()}
+
+
+def _files(root: Path, folder: str, suffixes: tuple[str, ...], core: BmadCore) -> list[Path]:
+    """The files of `folder` to load; any other entry in it is listed as unsupported."""
+    directory = root / folder
+    if not directory.is_dir():
+        return []
+    chosen: list[Path] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and path.suffix in suffixes:
+            chosen.append(path)
+        else:
+            what = "a folder" if path.is_dir() else "a file"
+            core.unsupported.append(
+                Problem(str(path), f"{what} not read: {folder}/ holds {' or '.join(suffixes)} files")
+            )
+    return chosen
+
+
 def load_core(directory: Path, into: BmadCore | None = None) -> BmadCore:
     """Everything loadable under `directory`; a later directory's files replace earlier ones by id."""
     core = into or BmadCore()
@@ -234,27 +413,59 @@ def load_core(directory: Path, into: BmadCore | None = None) -> BmadCore:
     if not root.is_dir():
         core.problems.append(Problem(str(directory), "not a directory"))
         return core
-    for path in sorted(root.glob("workflows/*.y*ml")):
+    for path in sorted(root.iterdir()):
+        if path.name not in CORE_PARTS and not path.name.startswith("."):
+            core.unsupported.append(Problem(str(path), "not read: not part of a BMAD core"))
+    yaml_files = (".yaml", ".yml")
+    for path in _files(root, "workflows", yaml_files, core):
         try:
             workflow = parse_workflow(_read(root, path), str(path))
             core.workflows[workflow.id] = workflow
+            core.loaded.append(str(path))
         except (BmadFileError, OSError) as exc:
             core.problems.append(Problem(str(path), str(exc)))
-    for path in sorted(root.glob("templates/*.y*ml")):
+    for path in _files(root, "templates", yaml_files, core):
         try:
             template = parse_template(_read(root, path), str(path))
             core.templates[template.id] = template
+            core.template_sources[template.id] = str(path)
+            core.loaded.append(str(path))
         except (TemplateError, BmadFileError, OSError) as exc:
             core.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
-    for path in sorted(root.glob("agents/*.md")):
+    for path in _files(root, "agents", (".md",), core):
         try:
-            persona = parse_bmad_agent(_read(root, path), str(path))
-            core.agents[path.stem] = persona
+            agent = read_bmad_agent(_read(root, path), str(path), default_id=path.stem)
         except (PersonaFileError, BmadFileError, OSError) as exc:
             core.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
-    for path in sorted(root.glob("agent-teams/*.y*ml")):
+            continue
+        core.loaded.append(str(path))
+        core.agents.pop(agent.id, None)
+        core.other_agents.pop(agent.id, None)
+        if agent.persona is None:
+            core.other_agents[agent.id] = agent
+            core.unsupported.append(Problem(str(path), f"{agent.unsupported}: loaded, not used"))
+        else:
+            core.agents[agent.id] = agent.persona
+    for path in _files(root, "agent-teams", yaml_files, core):
         try:
             core.teams[path.stem] = parse_team(_read(root, path), str(path), path.stem)
+            core.loaded.append(str(path))
         except (BmadFileError, OSError) as exc:
             core.problems.append(Problem(str(path), str(exc)))
+    for folder, kind in DOC_KINDS.items():
+        docs: dict[str, BmadDoc] = getattr(core, folder)
+        for path in _files(root, folder, DOC_SUFFIXES, core):
+            try:
+                docs[path.stem] = parse_doc(_read(root, path), str(path), path.stem, kind)
+                core.loaded.append(str(path))
+            except (BmadFileError, OSError) as exc:
+                core.problems.append(Problem(str(path), str(exc)))
+    config = root / CONFIG_FILE
+    if config.is_file():
+        try:
+            core.config.update(parse_config(_read(root, config)))
+            core.loaded.append(str(config))
+        except (BmadFileError, OSError) as exc:
+            core.problems.append(Problem(str(config), str(exc)))
+    cross_check(core)
     return core

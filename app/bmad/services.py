@@ -50,10 +50,15 @@ class BmadService:
         return [team for team in self.core.teams.values() if file_names & set(team.workflows)]
 
     def team_problems(self, team: Team) -> list[str]:
-        """What a team names that this server cannot run."""
-        problems = [
-            f"agent {agent!r} maps to none of our agents" for agent in team.agents if agent_type_of(agent) is None
-        ]
+        """What a team names that is not there: a workflow that is not loaded."""
         known_files = {Path(workflow.source).name for workflow in self.core.workflows.values()}
-        problems += [f"workflow {name!r} is not loaded" for name in team.workflows if name not in known_files]
-        return problems
+        known_files |= {f"{workflow_id}.yaml" for workflow_id in self.core.workflows}
+        return [f"workflow {name!r} is not loaded" for name in team.workflows if name not in known_files]
+
+    def team_unsupported(self, team: Team) -> list[str]:
+        """The team's agents this server does not run (`*` is every agent: supported)."""
+        return [
+            f"agent {agent!r} maps to none of our agents"
+            for agent in team.agents
+            if agent != "*" and agent_type_of(agent) is None
+        ]

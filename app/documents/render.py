@@ -25,9 +25,10 @@ A section's content, by the section's ``type``:
 * ``paragraphs`` or no type (and any type not listed here): a string, or a list of strings
   (one paragraph each). The text is Markdown and is inserted as it is.
 * ``bullet-list``: a list of strings, one ``- item`` each.
-* ``numbered-list``: a list of strings, numbered ``1.``, ``2.``, ... or, when the section has a
-  ``prefix``, written as ``- FR1: item``, ``- FR2: item`` (an item that already starts with
-  ``FR<n>:`` is kept as it is).
+* ``numbered-list``: a list of strings, numbered ``1.``, ``2.``, ... (an item that starts with
+  its own number, ``3: item`` as BMAD's ``{{criterion_number}}: {{criteria}}`` writes it, keeps
+  that number: ``3. item``) or, when the section has a ``prefix``, written as ``- FR1: item``,
+  ``- FR2: item`` (an item that already starts with ``FR<n>:`` is kept as it is).
 * ``table``: a list of rows, each a list of cells (in the order of the section's
   ``columns``) or a mapping from column name to cell. The ``columns`` are the header row.
   A ``|`` inside a cell is escaped and a line break becomes a space.
@@ -92,6 +93,8 @@ from app.documents.templates import VARIABLE_PATTERN, Template, TemplateSection,
 __all__ = ["markdown_to_html", "missing_variables", "render_markdown", "validate_values"]
 
 _LIST_TYPES: Final = frozenset({"bullet-list", "numbered-list", "table"})
+# An item of a numbered list that starts with its own number: "3: text", "3. text", "3) text".
+_OWN_NUMBER: Final = re.compile(r"^(\d{1,9})\s*[:.)]\s+")
 _CODE_TYPES: Final = frozenset({"code", "mermaid"})
 _RESERVED_TOP: Final = frozenset({"sections", "conditions"})
 _RESERVED_OBJECT: Final = frozenset({"sections", "content"})
@@ -580,8 +583,11 @@ class _Renderer:
         prefix = (section.prefix or "").strip()
         numbered_already = re.compile(rf"{re.escape(prefix)}\d+\s*[:.)]") if prefix else None
         for number, text in enumerate(items, start=1):
+            own_number = _OWN_NUMBER.match(text) if kind != "bullet-list" and numbered_already is None else None
             if kind == "bullet-list":
                 marker = "- "
+            elif own_number is not None:  # "1: text" (an item_template's number): "1. text", not "1. 1: text"
+                marker, text = f"{own_number.group(1)}. ", text[own_number.end() :]
             elif numbered_already is None:
                 marker = f"{number}. "
             elif numbered_already.match(text):

@@ -109,7 +109,8 @@ class Template(msgspec.Struct, kw_only=True, frozen=True):
 
     ``unknown`` holds the top-level keys not interpreted here (``workflow``, ...) under their
     own names, and unknown keys inside ``template:`` / ``template.output:`` under dotted names
-    (``"template.description"``, ``"template.output.encoding"``).
+    (``"template.description"``, ``"template.output.encoding"``). ``unsupported`` says, one line
+    each, what of the file is kept but not used (those keys; the body of a non-Markdown template).
     """
 
     id: str
@@ -120,6 +121,7 @@ class Template(msgspec.Struct, kw_only=True, frozen=True):
     output_title: str = ""
     sections: list[TemplateSection] = msgspec.field(default_factory=list)
     unknown: dict[str, Any] = msgspec.field(default_factory=dict)
+    unsupported: list[str] = msgspec.field(default_factory=list)
 
 
 def load_template(path: Path) -> Template:
@@ -159,12 +161,19 @@ def parse_template(text: str, source: str) -> Template:
         raise TemplateError(source, f"expected a mapping at the top level, got {_kind(data)}")
     if "template" not in data:
         raise TemplateError(source, "missing 'template:' (the id, name, version and output of the document)")
-    if "sections" not in data:
-        raise TemplateError(source, "missing 'sections:' (the list of document sections)")
-
     header = data["template"]
     if not isinstance(header, dict):
         raise TemplateError(source, f"'template' must be a mapping, got {_kind(header)}")
+    output = header.get("output")
+    if output is None:
+        output = {}
+    if not isinstance(output, dict):
+        raise TemplateError(source, f"'template.output' must be a mapping, got {_kind(output)}")
+    output_format = _text(output.get("format"), source, "template.output.format") or "markdown"
+    # A template of a data file (`format: yaml`, e.g. BMAD's qa-gate) describes the file by its
+    # keys, not by sections: they are kept in `unknown` and the template has no sections.
+    if "sections" not in data and output_format == "markdown":
+        raise TemplateError(source, "missing 'sections:' (the list of document sections)")
     unknown: dict[str, Any] = {str(k): v for k, v in data.items() if k not in _TOP_FIELDS}
     unknown.update({f"template.{k}": v for k, v in header.items() if k not in _TEMPLATE_FIELDS})
 
@@ -174,14 +183,9 @@ def parse_template(text: str, source: str) -> Template:
     name = _text(header.get("name"), source, "template.name") or template_id
     version = _text(header.get("version"), source, "template.version") or ""
 
-    output = header.get("output")
-    if output is None:
-        output = {}
-    if not isinstance(output, dict):
-        raise TemplateError(source, f"'template.output' must be a mapping, got {_kind(output)}")
     unknown.update({f"template.output.{k}": v for k, v in output.items() if k not in _OUTPUT_FIELDS})
 
-    raw_sections = data["sections"]
+    raw_sections = data.get("sections", [])
     if not isinstance(raw_sections, list):
         raise TemplateError(source, f"'sections' must be a list, got {_kind(raw_sections)}")
     counter = [0]
@@ -191,12 +195,21 @@ def parse_template(text: str, source: str) -> Template:
         id=template_id,
         name=name,
         version=version,
-        output_format=_text(output.get("format"), source, "template.output.format") or "markdown",
+        output_format=output_format,
         output_filename=_text(output.get("filename"), source, "template.output.filename") or "",
         output_title=_text(output.get("title"), source, "template.output.title") or "",
         sections=sections,
         unknown=unknown,
+        unsupported=_unsupported(output_format, data, unknown),
     )
+
+
+def _unsupported(output_format: str, data: dict[Any, Any], unknown: dict[str, Any]) -> list[str]:
+    """What of the file the renderer does not use (kept in `unknown`, shown by the API)."""
+    if output_format != "markdown":
+        body = ", ".join(str(key) for key in data if key not in _TOP_FIELDS) or "nothing"
+        return [f"output format {output_format!r}: its body ({body}) is kept, not rendered (only Markdown renders)"]
+    return [f"{key!r} is kept, not interpreted" for key in unknown]
 
 
 def iter_sections(sections: list[TemplateSection]) -> Iterator[TemplateSection]:

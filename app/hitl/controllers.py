@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime
 import statistics
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.enums import RequestEncodingType
+from litestar.openapi.spec import Schema
+from litestar.params import Body, FromPath, JSONBody, Parameter
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -379,12 +381,19 @@ class HitlController(Controller):
         principal: NamedDependency[Principal],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
-        data: JSONBody[schemas.OversightUpdate],
+        data: Annotated[
+            schemas.OversightUpdate,
+            Body(
+                media_type=RequestEncodingType.JSON,
+                # One of the two fields is required: what the struct's __post_init__ checks.
+                schema_extra={"any_of": [Schema(required=["oversight_level"]), Schema(required=["level"])]},
+            ),
+        ],
     ) -> schemas.Oversight:
         """Takes effect at the next phase boundary of every running execution of the project."""
         principal.ensure_can_see(project_id)
         project = await projects_service.update_project(
-            project_id, ProjectUpdate(oversight_level=data.oversight_level), actor=principal.name
+            project_id, ProjectUpdate(oversight_level=data.chosen), actor=principal.name
         )
         await projects_service.repository.session.commit()
         return schemas.Oversight(project_id=project.id, oversight_level=project.oversight_level)  # type: ignore[arg-type]

@@ -146,5 +146,21 @@ class Oversight(Struct):
     oversight_level: OversightLevel
 
 
-class OversightUpdate(InputStruct):
-    oversight_level: OversightLevel
+class OversightUpdate(InputStruct, omit_defaults=True):
+    """`{"oversight_level": "high"}`, or the upstream clients' `{"level": "high"}` (with both, the first)."""
+
+    oversight_level: OversightLevel | msgspec.UnsetType = msgspec.UNSET
+    level: OversightLevel | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.oversight_level, msgspec.UnsetType) and isinstance(self.level, msgspec.UnsetType):
+            msg = "give oversight_level (or level): high, medium or low"
+            raise ValueError(msg)
+
+    @property
+    def chosen(self) -> OversightLevel:
+        for value in (self.oversight_level, self.level):
+            if not isinstance(value, msgspec.UnsetType):
+                return value
+        return OversightLevel.MEDIUM  # not reached: one is set (__post_init__)

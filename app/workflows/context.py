@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.personas import AGENT_ARTIFACTS
 from app.artifacts.models import Artifact, ArtifactType, Granularity
-from app.bmad.loader import BmadCore, Workflow, WorkflowStep
+from app.bmad.loader import BmadCore, Workflow, WorkflowStep, template_of
 from app.tasks.models import AgentType
 
 
@@ -291,12 +291,11 @@ def _outline(sections: Any, depth: int = 0) -> list[str]:
 
 def _template_outline(core: BmadCore, name: str) -> tuple[str, str] | None:
     """A `uses:` that names a template (`brownfield-prd-tmpl`): its sections as an outline."""
-    stem = name.removesuffix(".yaml").removesuffix("-tmpl")
-    for template in core.templates.values():
-        if template.id == name or template.id.startswith(f"{stem}-template"):
-            heading = f"Follow the template {template.name} ({template.id}); its sections:"
-            return template.id, "\n".join([heading, *_outline(template.sections)])
-    return None
+    template = template_of(core, name)
+    if template is None:
+        return None
+    heading = f"Follow the template {template.name} ({template.id}); its sections:"
+    return template.id, "\n".join([heading, *_outline(template.sections)])
 
 
 def step_resources(workflow: Workflow, core: BmadCore | None) -> dict[str, StepResources]:

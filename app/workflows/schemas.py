@@ -9,14 +9,22 @@ from msgspec import Meta
 
 from app.core.schema import InputStruct, Struct
 
+StepIndex = Annotated[int, Meta(ge=0, le=9999)]
+StepIndexText = Annotated[str, Meta(pattern=r"^\d{1,4}$")]
+
 
 class ExecutionInputs(InputStruct):
     idea: Annotated[str, Meta(min_length=1, max_length=20_000)]
-    # Indexes of optional steps to run (they are skipped otherwise, unless oversight is high).
-    include_optional: Annotated[list[Annotated[str, Meta(pattern=r"^\d{1,4}$")]], Meta(max_length=200)] = msgspec.field(
+    # Indexes of optional steps to run (they are skipped otherwise, unless oversight is high):
+    # `[8]` or `["8"]`, stored as text.
+    include_optional: Annotated[list[StepIndex | StepIndexText], Meta(max_length=200)] = msgspec.field(
         default_factory=list
     )
     task_timeout_seconds: Annotated[int, Meta(ge=1, le=86_400)] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.include_optional = [str(index) for index in self.include_optional]
 
 
 class ExecutionStart(InputStruct):
