@@ -105,6 +105,7 @@ async def run_workflow(client: AsyncClient, workflow_id: str, oversight: str) ->
             await client.get(f"/api/v1/hitl/project/{project['id']}/requests", params={"status": "pending"})
         ).json()["items"]
         for request in pending:  # every gate, condition and question: approved
+            assert "its work" not in request["question"], request  # a condition says what the step does
             if request["request_id"] not in answered:
                 answer = await client.post(f"/api/v1/hitl/{request['request_id']}/respond", json={"action": "approve"})
                 assert answer.status_code == 200, answer.text
@@ -137,10 +138,14 @@ async def check_inputs(run: Run, step: dict[str, Any]) -> None:
 
 
 async def check_persona(run: Run, step: dict[str, Any]) -> None:
-    agent = str(run.raw_step(step["index"]).get("agent", "")).split("/")[0]
+    """The step's BMAD agent file speaks, and its `uses:` task, template or checklist is in the prompt."""
+    raw = run.raw_step(step["index"])
+    agent = str(raw.get("agent", "")).split("/")[0]
     for task_id in (r["task_id"] for r in step["runs"]):
         record = (await run.task(task_id))["output"]["prompt"]
         assert record["persona_source"].endswith(f"agents/{agent}.md"), (step["index"], record)
+        if raw.get("uses"):
+            assert record["task_file"] or record["checklist"] == raw["uses"], (step["index"], record)
 
 
 async def derived_from_reaches_the_idea(run: Run, artifact_id: str) -> set[str]:
