@@ -1,4 +1,4 @@
-"""The `botarmy` command: serve, worker, db."""
+"""The `botarmy` command: serve, worker, db, token, and run, projects, watch, approve, reject, amend."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import click
 import uvicorn
 
+from app.cli.commands import COMMANDS
 from app.config import Settings, SettingsError, get_settings
 from app.tokens.cli import token_group
 
@@ -117,6 +118,8 @@ def current() -> None:
 
 
 cli.add_command(token_group(_settings))
+for command in COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,0 +1,400 @@
+"""`botarmy run "an idea"`: a whole project in one process, from the idea to documents and code on disk.
+
+The embedded server runs in this process on a free loopback port (its database in
+`DIR/.botarmy/`); the command is an ordinary client of it, the same one `botarmy watch` and
+`botarmy approve` are of a remote server. It starts the workflow, shows each step as its events
+arrive, puts each human request to the person at the terminal (or approves it with `--yes`), and
+writes the final documents and generated source to `DIR`. Ctrl-C pauses the execution and stops;
+the same command with `--resume` continues it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import signal
+import socket
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+import uvicorn
+
+from app.cli.client import BotArmyClient, ClientError
+from app.config import Settings, load_settings
+from app.core.security import Role
+from app.db.engine import build_db_config, upgrade_database_async
+from app.main import create_app
+from app.tokens.services import TokenService
+
+STATE_DIR = ".botarmy"
+STATE_FILE = "run.json"
+FINISHED = ("completed", "failed", "cancelled")
+
+
+class RunState(msgspec.Struct, kw_only=True):
+    """What `--resume` needs: the project and execution this folder's run made."""
+
+    project_id: str
+    execution_id: str
+    idea: str
+    workflow_id: str
+
+
+class RunOptions(msgspec.Struct, kw_only=True, frozen=True):
+    idea: str | None
+    workflow_id: str
+    oversight: str
+    out: Path
+    approve_all: bool
+    resume: bool
+
+
+class Interrupted(Exception):
+    """Ctrl-C: pause, then stop."""
+
+
+def run_settings(out: Path, environ: dict[str, str]) -> Settings:
+    """The embedded default with its database in `DIR/.botarmy/`, whatever services the shell names."""
+    env = {key: value for key, value in environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+    env["BOTARMY_DATA_DIR"] = str(out / STATE_DIR)
+    env.setdefault("BOTARMY_LOG_LEVEL", "ERROR")  # the display is the output; the log only for errors
+    return load_settings(env)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn in our event loop: the command handles Ctrl-C itself (pause first, then stop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def embedded_server(settings: Settings) -> AsyncIterator[str]:
+    """The api on a free loopback port for as long as the block runs; yields its base URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        log_level="error",
+    )
+    server = _QuietServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        while not server.started:
+            if serving.done():
+                await serving  # it failed to start: say why
+                raise click.ClickException("the embedded server stopped while starting")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+        listener.close()
+
+
+async def _issue_token(settings: Settings) -> str:
+    config = build_db_config(settings.db)
+    try:
+        async with config.get_session() as session:
+            _, secret = await TokenService(session=session).issue(f"botarmy-run-{uuid.uuid4().hex[:8]}", Role.ADMIN)
+            return secret
+    finally:
+        await config.get_engine().dispose()
+
+
+class Terminal:
+    """Questions at the terminal without blocking the event loop (the server runs in it)."""
+
+    def __init__(self) -> None:
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self.reading = False
+
+    def _readable(self) -> None:
+        data = sys.stdin.readline()
+        self.lines.put_nowait(data if data else None)
+
+    async def ask(self, prompt: str) -> str:
+        loop = asyncio.get_running_loop()
+        if not self.reading:
+            loop.add_reader(sys.stdin.fileno(), self._readable)
+            self.reading = True
+        click.echo(prompt, nl=False)
+        line = await self.lines.get()
+        if line is None:
+            raise click.ClickException("standard input closed while a request waited for an answer (use --yes)")
+        return line.strip()
+
+    def close(self) -> None:
+        if self.reading:
+            asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
+
+
+class Display:
+    """One line a step, its documents, and what the model calls cost so far."""
+
+    def __init__(self, client: BotArmyClient, project_id: str, total_steps: int) -> None:
+        self.client = client
+        self.project_id = project_id
+        self.total = total_steps
+
+    async def event(self, event: dict[str, Any]) -> None:
+        data = event.get("data") or {}
+        kind = event.get("event_type")
+        if kind == "workflow_step_started":
+            runs = len(data.get("task_ids") or [])
+            each = f" ({runs} runs)" if runs > 1 else ""
+            click.echo(
+                click.style(f"▶ {data.get('phase', '?'):<9}", fg="cyan")
+                + f" step {int(data['step']) + 1}/{self.total}  {data.get('agent_type')}{each}"
+            )
+            for missing in data.get("missing_inputs") or []:
+                click.echo(click.style(f"  ! missing input: {missing}", fg="yellow"))
+        elif kind == "artifact_generated":
+            click.echo(f"  ✓ {data.get('title')}  ({data.get('artifact_type')})")
+        elif kind == "workflow_step_completed" and data.get("status") == "skipped":
+            click.echo(click.style(f"  - step {int(data['step']) + 1} skipped: {data.get('reason')}", dim=True))
+        elif kind == "workflow_step_completed":
+            usage = (await self.client.usage(self.project_id))["total"]
+            tokens = usage["tokens_in"] + usage["tokens_out"]
+            spent = f"{tokens:,} tokens · ${usage['cost_usd']:.4f} so far"
+            click.echo(click.style(f"  step {int(data['step']) + 1} {data.get('status')} · {spent}", dim=True))
+        elif kind == "error_notification":
+            click.echo(click.style(f"  ! {data.get('message')}", fg="red"))
+
+
+async def answer_request(
+    client: BotArmyClient,
+    terminal: Terminal | None,
+    request: dict[str, Any],
+    approve_all: bool,
+    context: dict[str, Any],
+) -> None:
+    """Put one human request to the person (or approve it, with --yes)."""
+    request_id = str(request["request_id"])
+    click.echo(click.style(f"\n? {request['kind'].replace('_', ' ')} ({request_id[-8:]})", fg="magenta", bold=True))
+    click.echo(request["question"])
+    for artifact in context.get("artifacts", []):
+        click.echo(f"  · {artifact['title']} ({artifact['artifact_type']}, v{artifact['version']})")
+    if approve_all or terminal is None:
+        await client.respond(request_id, "approve", comment="approved with --yes")
+        click.echo(click.style("  approved (--yes)", dim=True))
+        return
+    while True:
+        choice = (await terminal.ask("[a]pprove, [r]eject with a comment, a[m]end a document? ")).lower()
+        try:
+            if choice in ("a", "approve", ""):
+                await client.respond(request_id, "approve")
+                click.echo("  approved")
+                return
+            if choice in ("r", "reject"):
+                comment = await terminal.ask("comment (what to change): ")
+                await client.respond(request_id, "reject", comment=comment)
+                click.echo("  rejected: it will be redone with your comment")
+                return
+            if choice in ("m", "amend"):
+                if await _amend(client, terminal, request_id, context):
+                    return
+                continue
+        except ClientError as exc:
+            click.echo(click.style(f"  not accepted: {exc}", fg="red"))
+            continue
+        click.echo("  answer a, r or m")
+
+
+async def _amend(client: BotArmyClient, terminal: Terminal, request_id: str, context: dict[str, Any]) -> bool:
+    """Open $EDITOR on a document of the request; what is saved becomes its new version."""
+    artifacts = context.get("artifacts", [])
+    if not artifacts:
+        click.echo("  this request is about no document: approve or reject it")
+        return False
+    artifact = artifacts[0]
+    if len(artifacts) > 1:
+        for number, item in enumerate(artifacts, start=1):
+            click.echo(f"  {number}. {item['title']}")
+        picked = await terminal.ask(f"which one [1-{len(artifacts)}]? ")
+        if not picked.isdigit() or not 1 <= int(picked) <= len(artifacts):
+            return False
+        artifact = artifacts[int(picked) - 1]
+    before = json.dumps(artifact["content"], indent=2, ensure_ascii=False) + "\n"
+    edited = await asyncio.to_thread(click.edit, before, extension=".json")
+    if edited is None or edited == before:
+        click.echo("  unchanged: nothing amended")
+        return False
+    try:
+        content = json.loads(edited)
+    except json.JSONDecodeError as exc:
+        click.echo(click.style(f"  not JSON ({exc}): nothing amended", fg="red"))
+        return False
+    comment = await terminal.ask("comment (why): ") or "amended at the terminal"
+    await client.respond(
+        request_id, "amend", comment=comment, amended_content=content, response={"artifact_id": artifact["id"]}
+    )
+    click.echo(f"  amended: {artifact['title']}")
+    return True
+
+
+def write_outputs(archive: bytes, out: Path) -> list[str]:
+    """The export's documents (`docs/`) and generated files (`src/`) into `out`; the paths written."""
+    written = []
+    root = out.resolve()
+    with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
+        for member in bundle.infolist():
+            target = (root / member.filename).resolve()
+            if member.is_dir() or not target.is_relative_to(root):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(bundle.read(member))
+            written.append(member.filename)
+    return written
+
+
+def _load_state(out: Path) -> RunState | None:
+    path = out / STATE_DIR / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=RunState)
+    except msgspec.DecodeError:
+        raise click.ClickException(f"{path} is not a run's state; remove it or pick another --out") from None
+
+
+def _save_state(out: Path, state: RunState) -> None:
+    path = out / STATE_DIR / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.json.encode(state))
+
+
+async def _start_or_resume(client: BotArmyClient, options: RunOptions) -> RunState:
+    previous = _load_state(options.out)
+    if options.resume:
+        if previous is None:
+            raise click.ClickException(f"nothing to resume in {options.out}: run without --resume first")
+        execution = await client.execution(previous.execution_id)
+        if execution["status"] == "paused":
+            await client.steer(previous.execution_id, "resume")
+        click.echo(f"Resuming {previous.workflow_id} on: {previous.idea}")
+        return previous
+    if options.idea is None or not options.idea.strip():
+        raise click.ClickException('give the product idea: botarmy run "a todo list for teams"')
+    if previous is not None and (await client.execution(previous.execution_id))["status"] not in FINISHED:
+        raise click.ClickException(
+            f"{options.out} holds an unfinished run ({previous.idea!r}): add --resume to continue it, "
+            "or pick another --out"
+        )
+    idea = options.idea.strip()
+    name = (idea.split(":")[0].split(".")[0] or idea)[:100]
+    project = await client.create_project(name, idea, options.oversight)
+    execution = await client.start_execution(str(project["id"]), options.workflow_id, idea)
+    state = RunState(
+        project_id=str(project["id"]), execution_id=str(execution["id"]), idea=idea, workflow_id=options.workflow_id
+    )
+    _save_state(options.out, state)
+    click.echo(
+        click.style("BotArmy", bold=True)
+        + f" · {options.workflow_id} · oversight {options.oversight} · output in {options.out}\n"
+        + f"Idea: {idea}"
+    )
+    return state
+
+
+async def _follow(client: BotArmyClient, state: RunState, options: RunOptions, terminal: Terminal | None) -> str:
+    """Show the run and answer its requests, in the order of its events, until it is over; returns
+    its final status. The stream starts at the project's first event: a resumed run shows its story
+    so far, and each request still pending is asked when its `hitl_request_created` comes by."""
+    execution = await client.execution(state.execution_id)
+    if execution["status"] in FINISHED:
+        return str(execution["status"])
+    display = Display(client, state.project_id, len(execution["steps"]))
+    async for event in client.events(state.project_id, after=0):
+        kind = event.get("event_type")
+        data = event.get("data") or {}
+        await display.event(event)
+        if kind == "hitl_request_created":
+            request = await client.hitl_context(str(data["request_id"]))
+            if request["request"]["status"] == "pending":
+                await answer_request(client, terminal, request["request"], options.approve_all, request)
+        elif kind in ("workflow_completed", "workflow_failed", "workflow_cancelled") and (
+            data.get("execution_id") == state.execution_id
+        ):
+            if kind == "workflow_failed":
+                click.echo(click.style(f"✗ failed: {data.get('error')}", fg="red"))
+            return str(kind.removeprefix("workflow_"))
+    return "unknown"
+
+
+async def run(options: RunOptions, settings: Settings) -> int:
+    options.out.mkdir(parents=True, exist_ok=True)
+    await upgrade_database_async(settings.db)
+    token = await _issue_token(settings)
+    started = time.monotonic()
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    # Answers come from the terminal, or from a pipe (`yes a | botarmy run ...`); --yes approves all.
+    terminal = None if options.approve_all else Terminal()
+    try:
+        async with embedded_server(settings) as url, BotArmyClient(url, token) as client:
+            state = await _start_or_resume(client, options)
+            following = asyncio.create_task(_follow(client, state, options, terminal))
+            stopping = asyncio.create_task(interrupted.wait())
+            done, _ = await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ClientError):
+                    await following
+                return await _pause(client, state, options)
+            stopping.cancel()
+            status = following.result()
+            if status != "completed":
+                click.echo(f"The run ended {status}.")
+                return 1
+            written = write_outputs(await client.export_zip(state.project_id), options.out)
+            usage = (await client.usage(state.project_id))["total"]
+            _summary(options.out, written, usage, time.monotonic() - started)
+            return 0
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if terminal is not None:
+            terminal.close()
+
+
+async def _pause(client: BotArmyClient, state: RunState, options: RunOptions) -> int:
+    click.echo("\nStopping: pausing the execution (running steps finish first)...")
+    with contextlib.suppress(ClientError):
+        await client.steer(state.execution_id, "pause")
+    for _ in range(100):  # the steps already running finish, so that nothing is half done
+        execution = await client.execution(state.execution_id)
+        if not any(step["status"] == "running" for step in execution["steps"]):
+            break
+        await asyncio.sleep(0.1)
+    args = f"--out {options.out} --resume"
+    click.echo(f"Stopped. Continue with: botarmy run {args}")
+    return 130
+
+
+def _summary(out: Path, written: list[str], usage: dict[str, Any], seconds: float) -> None:
+    documents = sorted(path for path in written if path.startswith("docs/") and path.endswith(".md"))
+    sources = [path for path in written if path.startswith("src/")]
+    click.echo(click.style(f"\n✓ done in {seconds:.1f} s", fg="green", bold=True))
+    click.echo(f"Documents in {out / 'docs'}:")
+    for path in documents:
+        click.echo(f"  {path}")
+    click.echo(f"Generated source: {len(sources)} files in {out / 'src'}")
+    tokens = usage["tokens_in"] + usage["tokens_out"]
+    click.echo(f"Model calls: {usage['calls']} · {tokens:,} tokens · ${usage['cost_usd']:.4f}")

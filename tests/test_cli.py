@@ -1,0 +1,237 @@
+"""The product owner's command line, run for real in subprocesses: `botarmy run` driven through a
+pseudo terminal (approve, reject with a comment, amend in $EDITOR), Ctrl-C and --resume, and the
+client commands against a served BotArmy (projects, approve/reject, watch across a restart)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pexpect
+import pytest
+
+from tests.conftest import FAST_ENV, free_port
+from tests.helpers import BOTARMY, REPO_ROOT, start_server
+
+IDEA = "A todo list for teams: tasks with due dates, assignees and reminders"
+AMEND_MARK = "AMENDED-AT-THE-TERMINAL"
+
+
+def run_env(tmp_path: Path) -> dict[str, str]:
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys
+            path = sys.argv[1]
+            content = json.load(open(path))
+            key = next(key for key, value in content.items() if isinstance(value, str))
+            content[key] = content[key] + " {AMEND_MARK}"
+            json.dump(content, open(path, "w"))
+            """
+        )
+    )
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+    return {**env, **FAST_ENV, "EDITOR": f"{sys.executable} {editor}", "TERM": "dumb", "NO_COLOR": "1"}
+
+
+def spawn_run(tmp_path: Path, *args: str) -> pexpect.spawn[str]:
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "app", "run", *args],
+        cwd=str(REPO_ROOT),
+        env=run_env(tmp_path),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 200),
+    )
+
+
+def test_run_asks_at_the_terminal_and_writes_the_project(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    child = spawn_run(tmp_path, IDEA, "--oversight", "high", "--out", str(out))
+    answers = {"discovery": 0}
+    rejected = amended = False
+    while True:
+        index = child.expect([r"The (\w+) phase is done", r"done in", pexpect.EOF])
+        if index != 0:
+            break
+        assert isinstance(child.match, re.Match)
+        phase = child.match.group(1)
+        child.expect(r"a\[m\]end a document\? ")
+        if phase == "discovery" and not rejected:
+            child.sendline("r")
+            child.expect(r"comment \(what to change\): ")
+            child.sendline("Add offline sync")
+            rejected = True
+        elif phase == "design" and not amended:
+            child.sendline("m")
+            if child.expect([r"which one \[1-2\]\? ", r"comment \(why\): "]) == 0:
+                child.sendline("1")
+                child.expect(r"comment \(why\): ")
+            child.sendline("the overview said too little")
+            amended = True
+        else:
+            child.sendline("a")
+        answers[phase] = answers.get(phase, 0) + 1
+    output = child.before or ""
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, output
+    assert rejected and amended
+    assert answers["discovery"] == 2  # asked again after the redo
+    prd = (out / "docs" / "prd.md").read_text()
+    assert "due date" in prd.lower()
+    assert "revised: Add offline sync" in prd
+    design = (out / "docs" / "architecture.md").read_text() + (out / "docs" / "implementation-plan.md").read_text()
+    assert AMEND_MARK in design
+    sources = list((out / "src").rglob("*.py"))
+    assert any("task" in path.read_text().lower() for path in sources)
+    assert (out / "src" / "Containerfile").is_file()
+
+
+def test_ctrl_c_pauses_and_resume_finishes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    child = spawn_run(tmp_path, f"{IDEA} [[offline:delay=0.5]]", "--oversight", "low", "--out", str(out), "--yes")
+    child.expect(r"step 2/6")
+    child.kill(signal.SIGINT)
+    child.expect("Stopped. Continue with: botarmy run")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert not (out / "docs").exists()
+    resumed = spawn_run(tmp_path, "--out", str(out), "--resume", "--yes")
+    resumed.expect("Resuming botarmy-sdlc")
+    resumed.expect("done in", timeout=90)
+    resumed.expect(pexpect.EOF)
+    resumed.close()
+    assert resumed.exitstatus == 0
+    assert (out / "docs" / "prd.md").is_file()
+    # The same folder refuses a second unfinished run only; a finished one may be followed by a new one.
+    again = subprocess.run(
+        [*BOTARMY, "run", "--out", str(out), "--resume", "--yes"],
+        cwd=REPO_ROOT,
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_bad_run_input_is_one_line(tmp_path: Path) -> None:
+    env = run_env(tmp_path)
+    for args, message in [
+        (["run", "--out", str(tmp_path / "none"), "--resume"], "nothing to resume"),
+        (["run", "--out", str(tmp_path / "x")], "give the product idea"),
+        (["run", "an idea", "--workflow", "nope", "--out", str(tmp_path / "y")], "Workflow 'nope' does not exist"),
+    ]:
+        result = subprocess.run(
+            [*BOTARMY, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode != 0
+        assert message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {**FAST_ENV, "BOTARMY_DATA_DIR": str(tmp_path / "data")}
+    port = free_port()
+    server = start_server(env, port, tmp_path / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def botarmy(server_url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BOTARMY_URL": server_url, "BOTARMY_TOKEN": token}
+    return subprocess.run(
+        [*BOTARMY, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_client_commands_steer_a_served_project(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    http = httpx.Client(base_url=served.url, headers=served.headers, timeout=10)
+    project = http.post("/api/v1/projects", json={"name": "Team todo", "oversight_level": "high"}).json()
+    http.post(
+        "/api/v1/executions",
+        json={"project_id": project["id"], "workflow_id": "botarmy-sdlc", "inputs": {"idea": IDEA}},
+    )
+    listed = botarmy(served.url, served.token, "projects")
+    assert listed.returncode == 0 and project["id"] in listed.stdout and "Team todo" in listed.stdout
+
+    def pending() -> list[dict[str, object]]:
+        for _ in range(100):
+            items = http.get(f"/api/v1/hitl/project/{project['id']}/requests", params={"status": "pending"}).json()
+            if items["items"]:
+                return list(items["items"])
+            time.sleep(0.1)
+        raise AssertionError("no request")
+
+    first = str(pending()[0]["request_id"])
+    refused = botarmy(served.url, served.token, "reject", first)
+    assert refused.returncode == 2 and "--comment" in refused.stderr
+    assert botarmy(served.url, served.token, "reject", first, "--comment", "More about teams").stdout.split()[-1] == (
+        "rejected"
+    )
+    second = str(next(r for r in pending() if r["request_id"] != first)["request_id"])
+    approved = botarmy(served.url, served.token, "approve", second)
+    assert approved.returncode == 0 and approved.stdout.split()[-1] == "approved"
+    again = botarmy(served.url, served.token, "approve", second)
+    assert again.returncode == 1 and "Traceback" not in again.stderr and "HTTP 409" in again.stderr
+    bad_token = botarmy(served.url, "bat_nope", "projects")
+    assert bad_token.returncode == 1 and "HTTP 401" in bad_token.stderr
+    nothing = botarmy("http://127.0.0.1:9", served.token, "projects")
+    assert nothing.returncode == 1 and "cannot reach" in nothing.stderr
+
+
+def test_watch_resumes_across_a_server_restart(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    http = httpx.Client(base_url=served.url, headers=served.headers, timeout=10)
+    project = http.post("/api/v1/projects", json={"name": "Watched"}).json()
+    env = {**os.environ, "BOTARMY_URL": served.url, "BOTARMY_TOKEN": served.token}
+    watcher = subprocess.Popen(
+        [*BOTARMY, "watch", project["id"], "--after", "0"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for number in range(3):
+            http.post(f"/api/v1/projects/{project['id']}/artifacts", json=artifact(f"before {number}"))
+        served.stop()  # the stream drops; the watcher keeps trying
+        restarted = start_server(served.env, served.port, tmp_path / "server2.log")
+        try:
+            http2 = httpx.Client(base_url=restarted.url, headers=restarted.headers, timeout=10)
+            for number in range(3):
+                http2.post(f"/api/v1/projects/{project['id']}/artifacts", json=artifact(f"after {number}"))
+            lines: list[str] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and sum("after 2" in line for line in lines) == 0:
+                line = watcher.stdout.readline() if watcher.stdout else ""
+                lines.append(line)
+        finally:
+            restarted.stop()
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        watcher.wait(10)
+    ids = [int(line.split()[0]) for line in lines if line.strip()]
+    assert ids == sorted(set(ids))  # in order, none twice
+    titles = [json.loads(line.split("  ", 2)[2]).get("title") for line in lines if "artifact_created" in line]
+    assert titles == [f"before {n}" for n in range(3)] + [f"after {n}" for n in range(3)]
+
+
+def artifact(title: str) -> dict[str, object]:
+    return {"artifact_type": "user_input", "title": title, "content": {"text": title}}
