@@ -62,22 +62,10 @@ def worker(workers: int) -> None:
             err=True,
         )
         sys.exit(2)
-    from taskiq.cli.worker.args import WorkerArgs  # noqa: PLC0415 - the api never needs the worker CLI
-    from taskiq.cli.worker.run import run_worker  # noqa: PLC0415
+    from app.worker.process import run_workers, worker_args  # noqa: PLC0415 - the api never needs the worker
 
-    args = WorkerArgs.from_cli(
-        [
-            "app.worker.main:broker",
-            "app.worker.registry",
-            "--workers",
-            str(workers),
-            "--max-async-tasks",
-            str(settings.worker.concurrency),
-            "--shutdown-timeout",
-            "10",
-        ]
-    )
-    sys.exit(run_worker(args) or 0)
+    args = worker_args(workers, settings.worker.concurrency, settings.worker.grace_seconds)
+    sys.exit(run_workers(args, settings.worker.grace_seconds))
 
 
 @cli.group()

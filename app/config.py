@@ -93,6 +93,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # died before claiming it. A duplicate message is harmless (only one claim can win).
     queued_requeue_seconds: Annotated[float, Meta(ge=1, le=86400)] = 30.0
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 10
+    # On SIGTERM/SIGINT a worker stops taking jobs and lets running attempts finish for this long;
+    # what is still running then is handed back (queued again at once). Under podman's default
+    # 10 s before it kills.
+    grace_seconds: Annotated[float, Meta(ge=0, le=3600)] = 8.0
     # Artifacts older than this are purged by the sweep (never those an open task or request uses).
     artifact_retention_days: Annotated[int, Meta(ge=1, le=36500)] | None = 90
     retention_interval_seconds: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
@@ -240,6 +244,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "pending_requeue_seconds": "BOTARMY_PENDING_REQUEUE_SECONDS",
         "queued_requeue_seconds": "BOTARMY_QUEUED_REQUEUE_SECONDS",
         "concurrency": "BOTARMY_WORKER_CONCURRENCY",
+        "grace_seconds": "BOTARMY_WORKER_GRACE_SECONDS",
         "artifact_retention_days": "BOTARMY_ARTIFACT_RETENTION_DAYS",
         "retention_interval_seconds": "BOTARMY_RETENTION_INTERVAL_SECONDS",
     },

@@ -331,6 +331,16 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             commit=commit,
         )
 
+    async def hand_back(self, lease: Lease, enqueue: Enqueue) -> str | None:
+        """A stopping worker gives up its attempt: queued again under a new job, at once, not after
+        its lease runs out. None: the lease no longer held (the task finished or moved on)."""
+        return await self.dispatch(lease.task.id, self._held(lease), enqueue, message="worker stopping; handed back")
+
+    async def requeue_unstarted(self, task_id: UUID, enqueue: Enqueue) -> str | None:
+        """A stopping worker got a job it will not start: the task is queued again for another worker."""
+        waiting = AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value])
+        return await self.dispatch(task_id, waiting, enqueue, message="worker stopping; requeued")
+
     async def cancel(self, task_id: UUID, *, actor: str | None = None) -> AgentTask:
         """Stop a task that has not finished: it never starts, or its running attempt is abandoned."""
         await self.get_task(task_id)  # 404 for an unknown task
