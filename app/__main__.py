@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ import click
 import uvicorn
 
 from app.config import Settings, SettingsError, get_settings
+from app.db.schema import check_database, explain_database_error
 from app.tokens.cli import token_group
 
 
@@ -64,6 +66,7 @@ def worker(workers: int) -> None:
         sys.exit(2)
     from app.worker.process import run_workers, worker_args  # noqa: PLC0415 - the api never needs the worker
 
+    _database_or_exit(lambda: asyncio.run(check_database(settings.db)))
     args = worker_args(workers, settings.worker.concurrency, settings.worker.grace_seconds)
     sys.exit(run_workers(args, settings.worker.grace_seconds))
 
@@ -80,7 +83,19 @@ def _alembic(action: Callable[[Any], None]) -> None:
 
     settings = _settings()
     ensure_sqlite_directory(settings.db)
-    action(AlembicCommands(sqlalchemy_config=build_db_config(settings.db)))
+    _database_or_exit(lambda: action(AlembicCommands(sqlalchemy_config=build_db_config(settings.db))))
+
+
+def _database_or_exit(work: Callable[[], object]) -> None:
+    """Run `work`; a database that cannot be used is one line and exit code 1, not a stack trace."""
+    try:
+        work()
+    except Exception as exc:
+        line = explain_database_error(exc)
+        if line is None:
+            raise
+        click.echo(f"botarmy: {line}", err=True)
+        sys.exit(1)
 
 
 @db.command()
