@@ -76,6 +76,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # to many sockets keeps thousands of objects briefly alive; collected every 700 allocations, they
     # were promoted to the oldest generation and set off full collections of ~100 ms (bench/README.md).
     gc_young_threshold: Annotated[int, Meta(ge=100, le=1_000_000)] = 20_000
+    # `/metrics` without a token on a port of its own (for a scraper); unset: only the admin route.
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -237,6 +240,8 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
         "gc_young_threshold": "BOTARMY_GC_YOUNG_THRESHOLD",
+        "metrics_port": "BOTARMY_METRICS_PORT",
+        "metrics_host": "BOTARMY_METRICS_HOST",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",

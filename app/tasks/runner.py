@@ -131,6 +131,7 @@ class TaskRunner:
             # In the transaction that queues it again: the next worker's WORKING comes after this.
             await AgentService(session=session).set_status(task.project_id, task.agent_type, AgentState.IDLE)
             await self._dispatch_safely(tasks.hand_back(lease, self.enqueue), task.id)
+        await self.runtime.counters.add("tasks_handed_back")
 
     @staticmethod
     async def _dispatch_safely(dispatch: Awaitable[str | None], task_id: UUID) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 from litestar.channels.backends.base import ChannelsBackend
+from redis.asyncio import Redis
 from taskiq import TaskiqEvents, TaskiqState
 
 from app.config import get_settings
@@ -27,6 +28,7 @@ from app.core.channels import BackendPublisher, build_channels_backend
 from app.core.logging import configure_logging
 from app.db.engine import build_db_config
 from app.events.services import payload_checks
+from app.metrics.instruments import SharedCounters
 from app.tasks.sweeper import run_sweeper
 from app.worker.broker import build_broker
 from app.worker.process import HAND_BACK_SECONDS
@@ -65,8 +67,13 @@ async def startup(state: TaskiqState) -> None:
     backend: ChannelsBackend = build_channels_backend(settings.redis)
     publisher = BackendPublisher(backend)
     await publisher.start()
+    redis = Redis.from_url(settings.redis.url, socket_connect_timeout=5) if settings.redis.url else None
     runtime = Runtime(
-        settings=settings, db_config=build_db_config(settings.db, publisher), broker=broker, publisher=publisher
+        settings=settings,
+        db_config=build_db_config(settings.db, publisher),
+        broker=broker,
+        publisher=publisher,
+        counters=SharedCounters(redis, settings.redis.namespace),
     )
     state.runtime = runtime
     state.publisher = publisher
@@ -87,4 +94,6 @@ async def shutdown(state: TaskiqState) -> None:
         await state.sweeper
     await state.publisher.stop()
     await runtime.db_config.get_engine().dispose()
+    if runtime.counters.redis is not None:
+        await runtime.counters.redis.aclose()
     logger.info("worker_stopped")

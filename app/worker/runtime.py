@@ -21,6 +21,7 @@ from taskiq import AsyncBroker
 
 from app.config import Settings
 from app.core.channels import EventPublisher
+from app.metrics.instruments import SharedCounters
 
 
 def _worker_id() -> str:
@@ -69,6 +70,8 @@ class Runtime:
     publisher: EventPublisher | None = None
     worker_id: str = field(default_factory=_worker_id)
     attempts: Attempts = field(default_factory=Attempts)
+    # Lease expiries and hand-backs, for `/metrics` (a Redis hash in services mode).
+    counters: SharedCounters = field(default_factory=SharedCounters)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
