@@ -11,6 +11,7 @@ import click
 import uvicorn
 
 from app.config import Settings, SettingsError, get_settings
+from app.core.exceptions import is_schema_error, is_unavailable_error
 from app.db.schema import check_database, explain_database_error
 from app.tokens.cli import token_group
 
@@ -66,7 +67,7 @@ def worker(workers: int) -> None:
         sys.exit(2)
     from app.worker.process import run_workers, worker_args  # noqa: PLC0415 - the api never needs the worker
 
-    _database_or_exit(lambda: asyncio.run(check_database(settings.db)))
+    _schema_or_exit(settings)
     args = worker_args(workers, settings.worker.concurrency, settings.worker.grace_seconds)
     sys.exit(run_workers(args, settings.worker.grace_seconds))
 
@@ -84,6 +85,20 @@ def _alembic(action: Callable[[Any], None]) -> None:
     settings = _settings()
     ensure_sqlite_directory(settings.db)
     _database_or_exit(lambda: action(AlembicCommands(sqlalchemy_config=build_db_config(settings.db))))
+
+
+def _schema_or_exit(settings: Settings) -> None:
+    """A worker needs the schema at the head revision; a database that is away it waits for (it
+    comes back by itself, as it would after a blip while the worker runs)."""
+    try:
+        asyncio.run(check_database(settings.db))
+    except Exception as exc:
+        line = explain_database_error(exc)
+        if line is None:
+            raise
+        click.echo(f"botarmy: {line}", err=True)
+        if not is_unavailable_error(exc) or is_schema_error(exc):
+            sys.exit(1)
 
 
 def _database_or_exit(work: Callable[[], object]) -> None:

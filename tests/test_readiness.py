@@ -75,6 +75,7 @@ def test_commands_say_what_to_run_in_one_line(unmigrated_env: dict[str, str]) ->
         "token revoke": (unmigrated_env, ("token", "revoke", "ops")),
         "worker": (unmigrated_env, ("worker",)),
         "token list, unreachable": (unreachable, ("token", "list")),
+        # (A worker that finds the database away says so and waits for it: not here.)
         "db upgrade, unreachable": (unreachable, ("db", "upgrade")),
     }
     # Side by side: each one is a Python start-up.
