@@ -21,7 +21,7 @@ from app.db.engine import build_db_config
 from app.events.models import Event
 from tests.helpers import Process, app_client, start_worker, task_status, wait_for_task
 
-GRACE_SECONDS = 4.0  # running attempts go on for 2.5 s of it
+GRACE_SECONDS = 5.0  # running attempts go on for 2.5 s of it
 # Far beyond the test: a task that comes back sooner was handed back, not found by the sweep.
 LEASE_SECONDS = 60
 

@@ -86,7 +86,7 @@ async def startup(state: TaskiqState) -> None:
 async def shutdown(state: TaskiqState) -> None:
     runtime: Runtime = state.runtime
     runtime.attempts.draining = True
-    handed_back = await runtime.attempts.hand_back(wait_seconds=HAND_BACK_SECONDS - 0.5)
+    handed_back = await runtime.attempts.hand_back(wait_seconds=HAND_BACK_SECONDS - 1.5)
     if handed_back:
         logger.info("worker_handed_back", tasks=handed_back)
     state.sweeper.cancel()
