@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,8 @@ import uvicorn
 
 from app.cli.commands import COMMANDS
 from app.config import Settings, SettingsError, get_settings
+from app.core.exceptions import is_schema_error, is_unavailable_error
+from app.db.schema import check_database, explain_database_error
 from app.tokens.cli import token_group
 
 
@@ -63,22 +66,11 @@ def worker(workers: int) -> None:
             err=True,
         )
         sys.exit(2)
-    from taskiq.cli.worker.args import WorkerArgs  # noqa: PLC0415 - the api never needs the worker CLI
-    from taskiq.cli.worker.run import run_worker  # noqa: PLC0415
+    from app.worker.process import run_workers, worker_args  # noqa: PLC0415 - the api never needs the worker
 
-    args = WorkerArgs.from_cli(
-        [
-            "app.worker.main:broker",
-            "app.worker.registry",
-            "--workers",
-            str(workers),
-            "--max-async-tasks",
-            str(settings.worker.concurrency),
-            "--shutdown-timeout",
-            "10",
-        ]
-    )
-    sys.exit(run_worker(args) or 0)
+    _schema_or_exit(settings)
+    args = worker_args(workers, settings.worker.concurrency, settings.worker.grace_seconds)
+    sys.exit(run_workers(args, settings.worker.grace_seconds))
 
 
 @cli.group()
@@ -93,7 +85,33 @@ def _alembic(action: Callable[[Any], None]) -> None:
 
     settings = _settings()
     ensure_sqlite_directory(settings.db)
-    action(AlembicCommands(sqlalchemy_config=build_db_config(settings.db)))
+    _database_or_exit(lambda: action(AlembicCommands(sqlalchemy_config=build_db_config(settings.db))))
+
+
+def _schema_or_exit(settings: Settings) -> None:
+    """A worker needs the schema at the head revision; a database that is away it waits for (it
+    comes back by itself, as it would after a blip while the worker runs)."""
+    try:
+        asyncio.run(check_database(settings.db))
+    except Exception as exc:
+        line = explain_database_error(exc)
+        if line is None:
+            raise
+        click.echo(f"botarmy: {line}", err=True)
+        if not is_unavailable_error(exc) or is_schema_error(exc):
+            sys.exit(1)
+
+
+def _database_or_exit(work: Callable[[], object]) -> None:
+    """Run `work`; a database that cannot be used is one line and exit code 1, not a stack trace."""
+    try:
+        work()
+    except Exception as exc:
+        line = explain_database_error(exc)
+        if line is None:
+            raise
+        click.echo(f"botarmy: {line}", err=True)
+        sys.exit(1)
 
 
 @db.command()

@@ -80,6 +80,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # to many sockets keeps thousands of objects briefly alive; collected every 700 allocations, they
     # were promoted to the oldest generation and set off full collections of ~100 ms (bench/README.md).
     gc_young_threshold: Annotated[int, Meta(ge=100, le=1_000_000)] = 20_000
+    # `/metrics` without a token on a port of its own (for a scraper); unset: only the admin route.
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -97,6 +100,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # died before claiming it. A duplicate message is harmless (only one claim can win).
     queued_requeue_seconds: Annotated[float, Meta(ge=1, le=86400)] = 30.0
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 10
+    # On SIGTERM/SIGINT a worker stops taking jobs and lets running attempts finish for this long;
+    # what is still running then is handed back (queued again at once). Under podman's default
+    # 10 s before it kills.
+    grace_seconds: Annotated[float, Meta(ge=0, le=3600)] = 8.0
     # Artifacts older than this are purged by the sweep (never those an open task or request uses).
     artifact_retention_days: Annotated[int, Meta(ge=1, le=36500)] | None = 90
     retention_interval_seconds: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
@@ -237,6 +244,8 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
         "gc_young_threshold": "BOTARMY_GC_YOUNG_THRESHOLD",
+        "metrics_port": "BOTARMY_METRICS_PORT",
+        "metrics_host": "BOTARMY_METRICS_HOST",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",
@@ -244,6 +253,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "pending_requeue_seconds": "BOTARMY_PENDING_REQUEUE_SECONDS",
         "queued_requeue_seconds": "BOTARMY_QUEUED_REQUEUE_SECONDS",
         "concurrency": "BOTARMY_WORKER_CONCURRENCY",
+        "grace_seconds": "BOTARMY_WORKER_GRACE_SECONDS",
         "artifact_retention_days": "BOTARMY_ARTIFACT_RETENTION_DAYS",
         "retention_interval_seconds": "BOTARMY_RETENTION_INTERVAL_SECONDS",
     },

@@ -34,6 +34,9 @@ from app.db.engine import build_db_config, upgrade_database_async
 from app.events.hub import SERVER_SEND_KEY, LiveHub
 from app.events.services import payload_checks
 from app.health.services import HealthService
+from app.metrics.controllers import start_metrics_server
+from app.metrics.instruments import HTTP_METRICS, SharedCounters, websocket_connection
+from app.metrics.services import Scraper
 from app.tasks.sweeper import run_sweeper
 from app.tokens.auth import TokenAuthenticationMiddleware
 from app.tokens.services import TokenService
@@ -55,6 +58,9 @@ class BotArmy(Litestar):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             scope[SERVER_SEND_KEY] = send
+            with websocket_connection():
+                await super().__call__(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -72,8 +78,10 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     publisher = BackendPublisher(channels_backend, owns_backend=False)
     db_config = build_db_config(settings.db, publisher)
     broker = build_broker(settings)
-    runtime = Runtime(settings=settings, db_config=db_config, broker=broker, publisher=publisher)
     redis = Redis.from_url(settings.redis.url, socket_connect_timeout=3) if settings.redis.url else None
+    counters = SharedCounters(redis, settings.redis.namespace)
+    runtime = Runtime(settings=settings, db_config=db_config, broker=broker, publisher=publisher, counters=counters)
+    scraper = Scraper(db_config.get_session, redis, settings.redis.namespace, counters)
     health = HealthService(db_config.get_engine(), redis)
     request_counter = build_request_counter(settings.redis, redis)
 
@@ -93,6 +101,10 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
                 raise
             logger.warning("broker_unavailable_at_startup", error=type(exc).__name__)
         sweeper = asyncio.create_task(run_sweeper(runtime)) if not settings.redis.enabled else None
+        metrics_port = settings.server.metrics_port
+        metrics_server = (
+            await start_metrics_server(scraper, settings.server.metrics_host, metrics_port) if metrics_port else None
+        )
         logger.info("api_started", database=db_config.get_engine().dialect.name, broker=type(broker).__name__)
         if freeze_startup_heap:
             # What start-up built (~190k objects: routes, schemas, models) lives as long as the
@@ -106,6 +118,8 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -120,6 +134,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         "health": health,
         "settings": settings,
         "live_hub": LiveHub(channels),  # the streams' one subscription per channel
+        "metrics": scraper,
     }
     origins = settings.server.cors_origin_list
     app = BotArmy(
@@ -128,9 +143,10 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         lifespan=[runtime_lifespan],
         state=State(state),
         exception_handlers=exception_handlers,
-        # Outermost first: limit before authenticating, so that guessing tokens is limited too.
+        # Outermost first: measure, then limit before authenticating (guessing tokens is limited too).
         before_send=[add_security_headers],
         middleware=[
+            HTTP_METRICS.middleware,  # outermost: counts and times 401s and 429s too
             RateLimitMiddleware(settings.server, request_counter),
             DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
         ],

@@ -26,7 +26,7 @@ async def test_health_endpoints_report_every_component(client: AsyncClient, mode
 
     detailed = (await client.get("/health/detailed")).json()
     assert detailed["status"] == "healthy"
-    assert set(detailed["components"]) == {"database", "broker", "channels"}
+    assert set(detailed["components"]) == {"database", "schema", "broker", "channels"}
     database = detailed["components"]["database"]
     assert database["healthy"] and database["latency_ms"] >= 0
     assert database["backend"] == ("sqlite" if mode == "embedded" else "postgresql")
@@ -36,7 +36,7 @@ async def test_health_endpoints_report_every_component(client: AsyncClient, mode
     assert z == {
         "status": "healthy",
         "health_percentage": 100.0,
-        "checks": dict.fromkeys(("database", "broker", "channels"), "pass"),
+        "checks": dict.fromkeys(("database", "schema", "broker", "channels"), "pass"),
     }
 
 

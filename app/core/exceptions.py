@@ -72,6 +72,24 @@ def integrity_error_handler(_: Request[Any, Any, Any], exc: AAIntegrityError) ->
     return _problem(409, "The change conflicts with data already stored (a duplicate or a missing reference).")
 
 
+# PostgreSQL's undefined_table and undefined_column; SQLite says it in words.
+_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
+_SQLITE_SCHEMA_MESSAGES = ("no such table", "no such column")
+
+
+def is_schema_error(exc: BaseException) -> bool:
+    """True when a query failed because the schema lacks a table or column: not migrated."""
+    for cause in _causes(exc):
+        if getattr(cause, "sqlstate", None) in _SCHEMA_SQLSTATES:
+            return True
+        if type(cause).__module__ == "sqlite3" and str(cause).startswith(_SQLITE_SCHEMA_MESSAGES):
+            return True
+    return False
+
+
+SCHEMA_DETAIL = "The database schema is not up to date: an operator must run `botarmy db upgrade`."
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, PoolTimeoutError, ConnectionError, TimeoutError)):
         return True
@@ -114,6 +132,9 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         return _problem(429, detail, None, headers)
     if isinstance(exc, HTTPException):
         return _problem(exc.status_code, exc.detail, exc.extra or None, dict(exc.headers or {}))
+    if is_schema_error(exc):
+        logger.error("schema_not_migrated", error=type(exc).__name__, path=request.url.path)
+        return _problem(503, SCHEMA_DETAIL, {"component": "schema"})
     if is_unavailable_error(exc):
         component = unavailable_component(exc)
         logger.warning("service_unavailable", component=component, error=type(exc).__name__, path=request.url.path)

@@ -12,6 +12,7 @@ from app.documents.controllers import DocumentController
 from app.events.controllers import EventController, global_stream, project_stream
 from app.health.controllers import HealthController
 from app.hitl.controllers import HitlController
+from app.metrics.controllers import MetricsController
 from app.projects.controllers import ProjectController
 from app.tasks.controllers import TaskController
 from app.tokens.controllers import TokenController
@@ -19,6 +20,7 @@ from app.workflows.controllers import ExecutionController
 
 route_handlers: list[ControllerRouterHandler] = [
     HealthController,
+    MetricsController,
     ProjectController,
     TaskController,
     AgentController,

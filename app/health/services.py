@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.schema import schema_problem
+
 PROBE_TIMEOUT_SECONDS = 3.0
 
 
@@ -26,12 +28,33 @@ class HealthService:
     def __init__(self, engine: AsyncEngine, redis: Redis | None) -> None:
         self.engine = engine
         self.redis = redis
+        # Once the schema was found at the head revision it stays there (migrations go forward
+        # while servers run): readiness stops asking.
+        self._schema_ready = False
 
     async def check_all(self) -> list[ComponentHealth]:
-        return list(await asyncio.gather(self.check_database(), self.check_broker(), self.check_channels()))
+        checks = (self.check_database(), self.check_schema(), self.check_broker(), self.check_channels())
+        return list(await asyncio.gather(*checks))
 
     async def check_ready(self) -> list[ComponentHealth]:
-        return list(await asyncio.gather(self.check_database(), self.check_broker()))
+        return list(await asyncio.gather(self.check_database(), self.check_schema(), self.check_broker()))
+
+    async def check_schema(self) -> ComponentHealth:
+        """Is the schema at the head revision (one query, until it is)?"""
+        if self._schema_ready:
+            return ComponentHealth(name="schema", healthy=True, latency_ms=0.0, backend="alembic", critical=True)
+        started = time.perf_counter()
+        try:
+            error = await asyncio.wait_for(schema_problem(self.engine), PROBE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            error = "not checked: the database did not answer"
+        except Exception as exc:  # noqa: BLE001 - reported, class name only
+            error = f"not checked: the database is unreachable ({type(exc).__name__})"
+        self._schema_ready = error is None
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        return ComponentHealth(
+            name="schema", healthy=error is None, latency_ms=latency, backend="alembic", critical=True, error=error
+        )
 
     async def check_database(self) -> ComponentHealth:
         async def probe() -> None:

@@ -4,6 +4,10 @@ The watcher renews the lease (heartbeat), sends a progress event while a long ca
 checks twice a second whether the task is still ours. A task that was cancelled, timed out by the
 sweep, or handed to another worker stops at once: its running model call is cancelled, not waited
 for, and nothing it would have written is written.
+
+A stopping worker (SIGTERM) lets its attempts run for its grace period; then `Attempts.hand_back`
+stops those still running and each is queued again at once for another worker, instead of
+waiting for its lease to run out.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from uuid import UUID
 
 import structlog
@@ -19,9 +24,11 @@ from sqlalchemy import select
 from app.agents.executor import AgentExecutor, TaskFailedError
 from app.agents.models import AgentState
 from app.agents.services import AgentService
+from app.core.exceptions import is_unavailable_error
 from app.events.services import EventService
 from app.hitl.models import HitlKind, Urgency
 from app.hitl.services import HitlService
+from app.projects.control import park_interrupted_task
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.services import Enqueue, Lease, TaskService, dispatch_all
 from app.worker.runtime import Runtime
@@ -39,6 +46,14 @@ class TaskRunner:
         self.lease_seconds = runtime.settings.worker.lease_seconds
 
     async def run(self, task_id: UUID) -> None:
+        if self.runtime.attempts.draining:
+            # The worker is stopping: another one starts the task (this job is acknowledged).
+            async with self.runtime.session() as session:
+                await self._dispatch_safely(
+                    TaskService(session=session).requeue_unstarted(task_id, self.enqueue), task_id
+                )
+            logger.info("task_left_to_another_worker", task_id=str(task_id))
+            return
         async with self.runtime.session() as session:
             lease = await TaskService(session=session).claim(task_id, self.lease_seconds)
             if lease is not None:
@@ -56,15 +71,29 @@ class TaskRunner:
         executor = AgentExecutor(self.runtime, lease)
         work = asyncio.create_task(executor.execute())
         watcher = asyncio.create_task(self._watch(lease, work, lost, executor.finishing))
+        handing_back = asyncio.Event()
+
+        def hand_back() -> None:
+            handing_back.set()
+            if not executor.finishing.is_set():  # a result being written is let finish
+                work.cancel()
+
+        self.runtime.attempts.add(task_id, hand_back)
         follow_ups: list[UUID] = []
         try:
             follow_ups = await work
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if not lost.is_set() or (current is not None and current.cancelling()):
-                raise  # we ourselves are being cancelled (shutdown): the lease runs out, the task comes back
-            log.info("task_stopped", reason="no longer ours (cancelled, timed out or reassigned)")
-            await self._settle_agent(lease)
+            if current is not None and current.cancelling():
+                raise  # we ourselves are being cancelled: the lease runs out, the task comes back
+            if handing_back.is_set():
+                log.info("task_handed_back", reason="the worker is stopping")
+                await self._hand_back(lease)
+            elif lost.is_set():
+                log.info("task_stopped", reason="no longer ours (cancelled, timed out or reassigned)")
+                await self._settle_agent(lease)
+            else:
+                raise
         except TaskFailedError as exc:
             if exc.code == "project_gone":
                 await self._fail(lease, str(exc), code=exc.code)
@@ -74,6 +103,7 @@ class TaskRunner:
             log.exception("task_crashed")
             await self._fail(lease, f"{type(exc).__name__}: {exc}", code="crashed")
         finally:
+            self.runtime.attempts.remove(task_id)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -82,6 +112,36 @@ class TaskRunner:
             # find it queued only after BOTARMY_QUEUED_REQUEUE_SECONDS).
             async with self.runtime.session() as session:
                 await dispatch_all(TaskService(session=session), follow_ups, self.enqueue)
+
+    async def _hand_back(self, lease: Lease) -> None:
+        """The worker stops before the attempt finished: the task is queued again at once, for another
+        worker. An at-most-once task may have partly acted outside the server: a person decides."""
+        async with self.runtime.session() as session:
+            tasks = TaskService(session=session)
+            if not await tasks.lock_held(lease):
+                await session.rollback()  # it finished, or is no longer ours
+                return
+            task = lease.task
+            if task.at_most_once:
+                await park_interrupted_task(
+                    session, self.runtime.settings.hitl, task.id, grace_seconds=None, why="its worker stopped"
+                )
+                await session.commit()
+                return
+            # In the transaction that queues it again: the next worker's WORKING comes after this.
+            await AgentService(session=session).set_status(task.project_id, task.agent_type, AgentState.IDLE)
+            await self._dispatch_safely(tasks.hand_back(lease, self.enqueue), task.id)
+        await self.runtime.counters.add("tasks_handed_back")
+
+    @staticmethod
+    async def _dispatch_safely(dispatch: Awaitable[str | None], task_id: UUID) -> None:
+        """A queue that is down leaves the task pending, for the sweep of a running worker."""
+        try:
+            await dispatch
+        except Exception as exc:
+            if not is_unavailable_error(exc):
+                raise
+            logger.warning("task_left_pending", task_id=str(task_id), reason=type(exc).__name__)
 
     async def _fail(self, lease: Lease, error: str, *, code: str) -> None:
         async with self.runtime.session() as session:

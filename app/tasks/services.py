@@ -30,6 +30,7 @@ from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.schemas import TaskCreate
 
 Enqueue = Callable[[UUID, str], Awaitable[None]]
+LEASE_EXPIRED = "worker lost; requeued"
 
 
 def utcnow() -> datetime.datetime:
@@ -333,6 +334,16 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
             commit=commit,
         )
 
+    async def hand_back(self, lease: Lease, enqueue: Enqueue) -> str | None:
+        """A stopping worker gives up its attempt: queued again under a new job, at once, not after
+        its lease runs out. None: the lease no longer held (the task finished or moved on)."""
+        return await self.dispatch(lease.task.id, self._held(lease), enqueue, message="worker stopping; handed back")
+
+    async def requeue_unstarted(self, task_id: UUID, enqueue: Enqueue) -> str | None:
+        """A stopping worker got a job it will not start: the task is queued again for another worker."""
+        waiting = AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value])
+        return await self.dispatch(task_id, waiting, enqueue, message="worker stopping; requeued")
+
     async def cancel(self, task_id: UUID, *, actor: str | None = None) -> AgentTask:
         """Stop a task that has not finished: it never starts, or its running attempt is abandoned."""
         await self.get_task(task_id)  # 404 for an unknown task
@@ -419,6 +430,14 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
     # -- sweep ------------------------------------------------------------------------------
 
     async def sweep(self, enqueue: Enqueue, *, pending_after: float, queued_after: float, limit: int = 100) -> int:
+        requeued = await self.sweep_by_reason(
+            enqueue, pending_after=pending_after, queued_after=queued_after, limit=limit
+        )
+        return sum(requeued.values())
+
+    async def sweep_by_reason(
+        self, enqueue: Enqueue, *, pending_after: float, queued_after: float, limit: int = 100
+    ) -> dict[str, int]:
         """Put back into the queue every task that fell out of it. Safe in several processes at once.
 
         - working, lease expired: its worker died (an at-most-once task is parked instead, see
@@ -429,7 +448,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         """
         now = utcnow()
         conditions = {
-            "worker lost; requeued": and_(_lost(now), AgentTask.at_most_once.is_(False)),
+            LEASE_EXPIRED: and_(_lost(now), AgentTask.at_most_once.is_(False)),
             "queued": and_(
                 AgentTask.status == TaskStatus.PENDING.value,
                 AgentTask.created_at < now - datetime.timedelta(seconds=pending_after),
@@ -439,14 +458,14 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 AgentTask.queued_at < now - datetime.timedelta(seconds=queued_after),
             ),
         }
-        dispatched = 0
+        dispatched = dict.fromkeys(conditions, 0)
         for message, condition in conditions.items():
             statement = select(AgentTask.id).where(condition, _not_stopped()).order_by(AgentTask.id).limit(limit)
             task_ids = list(await self.repository.session.scalars(statement))
             await self.repository.session.commit()
             for task_id in task_ids:
                 if await self.dispatch(task_id, condition, enqueue, message) is not None:
-                    dispatched += 1
+                    dispatched[message] += 1
         return dispatched
 
     # -- at-most-once tasks whose worker died ---------------------------------------------------

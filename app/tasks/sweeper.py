@@ -18,7 +18,7 @@ from app.hitl.decisions import DecisionService
 from app.hitl.models import HitlRequest, HitlStatus
 from app.projects.control import park_interrupted
 from app.tasks.jobs import agent_task_enqueuer
-from app.tasks.services import TaskService, dispatch_all
+from app.tasks.services import LEASE_EXPIRED, TaskService, dispatch_all
 from app.worker.runtime import Runtime
 from app.workflows.services import ExecutionService
 
@@ -44,11 +44,13 @@ async def sweep_once(runtime: Runtime) -> int:
         await park_interrupted(session, runtime.settings.hitl, grace_seconds=worker.lease_seconds)
     await expire_hitl_requests(runtime)
     async with runtime.session() as session:
-        dispatched = await TaskService(session=session).sweep(
+        requeued = await TaskService(session=session).sweep_by_reason(
             agent_task_enqueuer(runtime.broker),
             pending_after=worker.pending_requeue_seconds,
             queued_after=worker.queued_requeue_seconds,
         )
+    await runtime.counters.add("lease_expiries", requeued[LEASE_EXPIRED])
+    dispatched = sum(requeued.values())
     if dispatched:
         logger.info("sweep_requeued", tasks=dispatched)
     return dispatched

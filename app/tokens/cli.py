@@ -14,6 +14,7 @@ from app.config import Settings
 from app.core.exceptions import AppError
 from app.core.security import Role
 from app.db.engine import build_db_config, upgrade_database
+from app.db.schema import explain_database_error, require_schema
 from app.tokens.services import TokenService
 
 T = TypeVar("T")
@@ -26,6 +27,7 @@ def _run(settings: Settings, action: Callable[[TokenService], Awaitable[T]]) -> 
     async def main() -> T:
         config = build_db_config(settings.db)
         try:
+            await require_schema(config.get_engine())
             async with config.get_session() as session:
                 return await action(TokenService(session=session))
         finally:
@@ -35,6 +37,12 @@ def _run(settings: Settings, action: Callable[[TokenService], Awaitable[T]]) -> 
         return asyncio.run(main())
     except AppError as exc:
         click.echo(f"botarmy: {exc.detail}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        line = explain_database_error(exc)
+        if line is None:
+            raise
+        click.echo(f"botarmy: {line}", err=True)
         sys.exit(1)
 
 

@@ -6,12 +6,14 @@ process builds its own at WORKER_STARTUP.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,10 +21,44 @@ from taskiq import AsyncBroker
 
 from app.config import Settings
 from app.core.channels import EventPublisher
+from app.metrics.instruments import SharedCounters
 
 
 def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+
+
+class Attempts:
+    """The task attempts this process runs, so that a stopping worker can hand back the unfinished.
+
+    `draining`: the process is stopping; a job that arrives now does not claim its task (it queues
+    it again for another worker). `hand_back` stops every attempt still running and waits, up to
+    `wait_seconds`, for their jobs to end (each job queues its task again, then taskiq acknowledges it).
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._running: dict[UUID, tuple[asyncio.Task[Any], Callable[[], None]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def add(self, task_id: UUID, stop: Callable[[], None]) -> None:
+        job = asyncio.current_task()
+        if job is not None:
+            self._running[task_id] = (job, stop)
+
+    def remove(self, task_id: UUID) -> None:
+        self._running.pop(task_id, None)
+
+    async def hand_back(self, wait_seconds: float) -> int:
+        running = list(self._running.values())
+        for _, stop in running:
+            stop()
+        jobs = [job for job, _ in running]
+        if jobs:
+            await asyncio.wait(jobs, timeout=wait_seconds)
+        return len(jobs)
 
 
 @dataclass
@@ -33,6 +69,9 @@ class Runtime:
     # Sends live-only messages (model output as it streams); stored events go through the outbox.
     publisher: EventPublisher | None = None
     worker_id: str = field(default_factory=_worker_id)
+    attempts: Attempts = field(default_factory=Attempts)
+    # Lease expiries and hand-backs, for `/metrics` (a Redis hash in services mode).
+    counters: SharedCounters = field(default_factory=SharedCounters)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -1,0 +1,1 @@
+"""Prometheus metrics: `/metrics`, and the counters other packages add to."""

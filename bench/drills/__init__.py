@@ -1,0 +1,1 @@
+"""Failure drills: real processes on PostgreSQL + Redis, killed, stopped and cut off for real."""
