@@ -28,6 +28,9 @@ def _execute(action: Awaitable[T]) -> T:
     except ClientError as exc:
         click.echo(f"botarmy: {exc}", err=True)
         sys.exit(1)
+    except click.ClickException as exc:
+        click.echo(f"botarmy: {exc.message}", err=True)
+        sys.exit(1)
 
 
 def _with_client(url: str, token: str | None, action: Callable[[BotArmyClient], Awaitable[T]]) -> T:

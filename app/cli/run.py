@@ -338,7 +338,16 @@ async def _follow(client: BotArmyClient, state: RunState, options: RunOptions, t
     return "unknown"
 
 
+def check_options(options: RunOptions) -> None:
+    """What can be refused before anything starts."""
+    if options.resume and _load_state(options.out) is None:
+        raise click.ClickException(f"nothing to resume in {options.out}: run without --resume first")
+    if not options.resume and not (options.idea or "").strip():
+        raise click.ClickException('give the product idea: botarmy run "a todo list for teams"')
+
+
 async def run(options: RunOptions, settings: Settings) -> int:
+    check_options(options)
     options.out.mkdir(parents=True, exist_ok=True)
     await upgrade_database_async(settings.db)
     token = await _issue_token(settings)
