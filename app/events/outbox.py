@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.core.channels import EventPublisher, event_channels
@@ -72,14 +72,25 @@ def write_pending(session: Session) -> None:
         return
     # Everything else first: while holding the order lock, a transaction never waits for a row lock.
     session.flush()
+    rows: list[dict[str, Any]] = [
+        {
+            "event_type": event.event_type,
+            "project_id": event.project_id,
+            "task_id": event.task_id,
+            "actor": event.actor,
+            "data": event.data,
+            "created_at": event.created_at,
+        }
+        for event in pending
+    ]
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_ORDER_LOCK})
+    # Under the lock, as little as possible: the highest id, one insert, then the commit.
     highest = connection.execute(select(func.max(Event.id))).scalar() or 0
-    for offset, event in enumerate(pending, start=1):
-        event.id = highest + offset
-    session.add_all(pending)
-    session.flush()
+    for offset, (event, row) in enumerate(zip(pending, rows, strict=True), start=1):
+        event.id = row["id"] = highest + offset  # the objects stay out of the session: they carry what was written
+    connection.execute(insert(Event), rows)
     session.info.setdefault(WRITTEN_KEY, []).extend(pending)
 
 

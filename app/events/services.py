@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -46,7 +47,14 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
             if payload_checks.strict:
                 raise
             logger.exception("event_payload_mismatch", event_type=event_type)
-        event = Event(event_type=event_type, project_id=project_id, task_id=task_id, actor=actor, data=data)
+        event = Event(
+            event_type=event_type,
+            project_id=project_id,
+            task_id=task_id,
+            actor=actor,
+            data=data,
+            created_at=datetime.datetime.now(datetime.UTC),
+        )
         add_to_outbox(self.repository.session.sync_session, event)
         return event
 
