@@ -19,15 +19,20 @@ from typing import Any
 
 import httpx
 import websockets
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.memory import MemoryChannelsBackend
 from sqlalchemy import select
 
 from app.config import load_settings
-from app.core.channels import BackendPublisher, build_channels_backend
+from app.core.channels import GLOBAL_CHANNEL, BackendPublisher, build_channels_backend, event_channels
 from app.db.engine import build_db_config
+from app.events.hub import LiveHub
 from app.events.models import Event
+from app.events.outbox import encode_event
 from app.events.services import EventService
+from app.events.streams import Feed, FeedItem, Filters
 from tests.conftest import free_port
-from tests.helpers import Server, eventually, start_server
+from tests.helpers import Server, eventually, migrated_database, start_server
 
 CHURN_SECONDS = 4.0
 
@@ -231,3 +236,77 @@ async def test_the_api_closes_its_streams_with_1001_on_sigterm_and_exits(
     assert codes == [1001, 1001], server.log()
     assert exit_code in (0, -signal.SIGTERM), server.log()  # uvicorn ends by the signal it caught
     assert took < 8, took
+
+
+async def test_the_hub_hands_events_on_in_id_order_and_reads_a_lost_one_from_the_table(
+    embedded_env: dict[str, str],
+) -> None:
+    """Publishes that arrive out of order wait for the missing ids; one that never comes is read from
+    the table. A feed that resumes in the middle gets the rest once, in order."""
+    database = await migrated_database(embedded_env)
+    project_id = uuid.uuid4()
+    async with database.get_session() as session:
+        for n in range(8):
+            await EventService(session=session).record(
+                "project_updated",
+                project_id=project_id,
+                data={"project_id": str(project_id), "changes": [f"c{n}"], "status": "active"},
+            )
+            await session.commit()  # one commit each: ids 1..8, nothing published (no publisher)
+        rows = list(await session.scalars(select(Event).order_by(Event.id)))
+    assert [row.id for row in rows] == list(range(1, 9))
+    channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
+    try:
+        async with channels, contextlib.AsyncExitStack() as stack:
+            hub = LiveHub(channels, database.get_session, gap_seconds=0.2)
+            await hub.start()
+            hub.position = 2  # as if this process had seen events 1 and 2 live
+            live = Feed(database.get_session, [project_id], Filters(), max_backlog=100, heartbeat_seconds=10)
+            resumed = Feed(database.get_session, None, Filters(), max_backlog=100, heartbeat_seconds=10)
+            live_items = await stack.enter_async_context(live.open(hub, None))
+            resumed_items = await stack.enter_async_context(resumed.open(hub, 1))
+            for row in (rows[4], rows[3], rows[6], rows[7], rows[2]):  # 5, 4, 7, 8, 3; 6 is lost on the way
+                channels.publish(encode_event(row), event_channels(project_id))
+
+            async def ids(items: AsyncIterator[Any], count: int) -> list[int]:
+                got: list[int] = []
+                async for item in items:
+                    if isinstance(item, FeedItem) and item.id is not None:
+                        got.append(item.id)
+                    if len(got) == count:
+                        return got
+                return got
+
+            assert await asyncio.wait_for(ids(live_items, 6), 10) == [3, 4, 5, 6, 7, 8]
+            assert await asyncio.wait_for(ids(resumed_items, 7), 10) == [2, 3, 4, 5, 6, 7, 8]
+            assert hub.read_from_table == 1
+            assert hub.position == 8
+            await hub.close()
+    finally:
+        await database.get_engine().dispose()
+
+
+async def test_deployments_sharing_a_redis_do_not_hear_each_others_events(services_env: dict[str, str]) -> None:
+    """Channels are named under the namespace: Litestar's pub/sub backend alone would share `all`."""
+    ours = load_settings(services_env).redis
+    theirs = load_settings({**services_env, "BOTARMY_REDIS_NAMESPACE": f"other-{uuid.uuid4().hex[:8]}"}).redis
+    heard: list[bytes] = []
+    async with (
+        ChannelsPlugin(backend=build_channels_backend(ours), arbitrary_channels_allowed=True) as mine,
+        ChannelsPlugin(backend=build_channels_backend(theirs), arbitrary_channels_allowed=True) as other,
+    ):
+        subscriber = await mine.subscribe([GLOBAL_CHANNEL])
+
+        async def listen() -> None:
+            async for payload in subscriber.iter_events():
+                heard.append(payload)
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.3)  # the subscription takes effect
+        other.publish(b'{"id": 1, "event_type": "theirs"}', [GLOBAL_CHANNEL])
+        mine.publish(b'{"id": 1, "event_type": "ours"}', [GLOBAL_CHANNEL])
+        await eventually(lambda: asyncio.sleep(0, heard), bool, timeout=10)
+        await asyncio.sleep(0.3)
+        listener.cancel()
+        await mine.unsubscribe(subscriber)
+    assert heard == [b'{"id": 1, "event_type": "ours"}']

@@ -35,6 +35,7 @@ from bench.drills.common import (
     direct_writers,
     event_ids,
     log,
+    log_problems,
     stop_on_signals,
     submit_tasks,
     until,
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for process in (worker, second, first):
                 process.stop()
+            log_problems(Path(logs))
     return verdict("api_kill", checks, failures, began)
 
 

@@ -43,6 +43,14 @@ def stop_on_signals() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGUSR1, _print_tasks)
+
+
+def _print_tasks(_signum: int, _frame: Any) -> None:
+    """SIGUSR1: where every task of the drill waits (a drill that hangs shows why)."""
+    with contextlib.suppress(RuntimeError):
+        for task in asyncio.all_tasks(asyncio.get_running_loop()):
+            task.print_stack(limit=8)
 
 
 @dataclass
@@ -72,11 +80,13 @@ class Tally:
             doubled += event_id in seen
             seen.add(event_id)
         backwards = sum(1 for a, b in zip(self.ids, self.ids[1:], strict=False) if b <= a)
-        lost = len(set(expected) - seen)
+        lost_ids = sorted(set(expected) - seen)
+        if lost_ids:
+            log(f"{self.name}: lost {lost_ids[:40]}")
         unexpected = len(seen - set(expected))
         return {
             "received": len(self.ids),
-            "lost": lost,
+            "lost": len(lost_ids),
             "doubled": doubled,
             "out_of_order": backwards,
             "unexpected": unexpected,
@@ -229,6 +239,16 @@ async def wait_for_tasks(http: httpx.AsyncClient, task_ids: list[str], seconds: 
             break
         await asyncio.sleep(0.5)
     return statuses
+
+
+def log_problems(log_dir: Path) -> None:
+    """The warnings and errors the processes logged (their logs are removed with the drill's directory)."""
+    for path in sorted(log_dir.glob("**/*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        problems = [line for line in lines if any(word in line for word in ("warning", "error", "Traceback"))]
+        log(f"{path.name}: {len(lines)} lines, {len(problems)} warnings or errors")
+        for line in problems[:40]:
+            print(f"    {line[:300]}")
 
 
 def verdict(name: str, checks: dict[str, Any], failures: list[str], started: float) -> int:

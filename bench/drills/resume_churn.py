@@ -31,6 +31,7 @@ from bench.drills.common import (
     direct_writers,
     event_ids,
     log,
+    log_problems,
     read_up_to,
     steady_client,
     stop_on_signals,
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             worker.stop()
             api.stop()
+            log_problems(Path(logs))
     return verdict("resume_churn", checks, failures, began)
 
 
