@@ -3,13 +3,13 @@
 Services record events through `EventService.record`, which only notes them in `session.info`.
 At the very end of the transaction (SQLAlchemy's `before_commit`, after everything else has been
 flushed) they are written under the event-order lock, which is held until the commit ends:
-PostgreSQL's transaction-scoped advisory lock on one key; SQLite already lets one writer at a
-time. Under that lock each event gets the next id after the highest one in the table. So:
+PostgreSQL's transaction-scoped advisory lock on one key, taken by the statement that inserts
+them (ids from the sequence once the lock is held); SQLite lets one writer at a time anyway. So:
 
 - ids are assigned in commit order: a transaction that commits later never has a smaller id;
-- ids have no gaps: a rolled-back transaction's ids are given again to the next one;
-- once an event is visible, every event with a smaller id is visible too (the lock is released
-  only after the commit is visible).
+- once an event is visible, every event with a smaller id that will ever exist is visible too
+  (the lock is released only after the commit is visible);
+- a gap in the ids is a transaction that failed after writing its events: it never fills.
 
 Streams rely on this (`app.events.hub`): the table read up to an id and the live events after it
 form one sequence, with nothing missing and nothing twice. After the commit the written rows are
@@ -36,6 +36,20 @@ PUBLISHER_KEY = "botarmy.publisher"
 EVENT_ORDER_LOCK = 0x426F7441726D79
 
 _encoder = msgspec.json.Encoder()
+_LOCK_AND_INSERT = text(
+    """
+    WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock(:key))
+    INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
+    SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
+    FROM (
+        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
+        )
+        ORDER BY r.n
+    ) AS e
+    RETURNING id
+    """
+)
 
 
 def to_message(event: Event) -> EventMessage:
@@ -85,12 +99,17 @@ def write_pending(session: Session) -> None:
     ]
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_ORDER_LOCK})
-    # Under the lock, as little as possible: the highest id, one insert, then the commit.
-    highest = connection.execute(select(func.max(Event.id))).scalar() or 0
-    for offset, (event, row) in enumerate(zip(pending, rows, strict=True), start=1):
-        event.id = row["id"] = highest + offset  # the objects stay out of the session: they carry what was written
-    connection.execute(insert(Event), rows)
+        # One statement takes the lock and inserts: the ids come from the sequence once the lock is
+        # held, and the lock is held from there to the commit, not across a round trip per statement.
+        payload = _encoder.encode([{**row, "n": n} for n, row in enumerate(rows)]).decode()
+        ids = list(connection.execute(_LOCK_AND_INSERT, {"key": EVENT_ORDER_LOCK, "rows": payload}).scalars())
+    else:
+        # SQLite: one writer at a time already; the next ids after the highest.
+        highest = connection.execute(select(func.max(Event.id))).scalar() or 0
+        ids = list(range(highest + 1, highest + 1 + len(rows)))
+        connection.execute(insert(Event), [{**row, "id": event_id} for row, event_id in zip(rows, ids, strict=True)])
+    for event, event_id in zip(pending, ids, strict=True):
+        event.id = event_id  # the objects stay out of the session: they carry what was written
     session.info.setdefault(WRITTEN_KEY, []).extend(pending)
 
 
