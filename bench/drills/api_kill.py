@@ -34,6 +34,7 @@ from bench.drills.common import (
     Tally,
     direct_writers,
     event_ids,
+    guarded,
     log,
     log_problems,
     stop_on_signals,
@@ -69,7 +70,8 @@ class Client:
                         self.reconnected_at = time.monotonic()
                     while not stop.is_set():
                         with contextlib.suppress(TimeoutError):
-                            self.tally.add(await asyncio.wait_for(ws.recv(), 0.5))
+                            async with asyncio.timeout(0.5):  # not wait_for: on 3.11 it can swallow a cancellation
+                                self.tally.add(await ws.recv())
             except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError):
                 base = second  # the first api is gone: resume on the other one
                 await asyncio.sleep(0.05)
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         second, second_url = start_api(env, Path(logs) / "second")
         worker = start_worker(env, Path(logs))
         try:
-            checks, failures = asyncio.run(drill(env, first, first_url, second_url, token, args))
+            checks, failures = asyncio.run(guarded(drill(env, first, first_url, second_url, token, args)))
         finally:
             for process in (worker, second, first):
                 process.stop()

@@ -11,12 +11,13 @@ import contextlib
 import datetime
 import json
 import signal
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -29,6 +30,7 @@ from app.events.models import Event
 from app.events.services import EventService
 from bench.status_bench import RESULTS_DIR, git_head, machine
 
+T = TypeVar("T")
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -47,10 +49,17 @@ def stop_on_signals() -> None:
 
 
 def _print_tasks(_signum: int, _frame: Any) -> None:
-    """SIGUSR1: where every task of the drill waits (a drill that hangs shows why)."""
-    with contextlib.suppress(RuntimeError):
-        for task in asyncio.all_tasks(asyncio.get_running_loop()):
-            task.print_stack(limit=8)
+    """SIGUSR1: where the drill's tasks wait, except its clients reading (a drill that hangs shows why)."""
+    try:
+        tasks = list(asyncio.all_tasks(asyncio.get_running_loop()))
+    except RuntimeError:
+        return
+    for task in tasks:
+        frames = [
+            f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno})" for f in task.get_stack()
+        ]
+        if not any(name.startswith(("follow", "steady_client", "churn_client", "recv")) for name in frames):
+            print(f"task {task.get_name()}: {' <- '.join(frames)}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -115,7 +124,8 @@ async def churn_client(url: str, tally: Tally, stop: asyncio.Event, every: int) 
         try:
             for _ in range(every):
                 try:
-                    tally.add(await asyncio.wait_for(ws.recv(), 2))
+                    async with asyncio.timeout(2):
+                        tally.add(await ws.recv())
                 except TimeoutError:
                     break
 
@@ -141,7 +151,8 @@ async def steady_client(url: str, tally: Tally, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    tally.add(await asyncio.wait_for(ws.recv(), 0.5))
+                    async with asyncio.timeout(0.5):  # not wait_for: on 3.11 it can swallow a cancellation
+                        tally.add(await ws.recv())
         except websockets.ConnectionClosed:
             tally.close_codes.append(ws.close_code)
         finally:
@@ -202,9 +213,16 @@ async def direct_writers(env: dict[str, str], project_id: str, writers: int) -> 
         yield committed
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await publisher.stop()
-        await config.get_engine().dispose()
+        # Bounded: a drill reports where it got stuck instead of hanging there.
+        for name, step in (
+            ("the direct writers' last commits", asyncio.gather(*tasks, return_exceptions=True)),
+            ("the direct writers' publisher", publisher.stop()),
+            ("the direct writers' engine", config.get_engine().dispose()),
+        ):
+            try:
+                await asyncio.wait_for(step, 30)
+            except TimeoutError:
+                log(f"WARNING: {name} did not finish within 30 s")
 
 
 async def submit_tasks(
@@ -242,12 +260,19 @@ async def wait_for_tasks(http: httpx.AsyncClient, task_ids: list[str], seconds: 
 
 
 def log_problems(log_dir: Path) -> None:
-    """The warnings and errors the processes logged (their logs are removed with the drill's directory)."""
+    """The warnings and errors the processes logged (their logs are removed with the drill's directory);
+    for a traceback, its last line (the exception)."""
     for path in sorted(log_dir.glob("**/*.log")):
         lines = path.read_text(errors="replace").splitlines()
-        problems = [line for line in lines if any(word in line for word in ("warning", "error", "Traceback"))]
-        log(f"{path.name}: {len(lines)} lines, {len(problems)} warnings or errors")
-        for line in problems[:40]:
+        problems = []
+        for n, line in enumerate(lines):
+            if "Traceback" in line:
+                end = next((m for m in range(n + 1, len(lines)) if not lines[m].startswith((" ", "Traceback"))), n)
+                problems.append(f"traceback ending: {lines[end]}")
+            elif "warning" in line or "error" in line:
+                problems.append(line)
+        log(f"{path.name}: {len(lines)} lines, {len(problems)} warnings, errors or tracebacks")
+        for line in problems[:20]:
             print(f"    {line[:300]}")
 
 
@@ -275,6 +300,20 @@ def verdict(name: str, checks: dict[str, Any], failures: list[str], started: flo
         return 1
     log(f"{name}: passed in {took} s ({path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path})")
     return 0
+
+
+async def guarded(drill: Coroutine[Any, Any, T]) -> T:
+    """Run a drill, then end every task it left (its clients), whatever happened: a drill that
+    fails ends with its error instead of hanging in `asyncio.run`'s cleanup."""
+    try:
+        return await drill
+    finally:
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=15)
 
 
 async def until(condition: Callable[[], bool], seconds: float) -> bool:

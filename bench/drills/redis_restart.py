@@ -35,6 +35,7 @@ from bench.drills.common import (
     Tally,
     churn_client,
     event_ids,
+    guarded,
     log,
     read_up_to,
     steady_client,
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         api, base_url = start_api(env, Path(logs))
         worker = start_worker(env, Path(logs))
         try:
-            checks, failures = asyncio.run(drill(env, base_url, token, args))
+            checks, failures = asyncio.run(guarded(drill(env, base_url, token, args)))
         finally:
             worker.stop()
             api.stop()

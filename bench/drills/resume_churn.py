@@ -30,6 +30,7 @@ from bench.drills.common import (
     churn_client,
     direct_writers,
     event_ids,
+    guarded,
     log,
     log_problems,
     read_up_to,
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         api, base_url = start_api(env, Path(logs))
         worker = start_worker(env, Path(logs))
         try:
-            checks, failures = asyncio.run(drill(env, base_url, token, args))
+            checks, failures = asyncio.run(guarded(drill(env, base_url, token, args)))
         finally:
             worker.stop()
             api.stop()
