@@ -31,6 +31,7 @@ import httpx
 import websockets
 
 from bench.drills.common import (
+    REFUSED,
     Tally,
     direct_writers,
     event_ids,
@@ -113,6 +114,9 @@ async def drill(
                 project_id = projects[n % len(projects)]
                 n += 1
                 response = await http.patch(f"/api/v1/projects/{project_id}", json={"description": f"u{n}"})
+                if response.status_code == 503:
+                    REFUSED["update"] += 1
+                    continue
                 response.raise_for_status()
                 updates += 1
 
