@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -64,6 +67,40 @@ class BotArmy(Litestar):
         await super().__call__(scope, receive, send)
 
 
+@contextlib.contextmanager
+def say_goodbye_on_signals(hub: LiveHub) -> Iterator[None]:
+    """On SIGTERM or SIGINT, close every stream with 1001 (going away) first, then let the server stop.
+
+    uvicorn, on these signals, closes each WebSocket with 1012 (service restart) once its main loop
+    notices, up to 0.1 s later. Its handler stays in charge; ours, in front of it, has the hub say
+    goodbye in the next turn of the event loop, so that clients reconnect (to another instance,
+    with `after`) on the code that says so. Only where a server installed handlers of its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[signal.Signals, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(signum)
+        if not callable(handler) or handler is signal.default_int_handler:
+            continue
+
+        def goodbye(
+            number: int, frame: FrameType | None, handler: Callable[[int, FrameType | None], Any] = handler
+        ) -> None:
+            loop.call_soon_threadsafe(hub.going_away)
+            handler(number, frame)
+
+        previous[signum] = handler
+        signal.signal(signum, goodbye)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def create_served_app() -> Litestar:
     """The app as `botarmy serve` runs it: a long-lived process that freezes its start-up heap."""
     return create_app(freeze_startup_heap=True)
@@ -84,6 +121,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     scraper = Scraper(db_config.get_session, redis, settings.redis.namespace, counters)
     health = HealthService(db_config.get_engine(), redis)
     request_counter = build_request_counter(settings.redis, redis)
+    live_hub = LiveHub(channels, runtime.session)
 
     @contextlib.asynccontextmanager
     async def runtime_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -116,10 +154,13 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
             _, older, oldest = gc.get_threshold()
             gc.set_threshold(settings.server.gc_young_threshold, older, oldest)
         try:
-            yield
+            with say_goodbye_on_signals(live_hub):
+                yield
         finally:
             if metrics_server is not None:
                 metrics_server.close()
+            live_hub.going_away()  # what is still open (a server that sent no signal first)
+            await live_hub.close()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -133,7 +174,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         "runtime": runtime,
         "health": health,
         "settings": settings,
-        "live_hub": LiveHub(channels),  # the streams' one subscription per channel
+        "live_hub": live_hub,  # the streams' one subscription, in id order
         "metrics": scraper,
     }
     origins = settings.server.cors_origin_list

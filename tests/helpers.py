@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 
-from app.config import Settings
+from app.config import Settings, load_settings
 from app.core.security import Role
-from app.db.engine import build_db_config
+from app.db.engine import build_db_config, upgrade_database_async
 from app.main import create_app
 from app.tokens.services import TokenService
 
@@ -118,6 +119,13 @@ def cli_token(env: dict[str, str], role: str = "admin", projects: tuple[str, ...
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
+
+
+async def migrated_database(env: dict[str, str]) -> SQLAlchemyAsyncConfig:
+    """The database of `env`, at the latest schema (the streams' hub reads the event table)."""
+    settings = load_settings(env)
+    await upgrade_database_async(settings.db)
+    return build_db_config(settings.db)
 
 
 async def issue_token(settings: Settings, role: str = "admin", projects: list[uuid.UUID] | None = None) -> str:

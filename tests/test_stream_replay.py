@@ -23,12 +23,11 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response as WsResponse
 from websockets.uri import parse_uri
 
-from app.config import load_settings
-from app.db.engine import build_db_config
+from app.core.channels import GLOBAL_CHANNEL
 from app.events.hub import LiveHub
 from app.events.streams import Feed, FeedItem, FeedOverflowError, Filters
 from tests.conftest import free_port
-from tests.helpers import Server, eventually, start_server, start_worker, wait_for_task
+from tests.helpers import Server, eventually, migrated_database, start_server, start_worker, wait_for_task
 
 
 @pytest.fixture
@@ -186,17 +185,17 @@ async def test_the_audit_log_filters_and_pages(server: Server) -> None:
 
 async def test_a_subscriber_that_falls_behind_is_cut_off_not_waited_for(embedded_env: dict[str, str]) -> None:
     """The feed's bounded buffer, with real (in-memory) channels: overflow ends that feed only."""
-    database = build_db_config(load_settings(embedded_env).db)
+    database = await migrated_database(embedded_env)
     channels = ChannelsPlugin(backend=MemoryChannelsBackend(), arbitrary_channels_allowed=True)
     try:
         async with channels, contextlib.AsyncExitStack() as stack:
-            hub = LiveHub(channels)
+            hub = LiveHub(channels, database.get_session)
             slow = Feed(database.get_session, None, Filters(), max_backlog=5, heartbeat_seconds=10)
             fast = Feed(database.get_session, None, Filters(), max_backlog=100, heartbeat_seconds=10)
-            slow_items = await stack.enter_async_context(slow.open(hub, ["c"], None))
-            fast_items = await stack.enter_async_context(fast.open(hub, ["c"], None))
+            slow_items = await stack.enter_async_context(slow.open(hub, None))
+            fast_items = await stack.enter_async_context(fast.open(hub, None))
             for n in range(1, 21):
-                channels.publish(json.dumps({"id": n, "event_type": "x", "data": {}}).encode(), ["c"])
+                channels.publish(json.dumps({"id": n, "event_type": "x", "data": {}}).encode(), [GLOBAL_CHANNEL])
             got: list[int] = []
             async with asyncio.timeout(10):
                 async for item in fast_items:

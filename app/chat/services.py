@@ -56,7 +56,6 @@ class ChatService:
         message = await self.events.record(
             "user_chat_message", project_id=project_id, actor=actor, data={"text": text, "author": actor}
         )
-        await self.session.flush()  # the message's id names the task that answers it
         documents = select(Artifact.id).where(
             Artifact.project_id == project_id,
             Artifact.granularity == Granularity.DOCUMENT.value,
@@ -74,8 +73,11 @@ class ChatService:
             TaskCreate(agent_type=AgentType.ORCHESTRATOR, instructions=instructions, context_ids=context),
             default_timeout=self.settings.models.task_timeout_seconds,
             actor=actor,
-            step_id=f"{CHAT_PREFIX}{message.id}",
         )
+        # The message's id names the task that answers it: ids are given in commit order, so it is
+        # written last, and only this transaction's own new task row changes after it.
+        await self.events.assign_ids()
+        task.step_id = f"{CHAT_PREFIX}{message.id}"
         return message, task
 
     async def answered(self, task: AgentTask, answer: AgentAnswer) -> list[UUID]:

@@ -26,12 +26,11 @@ GLOBAL_CHANNEL = "all"
 logger = structlog.get_logger(__name__)
 
 
-def project_channel(project_id: UUID | str) -> str:
-    return f"project:{project_id}"
-
-
 def event_channels(project_id: UUID | None) -> list[str]:
-    return [project_channel(project_id), GLOBAL_CHANNEL] if project_id is not None else [GLOBAL_CHANNEL]
+    """Where an event is published: the one channel that every api process reads (`app.events.hub`
+    puts it in id order and hands it to the streams of its project)."""
+    del project_id
+    return [GLOBAL_CHANNEL]
 
 
 class ResilientRedisPubSubBackend(RedisChannelsPubSubBackend):
@@ -41,17 +40,34 @@ class ResilientRedisPubSubBackend(RedisChannelsPubSubBackend):
     went away) that task dies and no subscriber of the process hears anything again. Here a
     connection error is waited out instead: redis-py's PubSub reconnects on the next read and
     subscribes again to every channel it had.
+
+    Its channels are named under the key prefix (the deployment's namespace): Litestar's pub/sub
+    backend uses the names as they are, so deployments (and test runs) sharing a Redis would
+    otherwise hear each other's events, with ids that mean something else in their database.
     """
 
     RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
 
+    def _named(self, channels: Iterable[str]) -> list[str]:
+        return [f"{self._key_prefix}:{channel}" for channel in channels]
+
+    async def subscribe(self, channels: Iterable[str]) -> None:
+        await super().subscribe(self._named(channels))
+
+    async def unsubscribe(self, channels: Iterable[str]) -> None:
+        await super().unsubscribe(self._named(channels))
+
+    async def publish(self, data: bytes, channels: Iterable[str]) -> None:
+        await super().publish(data, self._named(channels))
+
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
         failures = 0
+        prefix = f"{self._key_prefix}:"
         while True:
             try:
                 async for channel, data in super().stream_events():
                     failures = 0
-                    yield channel, data
+                    yield channel.removeprefix(prefix), data
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 delay = self.RETRY_SECONDS[min(failures, len(self.RETRY_SECONDS) - 1)]
                 if failures == 0:

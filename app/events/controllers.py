@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.controllers import post_message
 from app.config import Settings
-from app.core.channels import GLOBAL_CHANNEL, project_channel
 from app.core.exceptions import AppError, InvalidInputError, NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, Page, check_iso_datetimes, event_cursor
 from app.core.security import Principal, Role, needs
+from app.events.eager import start_now
 from app.events.hub import SERVER_SEND_KEY
 from app.events.models import Event
 from app.events.schemas import AuditEvent
@@ -40,6 +40,7 @@ from app.tasks.models import AgentTask, AgentType
 from app.worker.runtime import Runtime
 
 # Close codes in the private range (4000-4999), mirroring the HTTP status they stand for.
+CLOSE_GOING_AWAY = 1001  # the server shuts down: reconnect (to another instance) with ?after=<last id>
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4429  # fell too far behind: reconnect with the ?after=<id> its reason gives
@@ -93,7 +94,7 @@ async def _visible_project(runtime: Runtime, principal: Principal, project_id: U
         return principal.can_see(project_id) and await session.get(Project, project_id) is not None
 
 
-async def _stream(socket: WebSocket[Principal, Any, Any], names: list[str], scope: list[UUID] | None) -> None:
+async def _stream(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None) -> None:
     runtime: Runtime = socket.app.state.runtime
     try:
         stream = StreamRequest(dict(socket.query_params))
@@ -102,13 +103,19 @@ async def _stream(socket: WebSocket[Principal, Any, Any], names: list[str], scop
         await socket.close(code=CLOSE_BAD_REQUEST, reason=str(exc)[:120])
         return
     feed = _feed(runtime, scope, stream.filters)
-    # Subscribed before accepting: once the client's handshake completes, no event can slip by.
+    # Attached to the hub before accepting: once the client's handshake completes, no event can slip by.
     after = await _start(feed, stream)
     # Live events are written by the hub's pass over the feeds (`Feed.open`), straight to the server's
     # send: Litestar's wrappers of it do nothing for a data frame (`app.main.BotArmy`).
     server_send = cast("Send | None", socket.scope.get(SERVER_SEND_KEY)) or socket.send
-    async with feed.open(socket.app.state.live_hub, names, after, send=server_send) as items:
+    async with feed.open(socket.app.state.live_hub, after, send=server_send) as items:
         await socket.accept()
+        # On shutdown the hub calls this for every stream at once, before the server closes the
+        # connections: the close frame (1001, going away) is written in that same pass.
+        feed.sink.on_going_away = lambda: _going_away(socket)
+        if feed.sink.gone:  # the shutdown began while this stream attached
+            _going_away(socket)
+            return
 
         async def send_all() -> None:
             async for item in items:
@@ -127,12 +134,29 @@ async def _stream(socket: WebSocket[Principal, Any, Any], names: list[str], scop
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
                 await task
+        if feed.sink.gone:
+            return
         if cut_off in done or (sender in done and isinstance(sender.exception(), FeedOverflowError)):
-            reason = f"too far behind; reconnect with ?after={await feed.resume_point()}"
+            reason = f"too far behind; reconnect with ?after={feed.resume_point()}"
             # The close frame waits behind what the client has not read; one that reads nothing is dropped.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                     await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
+
+
+def _going_away(socket: WebSocket[Principal, Any, Any]) -> None:
+    """Close with 1001 now, on the caller's stack (a send waits only for a backed-up client)."""
+    if socket.connection_state == "disconnect":
+        return
+    with contextlib.suppress(Exception):
+        pending = start_now(socket.close(code=CLOSE_GOING_AWAY, reason="server shutting down; reconnect with after"))
+        if pending is not None:
+            pending.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a client gone meanwhile: nothing to report
 
 
 async def _incoming(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None) -> None:
@@ -178,15 +202,14 @@ async def project_stream(socket: WebSocket[Principal, Any, Any], project_id: Fro
         await socket.accept()
         await socket.close(code=CLOSE_NOT_FOUND, reason=f"project {project_id} does not exist")
         return
-    await _stream(socket, [project_channel(project_id)], [project_id])
+    await _stream(socket, [project_id])
 
 
 @websocket("/ws", name="global_stream", opt=needs(Role.VIEWER))
 async def global_stream(socket: WebSocket[Principal, Any, Any]) -> None:
     """Every event; for a token limited to some projects, every event of those projects."""
     scope = socket.user.project_ids
-    names = [GLOBAL_CHANNEL] if scope is None else [project_channel(project_id) for project_id in sorted(scope)]
-    await _stream(socket, names, None if scope is None else sorted(scope))
+    await _stream(socket, None if scope is None else sorted(scope))
 
 
 class EventController(Controller):
@@ -217,7 +240,7 @@ class EventController(Controller):
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             try:
-                async with feed.open(request.app.state.live_hub, [project_channel(project_id)], start) as items:
+                async with feed.open(request.app.state.live_hub, start) as items:
                     async for item in items:
                         if isinstance(item, FeedItem):
                             yield ServerSentEventMessage(
@@ -230,7 +253,7 @@ class EventController(Controller):
                             yield ServerSentEventMessage(comment="keep-alive")
             except FeedOverflowError:
                 yield ServerSentEventMessage(
-                    event="error", data=f'{{"detail": "too far behind; reconnect from id {await feed.resume_point()}"}}'
+                    event="error", data=f'{{"detail": "too far behind; reconnect from id {feed.resume_point()}"}}'
                 )
 
         return ServerSentEvent(messages(), retry_duration=1000)

@@ -1,13 +1,23 @@
-"""Live events of one api process, read once per channel and handed to every local feed.
+"""Live events of one api process: one subscription, put in id order, handed to every local feed.
 
-One event on a busy project reaches hundreds of sockets of this process. Litestar's ChannelsPlugin
-gives every subscriber its own queue; with a subscriber per socket, each event was queued, pumped,
-decoded and awaited once per socket (bench/README.md, `ws_bench`). Here the process subscribes once
-per channel, decodes each event once, and appends it to each interested feed's bounded buffer: a
-`deque` and, only if that feed is waiting, one wake-up.
+Every stored event is published on the global channel once its transaction commits. Ids are given
+in commit order without gaps (`app.events.outbox`), but publishes from several processes (api,
+workers) and several sessions reach this process in any order, and one can be lost (Redis away,
+a process killed between its commit and its publish). The hub therefore keeps a *position*: the
+id up to which it has handed every event, in order, to its feeds. An event right after the
+position is handed on at once; one further ahead waits until the missing ones arrive. If they have
+not after `GAP_SECONDS` they are read from the event table, where they are already visible: an id
+is only given once every smaller one is committed. When no event arrives for `CHECK_SECONDS` the
+hub also reads the table after its position, for events whose publish was lost at the end of a
+burst. So every feed sees the one sequence of the table, live, and a feed that starts at the
+hub's position has nothing to replay beyond it (`app.events.streams`).
 
-A buffer that would grow past its bound is marked overflowed instead (its feed tells the client to
-reconnect with `after`): a slow client never holds up the others or the process's memory.
+Live-only messages (model output as it streams, no id) are handed on as they come.
+
+The process subscribes once, decodes each event once, and appends it to each interested feed's
+bounded buffer: a `deque` and, only if that feed is waiting, one wake-up. A buffer that would grow
+past its bound is marked overflowed instead (its feed tells the client to reconnect with `after`):
+a slow client never holds up the others or the process's memory.
 """
 
 from __future__ import annotations
@@ -15,19 +25,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import structlog
 from litestar.channels import ChannelsPlugin, Subscriber
 from litestar.types import WebSocketSendEvent
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.channels import GLOBAL_CHANNEL
+from app.events.models import Event
+from app.events.outbox import encode_event
 
 logger = structlog.get_logger(__name__)
 
-
 # Where the app (`app.main.BotArmy`) keeps a WebSocket's server-side ASGI send in its scope.
 SERVER_SEND_KEY = "botarmy.server_send"
+GAP_SECONDS = 0.25  # how long an event ahead of a missing one waits for it before the table is read
+CHECK_SECONDS = 1.0  # idle this long: read the table after the position (a publish lost at the end)
+TABLE_BATCH = 500
+
+Sessions = Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]]
 
 
 class LiveEvent(msgspec.Struct, frozen=True, gc=False):  # strings, ints and a dict of strings: no cycles
@@ -35,6 +56,7 @@ class LiveEvent(msgspec.Struct, frozen=True, gc=False):  # strings, ints and a d
 
     id: int | None  # None: a live-only message (model output as it streams)
     event_type: str
+    project_id: str | None
     agent_type: str | None
     text: str  # the JSON message, sent as it is
     # The ASGI message that sends it, built once and shared by every socket: nothing on the way mutates it.
@@ -45,6 +67,7 @@ class LiveEvent(msgspec.Struct, frozen=True, gc=False):  # strings, ints and a d
 class _Envelope(msgspec.Struct):
     id: int | None
     event_type: str
+    project_id: str | None = None
     data: dict[str, Any] = {}
 
 
@@ -63,6 +86,7 @@ def decode_live(payload: bytes, received_at: float) -> LiveEvent | None:
     return LiveEvent(
         envelope.id,
         envelope.event_type,
+        envelope.project_id,
         agent_type if isinstance(agent_type, str) else None,
         text,
         {"type": "websocket.send", "bytes": None, "text": text},
@@ -83,8 +107,9 @@ class Sink:
         "cut_off",
         "direct",
         "events",
-        "first_id",
+        "gone",
         "max_backlog",
+        "on_going_away",
         "overflowed",
         "woken",
     )
@@ -97,17 +122,16 @@ class Sink:
         self.cut_off = asyncio.Event()
         self.events: collections.deque[LiveEvent] = collections.deque()
         self.overflowed = False
-        self.first_id: int | None = None  # of the first stored event offered: where this live feed began
+        self.gone = False  # the process is shutting down: the feed ends
+        self.on_going_away: Callable[[], None] | None = None  # the transport's goodbye (WebSocket: close 1001)
         self.woken = False  # set by `wake`: the feed has something else to do (a timer fired)
         # Takes an event instead of the buffer, while the buffer is empty; it must not raise.
         self.direct: Callable[[LiveEvent], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: LiveEvent) -> None:
-        if self.overflowed or not self.accepts(event):
+        if self.overflowed or self.gone or not self.accepts(event):
             return
-        if self.first_id is None and event.id is not None:
-            self.first_id = event.id
         if self.direct is not None and not self.events:
             self.direct(event)
             return
@@ -118,6 +142,17 @@ class Sink:
         else:
             self.events.append(event)
         self._wake_waiter()
+
+    def go_away(self) -> None:
+        """The process is shutting down: nothing more is offered, and the feed ends."""
+        if self.gone:
+            return
+        self.gone = True
+        self.direct = None
+        self.events.clear()
+        if self.on_going_away is not None:
+            self.on_going_away()
+        self.wake()
 
     def wake(self) -> None:
         self.woken = True
@@ -138,66 +173,198 @@ class Sink:
             self._waiter = None
 
 
-class _Reader:
-    def __init__(self, subscriber: Subscriber, task: asyncio.Task[None]) -> None:
-        self.subscriber = subscriber
-        self.task = task
-
-
 class LiveHub:
-    """The process's channel subscriptions, one per channel with local feeds, shared by those feeds."""
+    """The process's one subscription to the global channel, in id order, shared by its feeds."""
 
-    def __init__(self, channels: ChannelsPlugin) -> None:
+    def __init__(
+        self,
+        channels: ChannelsPlugin,
+        sessions: Sessions,
+        *,
+        gap_seconds: float = GAP_SECONDS,
+        check_seconds: float = CHECK_SECONDS,
+    ) -> None:
         self.channels = channels
-        self._sinks: dict[str, set[Sink]] = {}
-        self._readers: dict[str, _Reader] = {}
-        self._lock = asyncio.Lock()  # subscribing and unsubscribing a channel await the backend
+        self.sessions = sessions
+        self.gap_seconds = gap_seconds
+        self.check_seconds = check_seconds
+        # Every event up to this id has been handed to the feeds (or was before any feed attached).
+        self.position = 0
+        self.read_from_table = 0  # events the hub had to read from the table (their publish came late or never)
+        self._everything: set[Sink] = set()
+        self._by_project: dict[str, set[Sink]] = {}
+        self._ahead: dict[int, LiveEvent] = {}  # arrived before an event with a smaller id
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._reading_table: asyncio.Task[None] | None = None
+        self._last_arrival = 0.0
+        self._subscriber: Subscriber | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+        self._going_away = False
+
+    @property
+    def sinks(self) -> int:
+        return len(self._everything) + sum(len(sinks) for sinks in self._by_project.values())
+
+    async def start(self) -> None:
+        """Subscribe and find the position (the highest id): at the first attach, once."""
+        async with self._lock:
+            if self._subscriber is not None:
+                return
+            subscriber = await self.channels.subscribe([GLOBAL_CHANNEL])
+            try:
+                # After subscribing: an event committed later than this read is published to us.
+                self.position = await self._highest()
+            except BaseException:
+                await self.channels.unsubscribe(subscriber, [GLOBAL_CHANNEL])
+                raise
+            self._subscriber = subscriber
+            self._last_arrival = asyncio.get_running_loop().time()
+            self._tasks = [asyncio.create_task(self._read(subscriber)), asyncio.create_task(self._check())]
+
+    async def close(self) -> None:
+        for task in (*self._tasks, self._reading_table):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks = []
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        if self._subscriber is not None:
+            with contextlib.suppress(Exception):  # the backend may be gone already
+                await self.channels.unsubscribe(self._subscriber, [GLOBAL_CHANNEL])
+            self._subscriber = None
+
+    def going_away(self) -> None:
+        """The process is shutting down: every feed says goodbye to its client now (WebSocket: 1001)."""
+        self._going_away = True
+        for sink in (*self._everything, *(sink for sinks in self._by_project.values() for sink in sinks)):
+            sink.go_away()
 
     @contextlib.asynccontextmanager
-    async def attach(self, sink: Sink, names: Iterable[str]) -> AsyncIterator[None]:
-        """`sink` gets the events of `names` from when this is entered (the backend subscribed) until it exits."""
-        names = list(dict.fromkeys(names))
-        async with self._lock:
-            try:
-                for name in names:
-                    await self._add(name, sink)
-            except BaseException:
-                await self._remove_all(names, sink)
-                raise
+    async def attach(self, sink: Sink, scope: Sequence[UUID] | None) -> AsyncIterator[int]:
+        """`sink` gets, in id order, the events of the projects of `scope` (None: all) after the
+        position this yields, until it exits. Every event up to that position is in the table."""
+        await self.start()
+        keys = None if scope is None else list(dict.fromkeys(str(project_id) for project_id in scope))
+        if keys is None:
+            self._everything.add(sink)
+        else:
+            for key in keys:
+                self._by_project.setdefault(key, set()).add(sink)
+        if self._going_away:
+            sink.go_away()
         try:
-            yield
+            yield self.position
         finally:
-            async with self._lock:
-                await self._remove_all(names, sink)
+            if keys is None:
+                self._everything.discard(sink)
+            else:
+                for key in keys:
+                    sinks = self._by_project.get(key)
+                    if sinks is not None:
+                        sinks.discard(sink)
+                        if not sinks:
+                            del self._by_project[key]
 
-    async def _add(self, name: str, sink: Sink) -> None:
-        sinks = self._sinks.setdefault(name, set())
-        sinks.add(sink)
-        if name not in self._readers:
-            subscriber = await self.channels.subscribe([name])
-            self._readers[name] = _Reader(subscriber, asyncio.create_task(self._read(name, subscriber)))
+    # -- ordering -------------------------------------------------------------------------------
 
-    async def _remove_all(self, names: list[str], sink: Sink) -> None:
-        for name in names:
-            sinks = self._sinks.get(name)
-            if sinks is None:
-                continue
-            sinks.discard(sink)
-            if sinks:
-                continue
-            del self._sinks[name]
-            reader = self._readers.pop(name, None)
-            if reader is not None:
-                reader.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader.task
-                await self.channels.unsubscribe(reader.subscriber, [name])
-
-    async def _read(self, name: str, subscriber: Subscriber) -> None:
+    async def _read(self, subscriber: Subscriber) -> None:
         loop = asyncio.get_running_loop()
         async for payload in subscriber.iter_events():
-            event = decode_live(payload, loop.time())
-            if event is None:
-                continue
-            for sink in tuple(self._sinks.get(name, ())):
+            now = loop.time()
+            self._last_arrival = now
+            event = decode_live(payload, now)
+            if event is not None:
+                self._receive(event)
+
+    def _receive(self, event: LiveEvent) -> None:
+        if event.id is None:  # live only: never stored, so never out of order
+            self._hand_on(event)
+            return
+        if event.id <= self.position:
+            return  # already handed on (read from the table meanwhile), or older than the feeds
+        if not self._everything and not self._by_project:
+            # No feed: nothing to order. Every event up to a visible id is visible, so this is a position.
+            self.position = event.id
+            self._ahead = {i: e for i, e in self._ahead.items() if i > event.id}
+            return
+        if event.id != self.position + 1:
+            self._ahead[event.id] = event
+            if self._gap_timer is None and self._reading_table is None:
+                self._gap_timer = asyncio.get_running_loop().call_later(self.gap_seconds, self._gap_timed_out)
+            return
+        self._deliver(event)
+        self._deliver_ahead()
+
+    def _deliver(self, event: LiveEvent) -> None:
+        self.position = event.id or self.position
+        self._hand_on(event)
+
+    def _deliver_ahead(self) -> None:
+        while (following := self._ahead.pop(self.position + 1, None)) is not None:
+            self._deliver(following)
+        if not self._ahead and self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _hand_on(self, event: LiveEvent) -> None:
+        if self._everything:
+            for sink in tuple(self._everything):
                 sink.offer(event)
+        if event.project_id is not None and (sinks := self._by_project.get(event.project_id)):
+            for sink in tuple(sinks):
+                sink.offer(event)
+
+    def _gap_timed_out(self) -> None:
+        self._gap_timer = None
+        if self._ahead and self._reading_table is None:
+            self._reading_table = asyncio.create_task(self._catch_up(max(self._ahead)))
+
+    async def _check(self) -> None:
+        """While idle, read the table after the position: events whose publish never came."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            idle = loop.time() - self._last_arrival >= self.check_seconds
+            if idle and self._reading_table is None and (self._everything or self._by_project):
+                self._reading_table = asyncio.create_task(self._catch_up(None))
+                with contextlib.suppress(Exception):  # logged by _catch_up
+                    await asyncio.shield(self._reading_table)
+
+    async def _catch_up(self, up_to: int | None) -> None:
+        """Hand on the events after the position, up to `up_to` (None: all there are), from the table."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                statement = select(Event).where(Event.id > self.position).order_by(Event.id).limit(TABLE_BATCH)
+                if up_to is not None:
+                    statement = statement.where(Event.id <= up_to)
+                async with self.sessions() as session:
+                    rows = list(await session.scalars(statement))
+                for row in rows:
+                    if row.id <= self.position:
+                        continue  # its live copy came meanwhile
+                    live = self._ahead.pop(row.id, None)
+                    if live is None:
+                        self.read_from_table += 1
+                        live = decode_live(encode_event(row), loop.time())
+                    if live is not None:
+                        self._deliver(live)
+                self._deliver_ahead()
+                if len(rows) < TABLE_BATCH:
+                    break
+        except Exception as exc:  # noqa: BLE001 - the database is away: the next gap or check tries again
+            logger.warning("live_catch_up_failed", error=type(exc).__name__)
+        finally:
+            self._reading_table = None
+        if self._ahead:
+            # Still a gap (ids read past a hole, or the read failed): wait and read again.
+            if self._ahead and min(self._ahead) <= self.position:
+                self._ahead = {i: e for i, e in self._ahead.items() if i > self.position}
+            self._gap_timer = loop.call_later(self.gap_seconds, self._gap_timed_out)
+
+    async def _highest(self) -> int:
+        async with self.sessions() as session:
+            return int(await session.scalar(select(func.max(Event.id))) or 0)

@@ -18,8 +18,9 @@ def _utcnow() -> datetime.datetime:
 class Event(IdentityBase):
     """The append-only log: audit trail, real-time outbox and replay source at once.
 
-    The id is a monotonically increasing integer, so `after=<id>` means "everything later".
-    No foreign keys: the log outlives whatever it talks about.
+    The id is given in commit order when the transaction commits (`app.events.outbox`), so
+    `after=<id>` means "everything later", the same for every stream and process. Rows are only
+    written through `EventService.record`. No foreign keys: the log outlives whatever it talks about.
     """
 
     __tablename__ = "event"

@@ -1,28 +1,55 @@
-"""Publish events after their transaction commits, never before and never for a rollback.
+"""Events get their ids in commit order, and are published after their transaction commits.
 
-Services add Event rows to the session through `EventService.record`, which also notes them in
-`session.info`. When the outermost transaction commits, the rows (ids assigned by then) are
+Services record events through `EventService.record`, which only notes them in `session.info`.
+At the very end of the transaction (SQLAlchemy's `before_commit`, after everything else has been
+flushed) they are written under the event-order lock, which is held until the commit ends:
+PostgreSQL's transaction-scoped advisory lock on one key, taken by the statement that inserts
+them (ids from the sequence once the lock is held); SQLite lets one writer at a time anyway. So:
+
+- ids are assigned in commit order: a transaction that commits later never has a smaller id;
+- once an event is visible, every event with a smaller id that will ever exist is visible too
+  (the lock is released only after the commit is visible);
+- a gap in the ids is a transaction that failed after writing its events: it never fills.
+
+Streams rely on this (`app.events.hub`): the table read up to an id and the live events after it
+form one sequence, with nothing missing and nothing twice. After the commit the written rows are
 encoded and handed to the publisher that the sessionmaker put in `session.info`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from sqlalchemy import event as sa_event
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.core.channels import EventPublisher, event_channels
+from app.events.models import Event
 from app.events.schemas import EventMessage
 
-if TYPE_CHECKING:
-    from app.events.models import Event
-
-OUTBOX_KEY = "botarmy.outbox"
+PENDING_KEY = "botarmy.events.pending"  # recorded, not yet written
+WRITTEN_KEY = "botarmy.events.written"  # written in this transaction, published once it commits
 PUBLISHER_KEY = "botarmy.publisher"
+# The key of the PostgreSQL advisory lock that orders event-writing commits ("BotArmy" as a number).
+EVENT_ORDER_LOCK = 0x426F7441726D79
 
 _encoder = msgspec.json.Encoder()
+_LOCK_AND_INSERT = text(
+    """
+    WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock(:key))
+    INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
+    SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
+    FROM (
+        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
+        )
+        ORDER BY r.n
+    ) AS e
+    RETURNING id
+    """
+)
 
 
 def to_message(event: Event) -> EventMessage:
@@ -45,12 +72,58 @@ def session_info(publisher: EventPublisher | None) -> dict[str, Any]:
 
 
 def add_to_outbox(session: Session, event: Event) -> None:
-    session.info.setdefault(OUTBOX_KEY, []).append(event)
+    session.info.setdefault(PENDING_KEY, []).append(event)
+
+
+def write_pending(session: Session) -> None:
+    """Write the session's recorded events now, in commit order; the order lock is held until the commit.
+
+    Called at commit; called earlier only by a transaction that needs an event's id before it ends
+    (then only its last few statements may follow, none that waits for another transaction's row).
+    """
+    pending: list[Event] | None = session.info.pop(PENDING_KEY, None)
+    if not pending:
+        return
+    # Everything else first: while holding the order lock, a transaction never waits for a row lock.
+    session.flush()
+    rows: list[dict[str, Any]] = [
+        {
+            "event_type": event.event_type,
+            "project_id": event.project_id,
+            "task_id": event.task_id,
+            "actor": event.actor,
+            "data": event.data,
+            "created_at": event.created_at,
+        }
+        for event in pending
+    ]
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # One statement takes the lock and inserts: the ids come from the sequence once the lock is
+        # held, and the lock is held from there to the commit, not across a round trip per statement.
+        payload = _encoder.encode([{**row, "n": n} for n, row in enumerate(rows)]).decode()
+        ids = list(connection.execute(_LOCK_AND_INSERT, {"key": EVENT_ORDER_LOCK, "rows": payload}).scalars())
+    else:
+        # SQLite: one writer at a time already; the next ids after the highest.
+        highest = connection.execute(select(func.max(Event.id))).scalar() or 0
+        ids = list(range(highest + 1, highest + 1 + len(rows)))
+        connection.execute(insert(Event), [{**row, "id": event_id} for row, event_id in zip(rows, ids, strict=True)])
+    for event, event_id in zip(pending, ids, strict=True):
+        event.id = event_id  # the objects stay out of the session: they carry what was written
+    session.info.setdefault(WRITTEN_KEY, []).extend(pending)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint's release: the transaction goes on
+        return
+    write_pending(session)
 
 
 @sa_event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
-    events: list[Event] | None = session.info.pop(OUTBOX_KEY, None)
+    session.info.pop(PENDING_KEY, None)
+    events: list[Event] | None = session.info.pop(WRITTEN_KEY, None)
     publisher: EventPublisher | None = session.info.get(PUBLISHER_KEY)
     if not events or publisher is None:
         return
@@ -61,4 +134,5 @@ def _publish_after_commit(session: Session) -> None:
 @sa_event.listens_for(Session, "after_soft_rollback")
 def _discard_after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
     if previous_transaction.parent is None:
-        session.info.pop(OUTBOX_KEY, None)
+        session.info.pop(PENDING_KEY, None)
+        session.info.pop(WRITTEN_KEY, None)

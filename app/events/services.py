@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -9,7 +10,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 
 from app.events.catalog import PayloadError, check_payload
 from app.events.models import Event
-from app.events.outbox import add_to_outbox
+from app.events.outbox import add_to_outbox, write_pending
 
 
 class PayloadChecks:
@@ -39,18 +40,31 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
         task_id: UUID | None = None,
         actor: str | None = None,
     ) -> Event:
-        """Add an event to the current transaction; it is published once that commits."""
+        """Add an event to the current transaction: written (and given its id) when that commits, then published."""
         try:
             check_payload(event_type, data)
         except PayloadError:
             if payload_checks.strict:
                 raise
             logger.exception("event_payload_mismatch", event_type=event_type)
-        event = Event(event_type=event_type, project_id=project_id, task_id=task_id, actor=actor, data=data)
-        session = self.repository.session
-        session.add(event)
-        add_to_outbox(session.sync_session, event)
+        event = Event(
+            event_type=event_type,
+            project_id=project_id,
+            task_id=task_id,
+            actor=actor,
+            data=data,
+            created_at=datetime.datetime.now(datetime.UTC),
+        )
+        add_to_outbox(self.repository.session.sync_session, event)
         return event
+
+    async def assign_ids(self) -> None:
+        """Write the events recorded so far now, so that their ids are known before the commit.
+
+        The event-order lock is then held until the commit (`app.events.outbox.write_pending`): call
+        this last, with only statements on this transaction's own new rows after it.
+        """
+        await self.repository.session.run_sync(write_pending)
 
     async def notify_error(
         self,

@@ -1,11 +1,11 @@
 """One feed of events for a client: replay from the event table, then live, with no gap and no duplicate.
 
-The event table is the history; the channel backend only carries live events. A feed subscribes
-to its channels *first*, buffering live events, then reads the table for everything after the
-client's last id, then hands over to the buffered and later live events, skipping any it already
-replayed. Because commits do not finish in id order (and a Redis subscription takes a moment to
-take effect), it reads the table once more a second after the hand-over, for events committed in
-between that the subscription did not see.
+The event table is the history; the channel backend only carries live events. Ids are given in
+commit order (`app.events.outbox`) and the process's hub hands live events on in id order
+(`app.events.hub`), with a position: every event up to it is in the table. A feed attaches to the
+hub first, buffering live events (all after that position), then reads the table from the client's
+last id up to the position, then hands over to the buffered and later live events. Replay and live
+are one sequence: no event is missed, none comes twice, ids only grow.
 
 The buffer is bounded: a client too slow to keep up is told to reconnect with `after` instead of
 slowing the others or growing the server's memory. When nothing happens for a while the feed
@@ -15,7 +15,6 @@ yields a heartbeat, which also finds connections that died without closing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -32,11 +31,7 @@ from app.events.models import Event
 from app.events.outbox import encode_event
 
 REPLAY_BATCH = 500
-CATCH_UP_AFTER_SECONDS = 1.0
-# Replayed ids kept to drop their live copies; commits are never this many events out of order.
-DEDUPE_WINDOW = 10_000
 MAX_LAST = 1000
-WRITTEN_WINDOW = 64  # ids remembered per feed for its resume point; commits are never this far out of order
 
 
 class FeedOverflowError(Exception):
@@ -101,12 +96,13 @@ class Feed:
         self.filters = filters
         self.heartbeat_seconds = heartbeat_seconds
         self.last_id: int | None = None  # of the last event handed to the client
-        # The last ids the transport wrote: live events arrive in commit order, which is not always id order.
-        self.written: collections.deque[int] = collections.deque(maxlen=WRITTEN_WINDOW)
+        # The last id the transport wrote, and where the feed began (what the client had, or the
+        # hub's position for a live-only feed): every event of the feed up to either was written.
+        self.written_id: int | None = None
+        self.began_after = 0
         self.sink = Sink(filters.accepts_live, max_backlog)
-        # Ids already sent by the replay or the catch-up, whose live copies are dropped.
-        self._seen: set[int] = set()
-        self._recent: collections.deque[int] = collections.deque(maxlen=DEDUPE_WINDOW)
+        # Ids up to this are not sent again: they were replayed, or the client had them (`after`).
+        self._floor = 0
         self._active_at = 0.0  # the loop's clock when the client was last sent something
         # Writing live events in the hub's pass (see `open`): the transport's ASGI send, the one
         # write still under way (its client is backed up), and the error that ended writing.
@@ -125,29 +121,14 @@ class Feed:
     def wrote(self, item: FeedItem) -> None:
         """The transport wrote `item` to the client."""
         if item.id is not None:
-            self.written.append(item.id)
+            self.written_id = item.id
 
-    async def resume_point(self) -> int:
+    def resume_point(self) -> int:
         """An id to reconnect `after` with that loses nothing: every event of this feed up to it was written.
 
-        Not simply the last id written: an event with a smaller id may have committed (and been sent)
-        later, or not yet.
+        Events go out in id order, so it is the last id written (or where the feed began).
         """
-        if not self.written:
-            first = self.sink.first_id
-            return (first - 1) if first is not None else (self.last_id or 0)
-        written = set(self.written)
-        low, high = min(written), max(written)
-        async with self.sessions() as session:
-            rows = await session.execute(
-                select(Event.id, Event.event_type, Event.data)
-                .where(Event.id >= low, Event.id <= high, *self._where())
-                .order_by(Event.id)
-            )
-            for event_id, event_type, data in rows:
-                if event_id not in written and self.filters.accepts(event_type, data):
-                    return int(event_id) - 1
-        return high
+        return self.written_id if self.written_id is not None else self.began_after
 
     async def start_after_last(self, last: int) -> int:
         """The id to replay after so that the client gets the last `last` events (of its filters)."""
@@ -156,9 +137,14 @@ class Feed:
             ids = list(await session.scalars(statement))
         return (min(ids) - 1) if ids else 0
 
-    async def _history(self, session: AsyncSession, after: int) -> AsyncIterator[Event]:
-        while True:
-            statement = select(Event).where(Event.id > after, *self._where()).order_by(Event.id).limit(REPLAY_BATCH)
+    async def _history(self, session: AsyncSession, after: int, up_to: int) -> AsyncIterator[Event]:
+        while after < up_to:
+            statement = (
+                select(Event)
+                .where(Event.id > after, Event.id <= up_to, *self._where())
+                .order_by(Event.id)
+                .limit(REPLAY_BATCH)
+            )
             batch = list(await session.scalars(statement))
             for event in batch:
                 yield event
@@ -171,11 +157,10 @@ class Feed:
     async def open(
         self,
         hub: LiveHub,
-        names: list[str],
         after: int | None,
         send: Callable[[WebSocketSendEvent], Awaitable[None]] | None = None,
     ) -> AsyncIterator[AsyncIterator[FeedItem | Heartbeat]]:
-        """Subscribe, then iterate: the replay after `after` (None: live only), then live events.
+        """Attach to the hub, then iterate: the replay after `after` (None: live only), then live events.
 
         With `send` (a WebSocket's ASGI send), live events that find the feed idle are not yielded:
         they are written by the hub's pass over its feeds, one after the other, each a few microseconds
@@ -183,22 +168,15 @@ class Feed:
         while a write to a backed-up client is still under way) the caller writes itself, as before.
         """
         self._send = send
-        async with hub.attach(self.sink, names):
-            yield self._items(self.sink, after)
-
-    def _remember(self, event_id: int) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            self._seen.discard(self._recent[0])
-        self._recent.append(event_id)
-        self._seen.add(event_id)
+        async with hub.attach(self.sink, self.scope) as position:
+            yield self._items(self.sink, after, position)
 
     def _write_now(self, event: LiveEvent) -> None:
         """`Sink.direct`: write a live event to the client now, in the hub's pass. Never raises."""
         if event.id is not None:
-            if event.id in self._seen:
+            if event.id <= self._floor:
                 return
-            if self.last_id is None or event.id > self.last_id:
-                self.last_id = event.id
+            self.last_id = event.id
         self._active_at = event.received_at
         send = self._send
         if send is None:  # never set as `direct` without a send
@@ -210,7 +188,7 @@ class Feed:
             return
         if pending is None:
             if event.id is not None:
-                self.written.append(event.id)
+                self.written_id = event.id
             return
         # The client's transport is backed up: later events wait in the buffer (bounded) until this is out.
         self.sink.direct = None
@@ -226,7 +204,7 @@ class Feed:
             self._stop_writing(exc)
             return
         if event_id is not None:
-            self.written.append(event_id)
+            self.written_id = event_id
         self.sink.wake()  # the feed sends what waited meanwhile, then hands back to the hub
 
     def _stop_writing(self, exc: BaseException) -> None:
@@ -234,25 +212,29 @@ class Feed:
         self.sink.direct = None
         self.sink.wake()
 
-    async def _items(self, sink: Sink, after: int | None) -> AsyncIterator[FeedItem | Heartbeat]:
+    async def _items(self, sink: Sink, after: int | None, position: int) -> AsyncIterator[FeedItem | Heartbeat]:
+        """The replay after `after` up to the hub's `position`, then the live events (all after it)."""
         loop = asyncio.get_running_loop()
-        catch_up_at: float | None = None
-        if after is not None:
+        self.began_after = position if after is None else after
+        self._floor = max(position, after or 0)
+        if after is not None and after < position:
             async with self.sessions() as session:
-                async for event in self._history(session, after):
+                async for event in self._history(session, after, position):
                     if sink.overflowed:
                         raise FeedOverflowError
+                    if sink.gone:
+                        return
                     if self.filters.accepts(event.event_type, event.data):
-                        self._remember(event.id)
                         self.last_id = event.id
                         yield FeedItem(event.id, event.event_type, encode_event(event).decode())
-            catch_up_at = loop.time() + CATCH_UP_AFTER_SECONDS
-        # One timer at a time wakes the feed for its next deadline (catch-up, heartbeat), not one per event.
+        # One timer at a time wakes the feed for its next deadline (the heartbeat), not one per event.
         self._active_at = loop.time()
         timer: asyncio.TimerHandle | None = None
         try:
             while True:
                 sink.direct = None  # what is sent now, this iteration sends, in order
+                if sink.gone:
+                    return
                 if self._failure is not None:
                     raise self._failure
                 if sink.overflowed:
@@ -269,25 +251,15 @@ class Feed:
                 if sink.events:
                     live = sink.events.popleft()
                     self._active_at = loop.time()
-                    if live.id is None:  # live only (model output as it streams): never replayed or deduplicated
+                    if live.id is None:  # live only (model output as it streams): never replayed
                         yield FeedItem(None, live.event_type, live.text, live.message)
                         continue
-                    if live.id in self._seen:
-                        continue
-                    if catch_up_at is not None:
-                        self._remember(live.id)
-                    self.last_id = max(self.last_id or 0, live.id)
+                    if live.id <= self._floor:
+                        continue  # the client had it (it resumed after a later id than this process had seen)
+                    self.last_id = live.id
                     yield FeedItem(live.id, live.event_type, live.text, live.message)
                     continue
                 now = loop.time()
-                if catch_up_at is not None and now >= catch_up_at:
-                    catch_up_at = None
-                    # Late commits have ids near the hand-over: look from the oldest id still remembered.
-                    since = max(after or 0, (self._recent[0] - 1) if self._recent else 0)
-                    async for item in self._catch_up(since):
-                        self._active_at = loop.time()
-                        yield item
-                    continue
                 if now >= self._active_at + self.heartbeat_seconds:
                     self._active_at = now
                     yield Heartbeat()
@@ -295,13 +267,10 @@ class Feed:
                 if timer is None or sink.woken:
                     if timer is not None:
                         timer.cancel()
-                    deadline = self._active_at + self.heartbeat_seconds
-                    if catch_up_at is not None:
-                        deadline = min(deadline, catch_up_at)
                     sink.woken = False
-                    timer = loop.call_at(deadline, sink.wake)
-                if self._send is not None and catch_up_at is None:
-                    sink.direct = self._write_now  # idle and past the hand-over: the hub writes live events
+                    timer = loop.call_at(self._active_at + self.heartbeat_seconds, sink.wake)
+                if self._send is not None:
+                    sink.direct = self._write_now  # idle and past the replay: the hub writes live events
                 await sink.wait()
         finally:
             sink.direct = None
@@ -309,13 +278,3 @@ class Feed:
                 timer.cancel()
             if self._in_flight is not None:
                 self._in_flight.cancel()
-
-    async def _catch_up(self, after: int) -> AsyncIterator[FeedItem | Heartbeat]:
-        """Events committed around the hand-over that neither the replay nor the subscription saw."""
-        async with self.sessions() as session:
-            async for event in self._history(session, after):
-                if event.id in self._seen or not self.filters.accepts(event.event_type, event.data):
-                    continue
-                self._remember(event.id)
-                self.last_id = max(self.last_id or 0, event.id)
-                yield FeedItem(event.id, event.event_type, encode_event(event).decode())

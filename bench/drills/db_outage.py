@@ -20,8 +20,8 @@ from tempfile import mkdtemp
 
 import httpx
 
-from bench.drills.common import audit, report, say, services, submit, wait_all_done, wait_for_log
 from bench.drills.proxy import CuttableProxy
+from bench.drills.tasks_common import audit, report, say, services, submit, wait_all_done, wait_for_log
 from tests.conftest import free_port
 from tests.helpers import Server, start_server, start_worker
 

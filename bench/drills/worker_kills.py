@@ -29,7 +29,7 @@ from sqlalchemy import select
 from app.config import load_settings
 from app.db.engine import build_db_config
 from app.events.models import Event
-from bench.drills.common import audit, event_times, report, say, services, submit, wait_all_done, wait_for_log
+from bench.drills.tasks_common import audit, event_times, report, say, services, submit, wait_all_done, wait_for_log
 from tests.conftest import free_port
 from tests.helpers import Process, start_server, start_worker
 
