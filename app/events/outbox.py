@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from app.core.channels import EventPublisher, event_channels
 from app.events.models import Event
 from app.events.schemas import EventMessage
+from app.metrics.instruments import count_published
 
 PENDING_KEY = "botarmy.events.pending"  # recorded, not yet written
 WRITTEN_KEY = "botarmy.events.written"  # written in this transaction, published once it commits
@@ -129,6 +130,7 @@ def _publish_after_commit(session: Session) -> None:
         return
     for event in events:
         publisher.publish(encode_event(event), event_channels(event.project_id))
+    count_published(len(events))
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")

@@ -3,8 +3,8 @@
 - HTTP requests: Litestar's Prometheus middleware, labelled by route template (never the raw
   path, whose ids would make a series per resource).
 - WebSocket connections: a gauge the app raises and lowers around each WebSocket connection.
-- Events published: `count_published`, for the code that publishes (not wired in this process yet
-  if it is not called; `botarmy_events_stored_total` counts them from the event table meanwhile).
+- Events published: `count_published`, called by the outbox after each commit's publish (an api's
+  own; a worker's are counted in `botarmy_events_stored_total`, read from the event table).
 - Shared counters (lease expiries, tasks handed back): the workers count these, but an api serves
   `/metrics`; in services mode they live in a Redis hash, on the embedded default in this process.
 """
