@@ -33,6 +33,10 @@ class AppError(Exception):
         self.extra = extra
 
 
+class ForbiddenError(AppError):
+    status_code = 403
+
+
 class NotFoundError(AppError):
     status_code = 404
 
