@@ -80,6 +80,11 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # to many sockets keeps thousands of objects briefly alive; collected every 700 allocations, they
     # were promoted to the oldest generation and set off full collections of ~100 ms (bench/README.md).
     gc_young_threshold: Annotated[int, Meta(ge=100, le=1_000_000)] = 20_000
+    # A document export (md, html, zip) of more than this many bytes of text, or a zip of more
+    # files, is refused with 413; exports are built in worker threads, at most this many at once.
+    export_max_bytes: Annotated[int, Meta(ge=1024, le=4 * 1024 * 1024 * 1024)] = 64 * 1024 * 1024
+    export_max_files: Annotated[int, Meta(ge=1, le=1_000_000)] = 5000
+    export_concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -237,6 +242,9 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
         "gc_young_threshold": "BOTARMY_GC_YOUNG_THRESHOLD",
+        "export_max_bytes": "BOTARMY_EXPORT_MAX_BYTES",
+        "export_max_files": "BOTARMY_EXPORT_MAX_FILES",
+        "export_concurrency": "BOTARMY_EXPORT_CONCURRENCY",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",

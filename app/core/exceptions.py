@@ -45,6 +45,10 @@ class ConflictError(AppError):
     status_code = 409
 
 
+class TooLargeError(AppError):
+    status_code = 413
+
+
 class InvalidInputError(AppError):
     status_code = 422
 
