@@ -71,6 +71,11 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: Annotated[str, Meta(max_length=4000)] = ""
     # Requests per minute per token (per address for requests without one).
     rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 1200
+    # Failed authentications (no token, an unknown or revoked one) per minute per client address.
+    auth_failures_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 60
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
+    # networks, "*" for any); empty: none, the TCP peer is the client.
+    trusted_proxies: Annotated[str, Meta(max_length=4000)] = ""
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     # Events a stream client may be behind before it is told to reconnect with `after`.
     stream_max_backlog: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
@@ -238,6 +243,8 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "max_body_bytes": "BOTARMY_MAX_BODY_BYTES",
         "cors_origins": "BOTARMY_CORS_ORIGINS",
         "rate_limit_per_minute": "BOTARMY_RATE_LIMIT_PER_MINUTE",
+        "auth_failures_per_minute": "BOTARMY_AUTH_FAILURES_PER_MINUTE",
+        "trusted_proxies": "BOTARMY_TRUSTED_PROXIES",
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
