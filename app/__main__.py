@@ -10,6 +10,7 @@ import click
 import uvicorn
 
 from app.config import Settings, SettingsError, get_settings
+from app.core.serving import serving_options
 from app.tokens.cli import token_group
 
 
@@ -48,6 +49,7 @@ def serve(host: str | None, port: int | None) -> None:
         log_config=None,  # uvicorn's loggers go through ours, which redact secrets
         log_level=settings.app.log_level.lower(),
         lifespan="on",
+        **serving_options(settings.server),  # trusted proxies, connection cap, idle and header timeouts
     )
 
 

@@ -76,6 +76,12 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
     # networks, "*" for any); empty: none, the TCP peer is the client.
     trusted_proxies: Annotated[str, Meta(max_length=4000)] = ""
+    # `botarmy serve`'s doors: open connections at most (HTTP and WebSocket; more are answered 503
+    # and closed), seconds a connection may stay idle (before its first request and between
+    # requests), and seconds a request's headers may take to arrive (slowloris).
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 2048
+    keep_alive_seconds: Annotated[int, Meta(ge=1, le=3600)] = 5
+    header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     # Events a stream client may be behind before it is told to reconnect with `after`.
     stream_max_backlog: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
@@ -245,6 +251,9 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "rate_limit_per_minute": "BOTARMY_RATE_LIMIT_PER_MINUTE",
         "auth_failures_per_minute": "BOTARMY_AUTH_FAILURES_PER_MINUTE",
         "trusted_proxies": "BOTARMY_TRUSTED_PROXIES",
+        "max_connections": "BOTARMY_MAX_CONNECTIONS",
+        "keep_alive_seconds": "BOTARMY_KEEP_ALIVE_SECONDS",
+        "header_timeout_seconds": "BOTARMY_HEADER_TIMEOUT_SECONDS",
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
