@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import uvicorn
@@ -13,8 +16,12 @@ import uvicorn
 from app.cli.commands import COMMANDS
 from app.config import Settings, SettingsError, get_settings
 from app.core.exceptions import is_schema_error, is_unavailable_error
+from app.core.serving import serving_options
 from app.db.schema import check_database, explain_database_error
+from app.tokens.bootstrap import TOKEN_FILE
 from app.tokens.cli import token_group
+
+__version__ = version("botarmy")
 
 
 def _settings() -> Settings:
@@ -36,11 +43,13 @@ def cli() -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Run the api (and, without REDIS_URL, the worker in the same process)."""
     settings = _settings()
+    host, port = host or settings.server.host, port or settings.server.port
+    _first_screen(settings, f"http://{host}:{port}")
     uvicorn.run(
         "app.main:create_served_app",
         factory=True,
-        host=host or settings.server.host,
-        port=port or settings.server.port,
+        host=host,
+        port=port,
         access_log=False,  # request lines could carry tokens in query strings
         ws_max_size=settings.server.ws_max_message_bytes,
         # Events are small JSON messages fanned out to many sockets: compressing each one once per
@@ -52,6 +61,27 @@ def serve(host: str | None, port: int | None) -> None:
         log_config=None,  # uvicorn's loggers go through ours, which redact secrets
         log_level=settings.app.log_level.lower(),
         lifespan="on",
+        **serving_options(settings.server),  # trusted proxies, connection cap, idle and header timeouts
+    )
+
+
+def _first_screen(settings: Settings, url: str) -> None:
+    """Where it listens, in which mode, on which database, and where the admin token is."""
+    if settings.db.is_sqlite:
+        mode, database = "embedded default (in-process worker, in-memory channels)", settings.db.url
+    else:
+        parts = urlsplit(settings.db.url)  # no user or password on the screen
+        mode = "services (workers: `botarmy worker`; Redis channels)"
+        database = f"{parts.scheme}://{parts.hostname}:{parts.port or 5432}{parts.path}"
+    token_file = Path(settings.app.data_dir).expanduser() / TOKEN_FILE
+    click.echo(
+        f"\nBotArmy {__version__}  {url}\n"
+        f"  console   {url}/   (sign in with a token)      API  {url}/api/v1   docs  {url}/schema\n"
+        f"  mode      {mode}\n"
+        f"  database  {database}\n"
+        "  token     the first start of a new database makes an admin token: shown on this terminal, or in\n"
+        f"            {token_file} (owner-only) when the output is not a terminal;\n"
+        "            `botarmy token create --name NAME --role admin` makes another\n"
     )
 
 

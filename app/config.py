@@ -71,6 +71,17 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: Annotated[str, Meta(max_length=4000)] = ""
     # Requests per minute per token (per address for requests without one).
     rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 1200
+    # Failed authentications (no token, an unknown or revoked one) per minute per client address.
+    auth_failures_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 60
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
+    # networks, "*" for any); empty: none, the TCP peer is the client.
+    trusted_proxies: Annotated[str, Meta(max_length=4000)] = ""
+    # `botarmy serve`'s doors: open connections at most (HTTP and WebSocket; more are answered 503
+    # and closed), seconds a connection may stay idle (before its first request and between
+    # requests), and seconds a request's headers may take to arrive (slowloris).
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 2048
+    keep_alive_seconds: Annotated[int, Meta(ge=1, le=3600)] = 5
+    header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     # Events a stream client may be behind before it is told to reconnect with `after`.
     stream_max_backlog: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
@@ -83,6 +94,11 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # `/metrics` without a token on a port of its own (for a scraper); unset: only the admin route.
     metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
+    # A document export (md, html, zip) of more than this many bytes of text, or a zip of more
+    # files, is refused with 413; exports are built in worker threads, at most this many at once.
+    export_max_bytes: Annotated[int, Meta(ge=1024, le=4 * 1024 * 1024 * 1024)] = 64 * 1024 * 1024
+    export_max_files: Annotated[int, Meta(ge=1, le=1_000_000)] = 5000
+    export_concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -240,12 +256,20 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "max_body_bytes": "BOTARMY_MAX_BODY_BYTES",
         "cors_origins": "BOTARMY_CORS_ORIGINS",
         "rate_limit_per_minute": "BOTARMY_RATE_LIMIT_PER_MINUTE",
+        "auth_failures_per_minute": "BOTARMY_AUTH_FAILURES_PER_MINUTE",
+        "trusted_proxies": "BOTARMY_TRUSTED_PROXIES",
+        "max_connections": "BOTARMY_MAX_CONNECTIONS",
+        "keep_alive_seconds": "BOTARMY_KEEP_ALIVE_SECONDS",
+        "header_timeout_seconds": "BOTARMY_HEADER_TIMEOUT_SECONDS",
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
         "gc_young_threshold": "BOTARMY_GC_YOUNG_THRESHOLD",
         "metrics_port": "BOTARMY_METRICS_PORT",
         "metrics_host": "BOTARMY_METRICS_HOST",
+        "export_max_bytes": "BOTARMY_EXPORT_MAX_BYTES",
+        "export_max_files": "BOTARMY_EXPORT_MAX_FILES",
+        "export_concurrency": "BOTARMY_EXPORT_CONCURRENCY",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",

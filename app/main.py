@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import signal
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
@@ -42,6 +41,7 @@ from app.metrics.instruments import HTTP_METRICS, SharedCounters, websocket_conn
 from app.metrics.services import Scraper
 from app.tasks.sweeper import run_sweeper
 from app.tokens.auth import TokenAuthenticationMiddleware
+from app.tokens.bootstrap import show_admin_token
 from app.tokens.services import TokenService
 from app.worker.broker import build_broker
 from app.worker.runtime import Runtime
@@ -214,16 +214,13 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
 async def print_bootstrap_admin_token(runtime: Runtime) -> None:
     """On the first start of the embedded default, make an admin token and show it, once.
 
-    Written to the terminal, never to the log: logs are kept and shipped, a terminal is not.
+    On a terminal only, never in the log: logs are kept and shipped, a terminal is not. Where the
+    output is not a terminal (captured by a service manager) it goes to an owner-only file instead.
     """
     async with runtime.session() as session:
         secret = await TokenService(session=session).bootstrap_admin()
     if secret is not None:
-        sys.stdout.write(
-            "\nBotArmy admin token (shown once; `botarmy token create --name NAME --role admin` makes another):\n"
-            f"{secret}\n\n"
-        )
-        sys.stdout.flush()
+        show_admin_token(secret, runtime.settings.app.data_dir)
 
 
 def __getattr__(name: str) -> Any:

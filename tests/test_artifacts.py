@@ -352,3 +352,22 @@ async def test_text_search_reads_the_texts_lowercased_not_the_json(client: Async
     assert await ids("école") == []
     assert await ids("brasserie") == [menu["id"]]
     assert await ids("carte") == [menu["id"]]
+
+
+async def test_a_parent_of_another_project_is_as_unknown_as_a_missing_one(client: AsyncClient) -> None:
+    """No existence oracle: another project's artifact and an unknown id answer the same 404."""
+    mine, theirs = [
+        str((await client.post("/api/v1/projects", json={"name": name})).json()["id"]) for name in ("mine", "theirs")
+    ]
+    other = await client.post(
+        f"/api/v1/projects/{theirs}/artifacts", json={"artifact_type": "user_input", "title": "t", "content": {}}
+    )
+    answers = []
+    for parent_id in (other.json()["id"], str(uuid.uuid4())):
+        answer = await client.post(
+            f"/api/v1/projects/{mine}/artifacts",
+            json={"artifact_type": "user_input", "title": "s", "content": {}, "parent_id": parent_id},
+        )
+        answers.append((answer.status_code, answer.json()["detail"].replace(parent_id, "ID")))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 404

@@ -3,8 +3,12 @@ reported, a bad BOTARMY_BMAD_DIR stops start-up, the API reads it all."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -489,3 +493,87 @@ async def test_unsupported_agent_files_show_in_the_api(tmp_path: Path) -> None:
     [juggler] = agents
     assert (juggler["id"], juggler["name"], juggler["agent_type"]) == ("juggler", "Jo", None)
     assert "maps to none of our agents" in juggler["unsupported"]
+
+
+# -- hostile files -----------------------------------------------------------------------------
+
+ALIAS_BOMB = (
+    "workflow:\n  id: bomb\n  a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"  {name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+        for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + "  sequence:\n    - agent: analyst\n      creates: x.md\n      notes: *i\n"
+)
+
+
+def hostile_core(root: Path) -> dict[str, str]:
+    """A BMAD directory with one hostile file per kind, and the reason each must be reported with."""
+    for folder in ("workflows", "templates", "agents", "tasks"):
+        (root / folder).mkdir(parents=True)
+    (root / "workflows" / "loop.yaml").symlink_to("loop.yaml")
+    (root / "workflows" / "bomb.yaml").write_text(ALIAS_BOMB)
+    (root / "workflows" / "deep.yaml").write_text("workflow: " + "[" * 5000 + "]" * 5000 + "\n")
+    os.mkfifo(root / "templates" / "x.yaml")
+    (root / "tasks" / "dangling.md").symlink_to(root / "tasks" / "gone.md")
+    locked = root / "agents" / "locked.md"
+    locked.write_text("# locked\n")
+    locked.chmod(0)
+    expected = {
+        "workflows/loop.yaml": "a symlink loop",
+        "workflows/bomb.yaml": "aliases",
+        "workflows/deep.yaml": "nested too deeply",
+        "templates/x.yaml": "not a regular file",
+        "tasks/dangling.md": "broken link",
+    }
+    if os.geteuid() != 0:  # root reads any file
+        expected["agents/locked.md"] = "permission denied"
+    return expected
+
+
+def test_hostile_files_are_problems_of_their_own(tmp_path: Path) -> None:
+    expected = hostile_core(tmp_path / "core")
+    unblock = threading.Timer(10, lambda: os.close(os.open(tmp_path / "core/templates/x.yaml", os.O_WRONLY)))
+    unblock.start()  # before the fix, reading the FIFO waited for a writer: fail, do not hang
+    try:
+        core = load_core(tmp_path / "core")
+    finally:
+        unblock.cancel()
+    problems = {str(Path(problem.path).relative_to(tmp_path / "core")): problem.reason for problem in core.problems}
+    for path, reason in expected.items():
+        assert reason in problems.get(path, ""), (path, problems)
+    assert core.workflows == {}
+
+
+async def test_hostile_files_never_stall_or_break_the_api(tmp_path: Path) -> None:
+    """Every BMAD route answers while the first use reads the files, and /health stays fast."""
+    expected = hostile_core(tmp_path / "core")
+    settings = load_settings(
+        {**FAST_ENV, "BOTARMY_DATA_DIR": str(tmp_path / "data"), "BOTARMY_BMAD_DIR": str(tmp_path / "core")}
+    )
+    unblock = threading.Timer(10, lambda: os.close(os.open(tmp_path / "core/templates/x.yaml", os.O_WRONLY)))
+    unblock.start()
+    try:
+        async with app_client(settings, role="admin") as client:
+            slowest = 0.0
+
+            async def health() -> None:
+                nonlocal slowest
+                for _ in range(20):
+                    started = time.perf_counter()
+                    assert (await client.get("/health")).status_code == 200
+                    slowest = max(slowest, time.perf_counter() - started)
+                    await asyncio.sleep(0.01)
+
+            routes = ["/api/v1/workflows", "/api/v1/templates", "/api/v1/bmad/problems", "/api/v1/workflows/bomb"]
+            answers, _ = await asyncio.gather(asyncio.gather(*(client.get(route) for route in routes)), health())
+            assert [answer.status_code for answer in answers] == [200, 200, 200, 404]
+            assert slowest < 1.0
+            reported = {
+                str(Path(problem["path"]).relative_to(tmp_path / "core")): problem["reason"]
+                for problem in answers[2].json()["problems"]
+            }
+            for path, reason in expected.items():
+                assert reason in reported.get(path, ""), (path, reported)
+    finally:
+        unblock.cancel()

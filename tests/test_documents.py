@@ -8,8 +8,9 @@ from typing import Any
 
 from httpx import AsyncClient
 
+from app.config import load_settings
 from app.tasks.models import AgentType
-from tests.helpers import wait_for_task
+from tests.helpers import app_client, wait_for_task
 
 SPEC: dict[str, Any] = {
     "vision": "Families share recipes. <script>alert('x')</script>",
@@ -109,3 +110,61 @@ async def test_an_empty_project_has_no_documents(client: AsyncClient) -> None:
     body = (await client.get(f"/api/v1/projects/{project_id}/documents")).json()
     assert body["documents"] == []
     assert body["combined"]["markdown"].startswith("# Empty")
+
+
+def code(*paths: str, size: int = 10) -> dict[str, Any]:
+    return {"files": [{"path": path, "language": "python", "content": "x = 1\n" * size} for path in paths]}
+
+
+async def post_code(client: AsyncClient, project_id: str, content: dict[str, Any]) -> Any:
+    return await client.post(
+        f"/api/v1/projects/{project_id}/artifacts",
+        json={"artifact_type": "source_code", "title": "code", "content": content},
+    )
+
+
+async def test_file_paths_are_normal_and_unique(client: AsyncClient) -> None:
+    project_id = str((await client.post("/api/v1/projects", json={"name": "Paths"})).json()["id"])
+    for paths in (["x\n"], ["x/"], ["./././x"], ["a//b"], ["x", "./x"], ["x", "x"], ["/etc/passwd"], ["a/../b"]):
+        refused = await post_code(client, project_id, code(*paths))
+        assert refused.status_code in (400, 422), (paths, refused.text)
+    assert (await post_code(client, project_id, code("app/main.py", "README.md"))).status_code == 201
+    archive = await client.get(f"/api/v1/projects/{project_id}/documents/export", params={"format": "zip"})
+    names = zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
+    assert len(names) == len(set(names))
+    assert {"src/app/main.py", "src/README.md"} <= set(names)
+
+
+async def test_html_export_shows_only_inline_images(client: AsyncClient) -> None:
+    project_id = str((await client.post("/api/v1/projects", json={"name": "Images"})).json()["id"])
+    pixel = "data:image/png;base64,iVBORw0KGgo="
+    vision = f"See ![tracker](https://evil.example/t.png) and ![logo]({pixel})."
+    await client.post(
+        f"/api/v1/projects/{project_id}/artifacts",
+        json={"artifact_type": "software_specification", "title": "PRD", "content": {**SPEC, "vision": vision}},
+    )
+    page = (await client.get(f"/api/v1/projects/{project_id}/documents/export", params={"format": "html"})).text
+    assert "evil.example" not in page.split("<body>")[1].split("[image: tracker]")[0]
+    assert '<img src="https:' not in page
+    assert f'<img src="{pixel}"' in page
+    assert "img-src data:;" in page
+    assert "https:" not in page.split("img-src")[1].split(";")[0]
+
+
+async def test_exports_over_the_limits_are_413_naming_them(embedded_env: dict[str, str]) -> None:
+    settings = load_settings({**embedded_env, "BOTARMY_EXPORT_MAX_FILES": "12", "BOTARMY_EXPORT_MAX_BYTES": "20000"})
+    async with app_client(settings) as client:
+        project_id = str((await client.post("/api/v1/projects", json={"name": "Big"})).json()["id"])
+        export = f"/api/v1/projects/{project_id}/documents/export"
+        assert (await post_code(client, project_id, code("a.py", "b.py"))).status_code == 201
+        assert (await client.get(export, params={"format": "zip"})).status_code == 200
+        assert (await post_code(client, project_id, code(*(f"m{i}.py" for i in range(10))))).status_code == 201
+        too_many = await client.get(export, params={"format": "zip"})
+        assert too_many.status_code == 413, too_many.text
+        assert "BOTARMY_EXPORT_MAX_FILES" in too_many.json()["detail"]
+        assert too_many.json()["extra"]["max_files"] == 12
+        big_id = str((await client.post("/api/v1/projects", json={"name": "Bigger"})).json()["id"])
+        assert (await post_code(client, big_id, code("big.py", size=5000))).status_code == 201
+        too_big = await client.get(f"/api/v1/projects/{big_id}/documents/export", params={"format": "zip"})
+        assert too_big.status_code == 413
+        assert "BOTARMY_EXPORT_MAX_BYTES" in too_big.json()["detail"]

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.events.models import Event
-from tests.helpers import app_client, eventually, start_worker, task_status, wait_for_task
+from tests.helpers import app_client, eventually, issue_token, start_worker, task_status, wait_for_task
 
 ClientFactory = Callable[[dict[str, str]], contextlib.AbstractAsyncContextManager[tuple[AsyncClient, Settings]]]
 
@@ -217,6 +217,35 @@ async def test_rejections_past_the_limit_escalate(make_client: ClientFactory) ->
         ]
         # No third task: the escalation waits for an admin.
         assert len(await task_ids(client, project_id)) == 2
+
+
+async def test_only_the_role_a_request_names_answers_it(client: AsyncClient, settings: Settings) -> None:
+    """An escalation is for an admin: a product owner's answer (single or bulk) is 403 and changes nothing."""
+    project_id = await new_project(client)
+    path = f"/api/v1/hitl/project/{project_id}/requests"
+    ask = {"question": "Ship it?", "urgency": "critical"}
+    for_admin = (await client.post(path, json={**ask, "assigned_role": "admin"})).json()["request_id"]
+    for_architect = (await client.post(path, json={**ask, "assigned_role": "architect"})).json()["request_id"]
+    for_owner = (await client.post(path, json=ask)).json()["request_id"]
+    owner_token = await issue_token(settings, "product_owner", [uuid.UUID(project_id)])
+    owner = {"Authorization": f"Bearer {owner_token}"}
+
+    for request_id in (for_admin, for_architect):
+        refused = await client.post(f"/api/v1/hitl/{request_id}/respond", json={"action": "approve"}, headers=owner)
+        assert refused.status_code == 403, refused.text
+        assert "admin" in refused.json()["detail"]
+    bulk = await client.post(
+        "/api/v1/hitl/bulk/approve", json={"request_ids": [for_admin, for_architect, for_owner]}, headers=owner
+    )
+    assert bulk.status_code == 200, bulk.text
+    assert [(r["ok"], r["status_code"]) for r in bulk.json()["results"]] == [(False, 403), (False, 403), (True, 200)]
+    for request_id in (for_admin, for_architect):
+        untouched = (await client.get(f"/api/v1/hitl/{request_id}")).json()
+        assert (untouched["status"], untouched["responder"]) == ("pending", None)
+        assert [entry["action"] for entry in untouched["history"]] == ["created"]
+    # An admin answers any of them.
+    assert (await respond(client, for_admin, action="approve")).json()["status"] == "approved"
+    assert (await respond(client, for_architect, action="reject", comment="no")).json()["status"] == "rejected"
 
 
 # -- one answer wins ---------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from app.config import AppSettings
+from app.core.logging import configure_logging, redact
 from app.llm.anthropic_provider import AnthropicProvider
 from app.llm.base import ModelError, ModelRequest, PermanentModelError, TransientModelError
 from app.llm.gemini_provider import GeminiProvider
@@ -415,3 +417,30 @@ async def test_script_then_default(make: Factory, fake_provider_server: FakeProv
     assert fake_provider_server.remaining == 0
     assert (await provider.complete(REQUEST, model=MODEL)).text == Reply().text
     assert len(fake_provider_server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [lambda key: key.lower(), lambda key: key.upper(), lambda key: f"{key[:8]}...{key[-4:]}", lambda key: key[3:12]],
+    ids=["lower", "upper", "first-eight", "middle-nine"],
+)
+async def test_a_key_echoed_in_any_case_or_in_part_is_redacted(
+    case: Case, make: Factory, fake_provider_server: FakeProviderServer, echo: Callable[[str], str]
+) -> None:
+    fake_provider_server.script([Fail(401, message=f"Incorrect API key provided: {echo(KEY)}.")])
+
+    error = await _fails(make(case).complete(REQUEST, model=MODEL))
+
+    assert "[redacted]" in str(error)
+    text = str(error).lower()
+    assert not any(KEY.lower()[start : start + 8] in text for start in range(len(KEY) - 7))
+
+
+def test_logs_redact_keys_in_any_case_and_in_part() -> None:
+    configure_logging(AppSettings(), [KEY])
+    try:
+        for echoed in (KEY.lower(), KEY.swapcase(), KEY[2:10]):
+            assert "[redacted]" in redact(f"provider said {echoed}")
+        assert redact("nothing secret here") == "nothing secret here"
+    finally:
+        configure_logging(AppSettings(), [])

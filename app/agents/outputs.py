@@ -17,7 +17,24 @@ Text = Annotated[str, Meta(max_length=20_000)]
 Short = Annotated[str, Meta(min_length=1, max_length=300)]
 Code = Annotated[str, Meta(max_length=200_000)]
 UUIDText = Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{32,36}$")]
-Path = Annotated[str, Meta(min_length=1, max_length=300, pattern=r"^(?!/)(?!.*\.\.)[\w./ -]+$")]
+# A relative path in normal form: no `..`, no empty or `.` segment (`a//b`, `./a`, `a/`), no newline
+# (a `$` alone would accept one at the end). The form is checked by `check_path`, the pattern
+# keeps what a JSON Schema reader can check.
+Path = Annotated[str, Meta(min_length=1, max_length=300, pattern=r"^(?!/)(?!.*\.\.)(?![\s\S]*\n)(?!.*//)[\w./ -]+$")]
+
+
+def check_path(path: str) -> None:
+    segments = path.split("/")
+    if path != path.strip() or "\n" in path or any(segment in ("", ".", "..") for segment in segments):
+        raise ValueError(f"path {path!r} is not a relative path in normal form (no '', '.' or '..' segment)")
+
+
+def check_unique(what: str, files: list[SourceFile]) -> None:
+    seen: set[str] = set()
+    for file in files:
+        if file.path in seen:
+            raise ValueError(f"{what}: the path {file.path!r} is given twice")
+        seen.add(file.path)
 
 
 class Content(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -122,12 +139,18 @@ class SourceFile(Content):
     language: Short
     content: Code
 
+    def __post_init__(self) -> None:
+        check_path(self.path)
+
 
 class SourceCode(Content):
     files: Annotated[list[SourceFile], Meta(max_length=200)]
     tests: Annotated[list[SourceFile], Meta(max_length=200)] = msgspec.field(default_factory=list)
     dependencies: Annotated[list[Short], Meta(max_length=200)] = msgspec.field(default_factory=list)
     notes: Text = ""
+
+    def __post_init__(self) -> None:
+        check_unique("files and tests", [*self.files, *self.tests])
 
 
 class TestCase(Content):
@@ -164,6 +187,9 @@ class DeploymentPackage(Content):
     rollback_steps: Annotated[list[Text], Meta(max_length=50)]
     run_files: Annotated[list[SourceFile], Meta(max_length=50)] = msgspec.field(default_factory=list)
     environment: Annotated[list[EnvironmentVariable], Meta(max_length=100)] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_unique("container_files and run_files", [*self.container_files, *self.run_files])
 
 
 class DeploymentLog(Content):

@@ -10,6 +10,7 @@ import msgspec
 import yaml
 
 from app.artifacts.models import ArtifactType
+from app.core.safe_yaml import load_yaml
 from app.tasks.models import AgentType
 
 
@@ -149,7 +150,7 @@ def read_bmad_agent(text: str, source: str, default_id: str = "") -> BmadAgentFi
     if match is None:
         raise PersonaFileError(f"{source}: no ```yaml block with the agent definition")
     try:
-        data = yaml.safe_load(match.group(1))
+        data = load_yaml(match.group(1))
     except yaml.YAMLError as exc:
         raise PersonaFileError(f"{source}: the YAML block does not parse: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("agent"), dict):

@@ -237,9 +237,10 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         content = validate_content(data.artifact_type, data.content)
         meta = await self._checked_meta(project_id, data.metadata or ArtifactMetadata())
         if data.parent_id is not None:
-            parent = await self.get_artifact(data.parent_id)
-            if parent.project_id != project_id:
-                raise InvalidInputError("parent_id: the parent artifact is in another project")
+            parent: Artifact | None = await self.repository.session.get(Artifact, data.parent_id)
+            if parent is None or parent.deleted_at is not None or parent.project_id != project_id:
+                # The same answer for an unknown id and another project's: no existence oracle.
+                raise NotFoundError(f"Artifact {data.parent_id} does not exist.")
         if data.granularity == Granularity.SECTION and data.parent_id is None:
             raise InvalidInputError("parent_id: a section needs the document it belongs to")
         return await self.store(

@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
 from app.bmad.loader import Problem, Team, Workflow, WorkflowStep
-from app.bmad.services import BmadService, bmad_core
+from app.bmad.services import BmadService, loaded_bmad_core
 from app.core.schema import InputStruct, Page, Struct, check_json_depth
 from app.core.security import Role, needs
 from app.documents.render import missing_variables, render_markdown, validate_values
@@ -20,8 +20,8 @@ from app.documents.templates import Template, TemplateSection, template_variable
 Identifier = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
-def provide_bmad_service(request: Request[Any, Any, Any]) -> BmadService:
-    return BmadService(bmad_core(request.app.state.settings.app.bmad_dir))
+async def provide_bmad_service(request: Request[Any, Any, Any]) -> BmadService:
+    return BmadService(await loaded_bmad_core(request.app.state.settings.app.bmad_dir))
 
 
 class WorkflowSummary(Struct):
@@ -158,7 +158,7 @@ class BmadController(Controller):
     path = "/api/v1"
     tags = ["bmad"]
     opt = needs(Role.VIEWER)
-    dependencies = {"bmad_service": Provide(provide_bmad_service, sync_to_thread=False)}
+    dependencies = {"bmad_service": Provide(provide_bmad_service)}
 
     @get("/workflows", operation_id="ListWorkflows")
     async def list_workflows(self, bmad_service: NamedDependency[BmadService]) -> Page[WorkflowSummary]:

@@ -6,12 +6,17 @@ reported (`unsupported`), never a crash. An unknown agent id, an unknown step-li
 unknown field is listed as unsupported, never a whole-file failure. A malformed file (YAML that
 does not parse, no step list at all, a section without an id) is a `Problem` with its path and
 the reason, and the rest still loads. Files are read only from inside the directory (a link that
-points outside is refused), and YAML is only ever loaded with `yaml.safe_load`.
+points outside is refused), and YAML is only ever loaded with `yaml.safe_load`, without aliases.
+A file that is not a regular file (a FIFO, a device, a symlink loop), cannot be read or is too large
+is a `Problem` too: nothing in the directory can hang the loader or make it fail as a whole.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ import msgspec
 import yaml
 
 from app.agents.personas import BMAD_AGENT_TYPES, BmadAgentFile, Persona, PersonaFileError, read_bmad_agent
+from app.core.safe_yaml import load_yaml
 from app.documents.templates import Template, TemplateError, parse_template
 from app.tasks.models import AgentType
 
@@ -214,7 +220,7 @@ def _step_list(body: dict[str, Any]) -> tuple[str, list[Any]]:
 
 def parse_workflow(text: str, source: str) -> Workflow:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise BmadFileError(f"the YAML does not parse: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("workflow"), dict):
@@ -328,7 +334,7 @@ def cross_check(core: BmadCore) -> None:
 
 def parse_team(text: str, source: str, team_id: str) -> Team:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise BmadFileError(f"the YAML does not parse: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("bundle"), dict):
@@ -345,14 +351,45 @@ def parse_team(text: str, source: str, team_id: str) -> Team:
     )
 
 
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symlink loop"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "not readable (permission denied)"
+    if exc.errno == errno.ENOENT:
+        return "a broken link (its target does not exist)"
+    return f"not readable ({exc.strerror or type(exc).__name__})"
+
+
 def _read(root: Path, path: Path) -> str:
-    resolved = path.resolve()
+    """The text of a regular file inside `root`. Opened without blocking (a FIFO would wait for a
+    writer forever) and checked on the open descriptor, so that nothing swapped in meanwhile counts."""
+    try:
+        resolved = path.resolve()
+    except RuntimeError:  # Python before 3.13 reports a symlink loop so
+        raise BmadFileError("a symlink loop") from None
+    except OSError as exc:
+        raise BmadFileError(_os_reason(exc)) from None
     if not resolved.is_relative_to(root):
         raise BmadFileError("it points outside the BMAD directory")
-    if resolved.stat().st_size > MAX_FILE_BYTES:
+    try:
+        descriptor = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise BmadFileError(_os_reason(exc)) from None
+    try:
+        with os.fdopen(descriptor, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise BmadFileError("not a regular file (a FIFO, a device or a socket)")
+            if info.st_size > MAX_FILE_BYTES:
+                raise BmadFileError(f"larger than {MAX_FILE_BYTES} bytes")
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BmadFileError(_os_reason(exc)) from None
+    if len(data) > MAX_FILE_BYTES:
         raise BmadFileError(f"larger than {MAX_FILE_BYTES} bytes")
     try:
-        return resolved.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise BmadFileError("not UTF-8 text") from None
 
@@ -377,7 +414,7 @@ def parse_doc(text: str, source: str, doc_id: str, kind: str) -> BmadDoc:
 
 def parse_config(text: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise BmadFileError(f"the YAML does not parse: {exc}") from None
     if data is None:
@@ -393,10 +430,17 @@ def _files(root: Path, folder: str, suffixes: tuple[str, ...], core: BmadCore) -
     if not directory.is_dir():
         return []
     chosen: list[Path] = []
-    for path in sorted(directory.iterdir()):
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        core.problems.append(Problem(str(directory), _os_reason(exc)))
+        return []
+    for path in entries:
         if path.name.startswith("."):
             continue
-        if path.is_file() and path.suffix in suffixes:
+        # Whatever is named like a file to load is read, and `_read` reports what it really is
+        # (a FIFO, a symlink loop, an unreadable file) as a problem of that file.
+        if path.suffix in suffixes and not path.is_dir():
             chosen.append(path)
         else:
             what = "a folder" if path.is_dir() else "a file"
@@ -409,11 +453,20 @@ def _files(root: Path, folder: str, suffixes: tuple[str, ...], core: BmadCore) -
 def load_core(directory: Path, into: BmadCore | None = None) -> BmadCore:
     """Everything loadable under `directory`; a later directory's files replace earlier ones by id."""
     core = into or BmadCore()
-    root = directory.resolve()
+    try:
+        root = directory.resolve()
+    except (RuntimeError, OSError):
+        core.problems.append(Problem(str(directory), "a symlink loop"))
+        return core
     if not root.is_dir():
         core.problems.append(Problem(str(directory), "not a directory"))
         return core
-    for path in sorted(root.iterdir()):
+    try:
+        top = sorted(root.iterdir())
+    except OSError as exc:
+        core.problems.append(Problem(str(directory), _os_reason(exc)))
+        return core
+    for path in top:
         if path.name not in CORE_PARTS and not path.name.startswith("."):
             core.unsupported.append(Problem(str(path), "not read: not part of a BMAD core"))
     yaml_files = (".yaml", ".yml")
@@ -461,7 +514,7 @@ def load_core(directory: Path, into: BmadCore | None = None) -> BmadCore:
             except (BmadFileError, OSError) as exc:
                 core.problems.append(Problem(str(path), str(exc)))
     config = root / CONFIG_FILE
-    if config.is_file():
+    if config.is_symlink() or config.exists():
         try:
             core.config.update(parse_config(_read(root, config)))
             core.loaded.append(str(config))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from functools import cache
+import threading
 from pathlib import Path
+
+import anyio.to_thread
 
 from app.bmad.loader import BmadCore, Team, Workflow, agent_type_of, load_core
 from app.core.exceptions import NotFoundError
@@ -11,14 +13,39 @@ from app.documents.templates import Template
 
 DEFAULT_CORE_DIR = Path(__file__).resolve().parent.parent / "bmad_core"
 
+_cores: dict[str | None, BmadCore] = {}
+_loading = threading.Lock()
 
-@cache
+
 def bmad_core(extra_dir: str | None) -> BmadCore:
-    """Loaded once per process: the files are read at the first use, not on every request."""
-    core = load_core(DEFAULT_CORE_DIR)
-    if extra_dir:
-        load_core(Path(extra_dir).expanduser(), core)
-    return core
+    """Loaded once per process: the files are read at the first use, not on every request.
+
+    Reads files: call it from a thread (or at start-up), never on the event loop; handlers use
+    `loaded_bmad_core`.
+    """
+    with _loading:  # two first uses at once load it once
+        core = _cores.get(extra_dir)
+        if core is None:
+            core = load_core(DEFAULT_CORE_DIR)
+            if extra_dir:
+                load_core(Path(extra_dir).expanduser(), core)
+            _cores[extra_dir] = core
+        return core
+
+
+async def loaded_bmad_core(extra_dir: str | None) -> BmadCore:
+    """The loaded core; its first use reads the files in a worker thread, so that a slow disk (or a
+    directory being changed under it) never stalls the event loop."""
+    core = _cores.get(extra_dir)
+    if core is not None:
+        return core
+    return await anyio.to_thread.run_sync(bmad_core, extra_dir)
+
+
+def forget_bmad_cores() -> None:
+    """Drop the loaded cores: the next use reads the files again."""
+    with _loading:
+        _cores.clear()
 
 
 class BmadService:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.outputs import AgentAnswer
 from app.artifacts.models import Artifact, Granularity
-from app.bmad.services import BmadService, bmad_core
+from app.bmad.services import BmadService, loaded_bmad_core
 from app.config import Settings
 from app.core.exceptions import ConflictError, NotFoundError
 from app.events.models import Event
@@ -133,7 +133,7 @@ class ChatService:
         elif await self.session.scalar(running.limit(1)) is not None:
             text = "A workflow already runs for this project; steer it with the HITL answers or pause it first."
         else:
-            core = bmad_core(self.settings.app.bmad_dir)
+            core = await loaded_bmad_core(self.settings.app.bmad_dir)
             workflow = BmadService(core).workflow(DEFAULT_WORKFLOW)
             inputs = {"idea": message.data.get("text", ""), "task_timeout_seconds": task.timeout_seconds}
             execution, follow_ups = await ExecutionService(self.session, self.settings.hitl).start(

@@ -33,12 +33,20 @@ class AppError(Exception):
         self.extra = extra
 
 
+class ForbiddenError(AppError):
+    status_code = 403
+
+
 class NotFoundError(AppError):
     status_code = 404
 
 
 class ConflictError(AppError):
     status_code = 409
+
+
+class TooLargeError(AppError):
+    status_code = 413
 
 
 class InvalidInputError(AppError):
@@ -128,7 +136,11 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         headers = dict(exc.headers or {})
         limit, reset = headers.get("RateLimit-Limit", "?"), headers.get("RateLimit-Reset", "60")
         headers["Retry-After"] = reset
-        detail = f"Rate limit exceeded: at most {limit} requests a minute per token; retry in {reset} s."
+        detail = (
+            exc.detail
+            if getattr(exc, "counts_failures", False)
+            else f"Rate limit exceeded: at most {limit} requests a minute per token; retry in {reset} s."
+        )
         return _problem(429, detail, None, headers)
     if isinstance(exc, HTTPException):
         return _problem(exc.status_code, exc.detail, exc.extra or None, dict(exc.headers or {}))

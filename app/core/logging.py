@@ -36,11 +36,43 @@ _SECRET_PATTERNS = (
 _known_secrets: list[str] = []
 
 
+# A run of this many characters of a key, in any case, is a partial echo of it.
+ECHO_CHARS = 8
+REDACTED = "[redacted]"
+
+
+def redact_secret(text: str, secret: str | None) -> str:
+    """`text` without `secret`, in any case, nor any part of it of `ECHO_CHARS` characters or more
+    (a provider that echoes the key's start, or lowercased, in its error message)."""
+    if not secret or len(secret) < ECHO_CHARS or len(text) < ECHO_CHARS:
+        return text
+    key = secret.lower()
+    grams = {key[start : start + ECHO_CHARS] for start in range(len(key) - ECHO_CHARS + 1)}
+    lowered = text.lower()
+    covered_until, spans = -1, list[tuple[int, int]]()
+    for start in range(len(text) - ECHO_CHARS + 1):
+        if lowered[start : start + ECHO_CHARS] in grams:
+            end = start + ECHO_CHARS
+            if spans and start <= covered_until:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+            covered_until = end
+    if not spans:
+        return text
+    pieces, last = list[str](), 0
+    for start, end in spans:
+        pieces += [text[last:start], REDACTED]
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
 def redact(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     for secret in _known_secrets:
-        text = text.replace(secret, "[redacted]")
+        text = redact_secret(text, secret)
     return text
 
 
@@ -58,7 +90,7 @@ class RedactingFilter(logging.Filter):
 
 
 def configure_logging(settings: AppSettings, secrets: list[str] | None = None) -> None:
-    _known_secrets[:] = [secret for secret in secrets or [] if len(secret) >= 8]
+    _known_secrets[:] = [secret for secret in secrets or [] if len(secret) >= ECHO_CHARS]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"

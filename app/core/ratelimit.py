@@ -1,25 +1,35 @@
-"""Requests per minute per token: a fixed one-minute window, counted in Redis when there is one.
+"""Requests per minute per token, and failed authentications per minute per client address: a
+fixed one-minute window, counted in Redis when there is one.
+
+Only authenticated identities are counted against the request limit: a request is counted once its
+token is known to be valid (`app.tokens.auth` calls `RateLimiter.count`), so that made-up tokens
+cannot each open a counter of their own. A request that fails authentication (no token, an unknown
+or revoked one) is counted against its client address (`failed`); past the limit, the address gets
+429s for the rest of the window without its tokens being looked up at all. The client address is
+the TCP peer, or what a trusted proxy says (`BOTARMY_TRUSTED_PROXIES`, given to uvicorn: forwarded
+headers from anyone else are ignored). IPv6 addresses are counted per /64, which one client holds.
 
 Not Litestar's `RateLimitMiddleware`: it keeps every request's timestamp of the window as one JSON
 list per token, which each request reads and writes back whole (two Redis round trips and a list as
 long as the limit), under one lock for the whole process, so that every request waited for the
 others' round trips; and its read-then-write lost counts between two api instances. Here a request
-is one atomic `INCR` of the window's counter (one round trip, whatever the limit), or a dict entry
-in the embedded default. The responses keep the same headers (`RateLimit-*`, and `Retry-After` on a
-429, see `app.core.exceptions`).
+is one atomic script call (one round trip, whatever the limit): a field of the window's one hash is
+incremented, so that Redis holds one key per window however many clients there are, and a hash
+already holding `MAX_IDENTITIES` fields counts any new one under a shared overflow field. The
+embedded default keeps the same in a dict. The responses keep the same headers (`RateLimit-*`, and
+`Retry-After` on a 429, see `app.core.exceptions`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
-from litestar import Request
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
-from litestar.middleware.rate_limit import get_remote_address
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,11 +37,29 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.config import RedisSettings, ServerSettings
 from app.core.headers import DOCS_PREFIX
-from app.core.security import hash_token, token_of
 
 logger = structlog.get_logger(__name__)
 
 WINDOW_SECONDS = 60
+# Fields of one window's counters (identities) at most; any further one shares `OVERFLOW`.
+MAX_IDENTITIES = 50_000
+OVERFLOW = "overflow"
+# Where the middleware leaves the limiter for the authentication middleware, and where that leaves
+# the headers of the request's count.
+LIMITER_KEY = "botarmy.rate_limiter"
+HEADERS_KEY = "botarmy.rate_limit_headers"
+
+# One window's hash: increment the identity's field (or the overflow field when the hash is full),
+# keep the hash a little longer than its window, answer the count.
+_COUNT_SCRIPT = """
+local field = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  field = ARGV[4]
+end
+local number = redis.call('HINCRBY', KEYS[1], field, 1)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return number
+"""
 
 
 class RequestCounter(Protocol):
@@ -42,13 +70,16 @@ class RequestCounter(Protocol):
 class MemoryCounter:
     """The embedded default's counters: one process, so a dict of the current window's counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_identities: int = MAX_IDENTITIES) -> None:
         self._window = -1
         self._counts: dict[str, int] = {}
+        self.max_identities = max_identities
 
     async def count(self, identity: str, window: int) -> int | None:
         if window != self._window:  # a new minute: the old counts are of no use any more
             self._window, self._counts = window, {}
+        if identity not in self._counts and len(self._counts) >= self.max_identities:
+            identity = OVERFLOW
         number = self._counts.get(identity, 0) + 1
         self._counts[identity] = number
         return number
@@ -62,17 +93,17 @@ class RedisCounter:
     Work that really needs Redis (the queue) still answers 503.
     """
 
-    def __init__(self, redis: Redis, namespace: str) -> None:
+    def __init__(self, redis: Redis, namespace: str, max_identities: int = MAX_IDENTITIES) -> None:
         self.redis = redis
         self.prefix = f"{namespace}:ratelimit:"
+        self.max_identities = max_identities
+        self.script = redis.register_script(_COUNT_SCRIPT)
 
     async def count(self, identity: str, window: int) -> int | None:
-        key = f"{self.prefix}{identity}:{window}"
+        key = f"{self.prefix}{window}"
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, WINDOW_SECONDS * 2)  # outlives its window a little, whatever the clocks say
-                number, _ = await pipe.execute()
+            # Outlives its window a little, whatever the clocks say.
+            number = await self.script(keys=[key], args=[identity, WINDOW_SECONDS * 2, self.max_identities, OVERFLOW])
         except (RedisConnectionError, RedisTimeoutError, OSError):
             logger.warning("rate_limit_store_unavailable")
             return None
@@ -84,11 +115,17 @@ def build_request_counter(settings: RedisSettings, redis: Redis | None) -> Reque
     return MemoryCounter() if redis is None else RedisCounter(redis, settings.namespace)
 
 
-def rate_limit_identity(scope: Scope) -> str:
-    """Requests are counted per token (by its hash), or per client address when they carry none."""
-    request: Request[Any, Any, Any] = Request(scope)
-    token = token_of(request)
-    return f"token:{hash_token(token)[:32]}" if token else f"address:{get_remote_address(request)}"
+def client_address(scope: Scope) -> str:
+    """The client's address as counted: an IPv6 address by its /64."""
+    client = scope.get("client")
+    host = client[0] if client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address.ipv4_mapped or address) if isinstance(address, ipaddress.IPv6Address) else str(address)
 
 
 def limit_headers(limit: int, number: int, reset: int) -> dict[str, str]:
@@ -101,34 +138,107 @@ def limit_headers(limit: int, number: int, reset: int) -> dict[str, str]:
     }
 
 
+class AuthFailuresExceeded(TooManyRequestsException):
+    """Too many failed authentications from one address: a 429 whose detail says so."""
+
+    counts_failures = True
+
+
+class RateLimiter:
+    def __init__(self, settings: ServerSettings, counter: RequestCounter, max_blocked: int = MAX_IDENTITIES) -> None:
+        self.limit = settings.rate_limit_per_minute
+        self.failure_limit = settings.auth_failures_per_minute
+        self.counter = counter
+        # Addresses past their failure limit in this process, with their window: refused without
+        # a lookup. Cleared every window, and bounded.
+        self._blocked: dict[str, int] = {}
+        self._blocked_window = -1
+        self.max_blocked = max_blocked
+
+    @staticmethod
+    def _window() -> tuple[int, int]:
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        return window, max(1, (window + 1) * WINDOW_SECONDS - int(now))
+
+    def _failure_error(self, number: int, reset: int) -> AuthFailuresExceeded:
+        headers = limit_headers(self.failure_limit, number, reset)
+        return AuthFailuresExceeded(
+            detail=f"Too many failed authentications from this address: at most {self.failure_limit} a minute; "
+            f"retry in {reset} s.",
+            headers=headers,
+        )
+
+    def check_address(self, scope: Scope) -> None:
+        """429 for an address that failed too often in this window (no lookup, no round trip)."""
+        if not self._blocked:
+            return
+        window, reset = self._window()
+        if window != self._blocked_window:
+            self._blocked, self._blocked_window = {}, window
+            return
+        if client_address(scope) in self._blocked:
+            raise self._failure_error(self.failure_limit + 1, reset)
+
+    async def failed(self, scope: Scope) -> None:
+        """Count a failed authentication of the request's address; 429 once past the limit."""
+        window, reset = self._window()
+        address = client_address(scope)
+        number = await self.counter.count(f"address:{address}", window)
+        if number is None or number <= self.failure_limit:
+            return
+        if window != self._blocked_window:
+            self._blocked, self._blocked_window = {}, window
+        if len(self._blocked) < self.max_blocked:
+            self._blocked[address] = window
+        raise self._failure_error(number, reset)
+
+    async def count(self, scope: Scope, token_id: Any) -> None:
+        """Count an authenticated request against its token; 429 once past the limit."""
+        window, reset = self._window()
+        number = await self.counter.count(f"token:{token_id}", window)
+        if number is None:  # not counted (Redis away): not limited
+            return
+        headers = limit_headers(self.limit, number, reset)
+        if number > self.limit:
+            raise TooManyRequestsException(headers=headers)
+        cast(dict[str, Any], scope)[HEADERS_KEY] = headers
+
+
+def rate_limiter_of(scope: Scope) -> RateLimiter | None:
+    limiter = cast(dict[str, Any], scope).get(LIMITER_KEY)
+    return limiter if isinstance(limiter, RateLimiter) else None
+
+
 def _not_limited(scope: Scope) -> bool:
     """Health checks and the API docs are never limited."""
     return scope["path"].startswith(("/health", DOCS_PREFIX))
 
 
 class RateLimitMiddleware(ASGIMiddleware):
-    """At most `rate_limit_per_minute` HTTP requests a minute per token; more get a 429 with `Retry-After`."""
+    """At most `rate_limit_per_minute` HTTP requests a minute per token, and `auth_failures_per_minute`
+    failed authentications per address (HTTP and WebSocket); more get a 429 with `Retry-After`.
 
-    scopes = (ScopeType.HTTP,)  # as Litestar's: a WebSocket is one connection, however long it lasts
+    The counting happens in the authentication middleware, which knows whether the token is valid;
+    this one hands it the limiter and adds the count's headers to the response.
+    """
+
+    scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
     should_bypass_for_scope = staticmethod(_not_limited)
 
     def __init__(self, settings: ServerSettings, counter: RequestCounter) -> None:
-        self.limit = settings.rate_limit_per_minute
-        self.counter = counter
+        self.limiter = RateLimiter(settings, counter)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        now = time.time()
-        window = int(now // WINDOW_SECONDS)
-        number = await self.counter.count(rate_limit_identity(scope), window)
-        if number is None:  # not counted (Redis away): not limited
+        state = cast(dict[str, Any], scope)
+        state[LIMITER_KEY] = self.limiter
+        if scope["type"] != ScopeType.HTTP:
             await next_app(scope, receive, send)
             return
-        headers = limit_headers(self.limit, number, max(1, (window + 1) * WINDOW_SECONDS - int(now)))
-        if number > self.limit:
-            raise TooManyRequestsException(headers=headers)
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            headers = state.get(HEADERS_KEY)
+            if message["type"] == "http.response.start" and headers:
                 message["headers"] = [
                     *message.get("headers", ()),
                     *((name.lower().encode(), value.encode()) for name, value in headers.items()),

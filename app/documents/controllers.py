@@ -1,26 +1,40 @@
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
+import anyio
+import anyio.to_thread
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Controller, get
+from litestar import Controller, Request, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import ServerSettings
 from app.core.openapi import DOWNLOAD_KEY
 from app.core.schema import Struct
 from app.core.security import Principal, Role, needs
 from app.documents.render import markdown_to_html
-from app.documents.services import Document, DocumentService, export_zip
+from app.documents.services import (
+    Document,
+    DocumentService,
+    ExportLimits,
+    check_export,
+    export_members,
+    export_zip,
+)
 from app.projects.services import ProjectService
 
 CHUNK = 64 * 1024
 EXPORT_MEDIA_TYPES = ["text/markdown", "text/html", "application/zip"]
+EXPORT_LIMITER = "export_limiter"
 
 
 class ExportFormat(StrEnum):
@@ -74,28 +88,55 @@ class DocumentController(Controller):
     @get("/export", operation_id="ExportProjectDocuments", opt={DOWNLOAD_KEY: EXPORT_MEDIA_TYPES})
     async def export(
         self,
+        request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         documents_service: NamedDependency[DocumentService],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
         format: ExportFormat = Parameter(default=ExportFormat.MD, description="md, html or zip"),
     ) -> Stream:
+        """The documents as one Markdown file, one HTML page, or a zip with each document and the
+        generated files. Larger than `BOTARMY_EXPORT_MAX_BYTES` / `_FILES`: 413 naming the limit."""
         principal.ensure_can_see(project_id)
         project = await projects_service.get_project(project_id)
         documents, combined = await documents_service.assemble(project)
+        server: ServerSettings = request.app.state.settings.server
+        limits = ExportLimits(max_bytes=server.export_max_bytes, max_files=server.export_max_files)
         name = _file_name(project.name)
+        build: Callable[[], bytes]
         if format == ExportFormat.ZIP:
-            files = await documents_service.source_files(project_id)
-            data = export_zip(documents, combined, files, project.name)
+            members = export_members(await documents_service.source_files(project_id))
+            texts = [*members.values(), *(document.markdown for document in [*documents, combined])]
+            # Each document goes in twice (Markdown and HTML), with a README.
+            check_export(limits, texts, len(members) + 2 * (len(documents) + 1) + 1)
+            build = functools.partial(export_zip, documents, combined, members, project.name)
             media_type, file_name = "application/zip", f"{name}.zip"
         elif format == ExportFormat.HTML:
-            data = markdown_to_html(combined.markdown, combined.title).encode()
+            check_export(limits, [combined.markdown], 1)
+            build = functools.partial(_html, combined.markdown, combined.title)
             media_type, file_name = "text/html", f"{name}.html"
         else:
-            data = combined.markdown.encode()
+            check_export(limits, [combined.markdown], 1)
+            build = combined.markdown.encode
             media_type, file_name = "text/markdown", f"{name}.md"
+        # Rendering and compressing are CPU work: in worker threads, a few at a time, never on the
+        # event loop, so that an export never stalls the requests of others.
+        data = await anyio.to_thread.run_sync(build, limiter=_export_limiter(request.app.state, server))
         return Stream(
             _chunks(data),
             media_type=media_type,
             headers={"Content-Disposition": f'attachment; filename="{file_name}"', "Content-Length": str(len(data))},
         )
+
+
+def _html(markdown: str, title: str) -> bytes:
+    return markdown_to_html(markdown, title).encode()
+
+
+def _export_limiter(state: State, server: ServerSettings) -> anyio.CapacityLimiter:
+    """The app's limit on exports built at once (made on first use, on the app's event loop)."""
+    limiter: anyio.CapacityLimiter | None = getattr(state, EXPORT_LIMITER, None)
+    if limiter is None:
+        limiter = anyio.CapacityLimiter(server.export_concurrency)
+        setattr(state, EXPORT_LIMITER, limiter)
+    return limiter

@@ -87,6 +87,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
 from app.documents.templates import VARIABLE_PATTERN, Template, TemplateSection, iter_sections
 
@@ -137,6 +140,21 @@ def validate_values(template: Template, values: Mapping[str, Any]) -> list[dict[
 
 _md = MarkdownIt("commonmark", {"html": False}).enable("table")
 
+
+def _inline_images_only(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """An image is shown only when it is inline (`data:image/...`); any other is its alt text, so
+    that opening an export never fetches anything from anywhere."""
+    token = tokens[idx]
+    if str(token.attrGet("src") or "").lower().startswith("data:image/"):
+        return RendererHTML.image(self, tokens, idx, options, env)
+    alt = self.renderInlineAsText(token.children or [], options, env)
+    return f"[image: {html.escape(alt)}]"
+
+
+_md.add_render_rule("image", _inline_images_only)
+
 _CSS: Final = """
 :root { color-scheme: light dark; }
 body { margin: 0; padding: 2rem 1rem; font: 16px/1.6 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -166,8 +184,8 @@ a { color: #0969da; }
 }
 """.strip()
 
-# No scripts at all, styles only from the page itself; images may come from https or data URIs.
-_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; base-uri 'none'; form-action 'none'"
+# No scripts at all, styles only from the page itself; images only inline (data URIs).
+_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 def markdown_to_html(markdown: str, title: str) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact, ArtifactType, Granularity
+from app.core.exceptions import TooLargeError
 from app.documents.render import markdown_to_html, render_markdown
 from app.documents.templates import Template, load_template
 from app.projects.models import Project
@@ -314,14 +315,51 @@ def _demote(markdown: str) -> str:
 
 
 def safe_member(path: str) -> str | None:
-    """A zip member name under `src/`, or None for a path that would leave it."""
-    parts = PurePosixPath(path.replace("\\", "/")).parts
-    if not parts or parts[0] == "/" or ".." in parts:
+    """A zip member name under `src/`, normalised (`./x`, `x/`, `a//b` are `x`, `x`, `a/b`), or None for
+    a path that would leave it or names no file."""
+    parts = [part for part in path.replace("\\", "/").split("/") if part not in ("", ".")]
+    if not parts or path.startswith(("/", "\\")) or ".." in parts or any(part != part.strip() for part in parts):
         return None
     return str(PurePosixPath("src", *parts))
 
 
-def export_zip(documents: list[Document], combined: Document, files: list[tuple[str, str]], title: str) -> bytes:
+class ExportLimits(msgspec.Struct, frozen=True, kw_only=True):
+    max_bytes: int
+    max_files: int
+
+
+def export_members(files: list[tuple[str, str]]) -> dict[str, str]:
+    """The generated files as zip members: normalised, one member per path (the later file wins)."""
+    members: dict[str, str] = {}
+    for path, text in files:
+        member = safe_member(path)
+        if member is not None:
+            members.pop(member, None)
+            members[member] = text
+    return members
+
+
+def check_export(limits: ExportLimits, texts: list[str], file_count: int) -> None:
+    """413 naming the limit when an export would be larger than the settings allow."""
+    if file_count > limits.max_files:
+        raise TooLargeError(
+            f"The export would hold {file_count} files; at most {limits.max_files} are exported "
+            "(BOTARMY_EXPORT_MAX_FILES).",
+            extra={"files": file_count, "max_files": limits.max_files},
+        )
+    # UTF-8 takes at least one byte per character: the characters are a lower bound, found
+    # without encoding anything, and a close one for the mostly ASCII text of documents and code.
+    size = sum(len(text) for text in texts)
+    if size > limits.max_bytes:
+        raise TooLargeError(
+            f"The export would hold {size} bytes of text; at most {limits.max_bytes} are exported "
+            "(BOTARMY_EXPORT_MAX_BYTES).",
+            extra={"bytes": size, "max_bytes": limits.max_bytes},
+        )
+
+
+def export_zip(documents: list[Document], combined: Document, members: dict[str, str], title: str) -> bytes:
+    """The zip (CPU-bound: call it in a worker thread)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for document in [*documents, combined]:
@@ -329,9 +367,7 @@ def export_zip(documents: list[Document], combined: Document, files: list[tuple[
             archive.writestr(
                 document.filename.removesuffix(".md") + ".html", markdown_to_html(document.markdown, document.title)
             )
-        for path, text in files:
-            member = safe_member(path)
-            if member is not None:
-                archive.writestr(member, text)
+        for member, text in members.items():
+            archive.writestr(member, text)
         archive.writestr("README.md", f"# {title}\n\nDocuments in `docs/`, generated files in `src/`.\n")
     return buffer.getvalue()

@@ -20,7 +20,8 @@ Only the keys the renderer needs become fields; every other key is kept untouche
 template with keys this module does not know (``choices``, ``owner``, ``agent_config``, ...)
 still loads. Problems raise `TemplateError`, whose message starts with the template's source.
 
-The YAML is read with ``yaml.safe_load`` only: no tags that build Python objects.
+The YAML is read with ``yaml.safe_load`` only (without aliases, `app.core.safe_yaml`): no tags that
+build Python objects, no alias bombs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any
 
 import msgspec
 import yaml
+
+from app.core.safe_yaml import load_yaml
 
 __all__ = [
     "VARIABLE_PATTERN",
@@ -144,7 +147,7 @@ def parse_template(text: str, source: str) -> Template:
     if len(text) > MAX_TEMPLATE_CHARS:
         raise TemplateError(source, f"template is too large ({len(text)} characters)")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.artifacts.schemas import ArtifactUpdate
 from app.artifacts.services import ArtifactService
 from app.config import HitlSettings
-from app.core.exceptions import ConflictError, InvalidInputError, NotFoundError
-from app.core.security import Principal
+from app.core.exceptions import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from app.core.security import ROLE_RANK, Principal, Role
 from app.events.services import EventService
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus, Urgency
 from app.hitl.services import HitlService
@@ -65,6 +65,27 @@ def effective_status(request: HitlRequest, at: datetime.datetime | None = None) 
     return request.status
 
 
+def may_answer(request: HitlRequest, principal: Principal) -> bool:
+    """The role a request names answers it (a higher role too); an admin answers anything, and only
+    an admin answers a request for a role that is not a token role (`architect`)."""
+    if principal.role == Role.ADMIN:
+        return True
+    try:
+        assigned = Role(request.assigned_role)
+    except ValueError:
+        return False
+    return ROLE_RANK[principal.role] >= ROLE_RANK[assigned]
+
+
+def ensure_may_answer(request: HitlRequest, principal: Principal) -> None:
+    if not may_answer(request, principal):
+        raise ForbiddenError(
+            f"HITL request {request.id} is for the {request.assigned_role} role; token '{principal.name}' has the "
+            f"{principal.role.value} role (an admin may answer any request).",
+            extra={"assigned_role": request.assigned_role, "role": principal.role.value},
+        )
+
+
 class DecisionService:
     def __init__(self, session: AsyncSession, policy: HitlSettings) -> None:
         self.session = session
@@ -86,6 +107,7 @@ class DecisionService:
         self, request_id: UUID, answer: Answer, *, principal: Principal
     ) -> tuple[HitlRequest, list[UUID]]:
         request = await self.locked(request_id, principal)
+        ensure_may_answer(request, principal)
         status = effective_status(request)
         if status != HitlStatus.PENDING.value:
             raise ConflictError(

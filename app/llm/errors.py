@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.logging import redact_secret
 from app.llm.base import ModelError, PermanentModelError, TransientModelError
 
 # Error messages are cut here: enough to act on, never a whole response body.
@@ -53,6 +54,5 @@ def status_error(provider: str, status: int, detail: str) -> ModelError:
 
 
 def redact(text: str, secret: str | None) -> str:
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    return text[:MAX_DETAIL]
+    """The key out of a provider's message: in any case, and any echo of part of it (`app.core.logging`)."""
+    return redact_secret(text, secret)[:MAX_DETAIL]

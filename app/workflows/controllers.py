@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact, Granularity
-from app.bmad.services import BmadService, bmad_core
+from app.bmad.services import BmadService, loaded_bmad_core
 from app.config import Settings
 from app.core.exceptions import NotFoundError
 from app.core.schema import Page
@@ -120,7 +120,7 @@ class ExecutionController(Controller):
         project = await executions.session.get(Project, data.project_id)
         if project is None:
             raise NotFoundError(f"Project {data.project_id} does not exist.")
-        core = bmad_core(request.app.state.settings.app.bmad_dir)
+        core = await loaded_bmad_core(request.app.state.settings.app.bmad_dir)
         workflow = BmadService(core).workflow(data.workflow_id)
         inputs = {
             "idea": data.inputs.idea,

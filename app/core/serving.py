@@ -1,0 +1,119 @@
+"""How `botarmy serve` guards its doors below the app: trusted proxies, a connection cap, and
+timeouts for connections that send nothing or send their headers too slowly.
+
+uvicorn has no header-read timeout: its keep-alive timer runs only between requests, and every
+byte received cancels it, so a client that never sends a byte, or dribbles a header line every few
+seconds (slowloris), keeps its connection (and a file descriptor) forever; and `limit_concurrency`
+answers 503 to requests over the limit but never sheds the idle connections that fill it. The
+protocol below (uvicorn's h11 one, subclassed) adds:
+
+- a connection cap: a connection past `BOTARMY_MAX_CONNECTIONS` open ones (HTTP and WebSocket) is
+  answered 503 and closed at once;
+- an idle timeout: a new connection that sends nothing for `BOTARMY_KEEP_ALIVE_SECONDS` is closed,
+  as uvicorn already does between requests;
+- a header-read timeout: a request whose headers are not complete `BOTARMY_HEADER_TIMEOUT_SECONDS`
+  after its first byte is answered 408 and closed.
+
+Forwarded headers (`X-Forwarded-For`, `-Proto`) are believed only from `BOTARMY_TRUSTED_PROXIES`
+(none by default: the TCP peer is the client, which the rate limit counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from app.config import ServerSettings
+
+
+def _response(status: bytes, text: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+        b"content-length: " + str(len(text)).encode() + b"\r\n\r\n" + text
+    )
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a connection cap, an idle timeout from the first moment and a
+    header-read timeout. The limits come from the server settings (`serving_options`)."""
+
+    max_connections = 2048
+    header_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            transport.write(_response(b"503 Service Unavailable", b"Too many open connections; retry shortly."))
+            transport.close()
+            return
+        # Idle from the start, as uvicorn is between requests: closed unless something comes.
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_headers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def _watch_headers(self) -> None:
+        """Time the headers of a request that has begun (some bytes came) but not ended its headers."""
+        if self.transport.is_closing():
+            self._stop_header_timer()
+            return
+        reading_headers = self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+        if not reading_headers:
+            self._stop_header_timer()
+        elif self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
+
+    def _stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self.header_timer = None
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self.transport.write(_response(b"408 Request Timeout", b"The request headers came too slowly."))
+            self.transport.close()
+
+
+def guarded_protocol(settings: ServerSettings) -> type[GuardedH11Protocol]:
+    """The protocol class with this server's limits."""
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {"max_connections": settings.max_connections, "header_timeout": settings.header_timeout_seconds},
+    )
+
+
+def trusted_proxies(settings: ServerSettings) -> list[str]:
+    return [entry.strip() for entry in settings.trusted_proxies.split(",") if entry.strip()]
+
+
+def serving_options(settings: ServerSettings) -> dict[str, Any]:
+    """uvicorn's options for the doors: `uvicorn.run(..., **serving_options(settings.server))`."""
+    proxies = trusted_proxies(settings)
+    return {
+        "http": guarded_protocol(settings),
+        # Forwarded headers only from the proxies named (uvicorn's default trusts 127.0.0.1).
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or [],
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        # uvicorn's own check, one above ours (it counts the connection asking): requests on the
+        # connections admitted are never turned away by it.
+        "limit_concurrency": settings.max_connections + 1,
+    }
