@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -39,7 +39,8 @@ CONSOLE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-PAGE_HEADERS = {"Content-Security-Policy": CONSOLE_CSP, "Cache-Control": "no-store"}
+# `same-origin`, not the API's `no-referrer`: with that, a form's POST says `Origin: null` (see `login`).
+PAGE_HEADERS = {"Content-Security-Policy": CONSOLE_CSP, "Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 
 
 def console_templates() -> TemplateConfig[JinjaTemplateEngine]:
@@ -95,7 +96,7 @@ class ConsoleAuthController(Controller):
     async def login(
         self,
         request: Request[Any, Any, Any],
-        data: LoginForm = Body(media_type=RequestEncodingType.URL_ENCODED),
+        data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[Any]:
         origin = request.headers.get("origin")
         if origin and urlsplit(origin).netloc != request.headers.get("host"):
