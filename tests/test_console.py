@@ -7,6 +7,7 @@ screenshots there."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import FAST_ENV, IN_CI, free_port
 from tests.helpers import Server, start_server
@@ -196,3 +199,22 @@ def test_the_console_cookie_cannot_be_used_across_sites(server: Server) -> None:
         page = http.get("/")
         assert "script-src 'self'" in page.headers["content-security-policy"]
         assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+
+
+async def test_the_console_cookie_opens_a_websocket_only_from_the_servers_origin(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
+        project = (await http.post("/api/v1/projects", json={"name": "sockets"})).json()
+    url = f"ws://127.0.0.1:{server.port}/ws/projects/{project['id']}?last=5"
+    cookie = {"Cookie": f"botarmy_token={server.token}"}
+
+    async def first_message(origin: str) -> tuple[int | None, str]:
+        async with websockets.connect(url, origin=origin, additional_headers=cookie) as socket:  # type: ignore[arg-type]
+            try:
+                return None, str(await asyncio.wait_for(socket.recv(), 5))
+            except ConnectionClosed as closed:
+                return (closed.rcvd.code if closed.rcvd else None), (closed.rcvd.reason if closed.rcvd else "")
+
+    code, first = await first_message(server.url)
+    assert code is None and "project_created" in first  # the stream's replay
+    code, _ = await first_message("https://evil.example")
+    assert code == 4401
