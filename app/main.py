@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from app import __version__
 from app.config import Settings, get_settings
+from app.console.controllers import console_templates
 from app.core.channels import BackendPublisher, build_channels_backend
 from app.core.exceptions import exception_handlers, is_unavailable_error
 from app.core.headers import DOCS_PREFIX, add_security_headers
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         else None,
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="BotArmy", version=__version__, path=DOCS_PREFIX),
+        template_config=console_templates(),
         debug=False,
         logging_config=None,  # ours (app.core.logging): structured, and it redacts secrets
     )

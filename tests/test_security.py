@@ -31,6 +31,8 @@ from tests.conftest import FAST_ENV, drop_redis_namespace, free_port
 from tests.helpers import BOTARMY, REPO_ROOT, Server, app_client, cli_token, issue_token, start_server
 
 OPEN_PATHS = {"/health", "/health/ready"}
+# The web console's sign-in, sign-out and its scripts and styles (tests/test_console.py).
+CONSOLE_OPEN_PATHS = {"/login", "/logout", "/static/{file_path:path}"}
 DOCS_PREFIX = "/schema"
 
 
@@ -84,7 +86,7 @@ def test_every_route_declares_its_role(embedded_env: dict[str, str]) -> None:
             if ROLE_KEY not in handler.opt and not handler.opt.get(PUBLIC_KEY):
                 undeclared.append(route.path)
             if handler.opt.get(PUBLIC_KEY):
-                assert route.path in OPEN_PATHS, f"{route.path} is public but may not be"
+                assert route.path in OPEN_PATHS | CONSOLE_OPEN_PATHS, f"{route.path} is public but may not be"
     assert undeclared == []
     assert WebsocketRouteHandler in kinds
     assert HTTPRouteHandler in kinds
@@ -96,6 +98,10 @@ async def test_no_route_is_reachable_without_a_token(app_and_settings: tuple[Asy
     checked = 0
     for method, path, _handler in http_routes(app):
         response = await client.request(method, concrete(path), json={})
+        if path in CONSOLE_OPEN_PATHS:
+            # Open, answered as a browser expects: the sign-in form, a refused sign-in, a redirect, no such file.
+            assert response.status_code in (200, 303, 401, 404), (method, path, response.status_code)
+            continue
         if path in OPEN_PATHS or is_docs(path):
             # Open: answered, not refused ("/schema/{path}" with a made-up page is a plain 404).
             assert response.status_code in (200, 404), (method, path, response.status_code)
@@ -120,7 +126,7 @@ async def test_a_viewer_token_can_change_nothing(app_and_settings: tuple[AsyncCl
     app = create_app(load_settings({"BOTARMY_DATA_DIR": "unused"}))
     changing = 0
     for method, path, handler in http_routes(app):
-        if path in OPEN_PATHS or is_docs(path) or handler.media_type == "text/event-stream":
+        if path in OPEN_PATHS | CONSOLE_OPEN_PATHS or is_docs(path) or handler.media_type == "text/event-stream":
             continue  # a stream the viewer may read never ends: tests/test_stream_replay.py reads it
         # Use a real project where there is one, so that "not found" cannot hide a missing check.
         url = concrete(path.replace("{project_id:uuid}", project["id"]))

@@ -8,6 +8,7 @@ from app.agents.controllers import AgentController
 from app.artifacts.controllers import ArtifactController, ProjectArtifactController
 from app.bmad.controllers import BmadController
 from app.chat.controllers import ChatController
+from app.console.controllers import console_router
 from app.documents.controllers import DocumentController
 from app.events.controllers import EventController, global_stream, project_stream
 from app.health.controllers import HealthController
@@ -35,4 +36,5 @@ route_handlers: list[ControllerRouterHandler] = [
     EventController,
     ChatController,
     global_stream,
+    console_router,
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import msgspec
@@ -78,13 +79,29 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# The web console keeps the token in this HTTP-only cookie (app/console). A cookie is sent by the
+# browser on its own, so it counts only for what a cross-site page cannot make the browser do: a
+# safe method, a request carrying CONSOLE_HEADER (a custom header needs a CORS preflight, which
+# this server never grants for it), or a WebSocket opened from this server's own origin.
+CONSOLE_COOKIE = "botarmy_token"
+CONSOLE_HEADER = "x-botarmy-console"
+
+
 def token_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    if connection.scope["type"] == ScopeType.WEBSOCKET:
-        return connection.query_params.get("token") or None
-    return None
+    is_socket = connection.scope["type"] == ScopeType.WEBSOCKET
+    if is_socket and (query_token := connection.query_params.get("token")):
+        return str(query_token)
+    cookie = connection.cookies.get(CONSOLE_COOKIE)
+    if not cookie:
+        return None
+    if is_socket:
+        origin = connection.headers.get("origin")
+        return cookie if origin is None or urlsplit(origin).netloc == connection.headers.get("host") else None
+    safe = connection.scope.get("method") in ("GET", "HEAD", "OPTIONS")
+    return cookie if safe or CONSOLE_HEADER in connection.headers else None
 
 
 def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages at `/` for the product owner (see README, "Web console")."""
