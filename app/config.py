@@ -83,6 +83,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     keep_alive_seconds: Annotated[int, Meta(ge=1, le=3600)] = 5
     header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    # Open WebSocket streams per token, and in all, per api process: more are closed at once (4429
+    # for a token at its cap, 1013 for a process at its cap), with the reason.
+    ws_max_connections_per_token: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
+    ws_max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
     # Events a stream client may be behind before it is told to reconnect with `after`.
     stream_max_backlog: Annotated[int, Meta(ge=10, le=1_000_000)] = 1000
     # A stream idle this long gets a heartbeat (which also finds dead connections).
@@ -262,6 +266,8 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "keep_alive_seconds": "BOTARMY_KEEP_ALIVE_SECONDS",
         "header_timeout_seconds": "BOTARMY_HEADER_TIMEOUT_SECONDS",
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
+        "ws_max_connections_per_token": "BOTARMY_WS_MAX_CONNECTIONS_PER_TOKEN",
+        "ws_max_connections": "BOTARMY_WS_MAX_CONNECTIONS",
         "stream_max_backlog": "BOTARMY_STREAM_MAX_BACKLOG",
         "stream_heartbeat_seconds": "BOTARMY_STREAM_HEARTBEAT_SECONDS",
         "gc_young_threshold": "BOTARMY_GC_YOUNG_THRESHOLD",

@@ -35,14 +35,16 @@ from app.core.routes import route_handlers
 from app.core.security import provide_principal, role_guard
 from app.db.engine import build_db_config, upgrade_database_async
 from app.events.hub import SERVER_SEND_KEY, LiveHub
+from app.events.limits import StreamLimits
 from app.events.services import payload_checks
 from app.health.services import HealthService
 from app.metrics.controllers import start_metrics_server
 from app.metrics.instruments import HTTP_METRICS, SharedCounters, websocket_connection
 from app.metrics.services import Scraper
 from app.tasks.sweeper import run_sweeper
-from app.tokens.auth import TokenAuthenticationMiddleware
+from app.tokens.auth import CLOSE_UNAUTHORIZED, TokenAuthenticationMiddleware
 from app.tokens.bootstrap import show_admin_token
+from app.tokens.revoked import REVOKED_REASON, TOKEN_REVOKED, RevokedTokens
 from app.tokens.services import TokenService
 from app.worker.broker import build_broker
 from app.worker.runtime import Runtime
@@ -123,6 +125,11 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     health = HealthService(db_config.get_engine(), redis)
     request_counter = build_request_counter(settings.redis, redis)
     live_hub = LiveHub(channels, runtime.session)
+    # A revoked token's open streams are ended on every api process, each by its own hub.
+    revoked_tokens = RevokedTokens()
+    live_hub.watch(TOKEN_REVOKED, revoked_tokens.observe)
+    revoked_tokens.on_revoked(lambda token_id: live_hub.end_feeds_of(token_id, CLOSE_UNAUTHORIZED, REVOKED_REASON))
+    stream_limits = StreamLimits(settings.server.ws_max_connections_per_token, settings.server.ws_max_connections)
 
     @contextlib.asynccontextmanager
     async def runtime_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -176,6 +183,8 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         "health": health,
         "settings": settings,
         "live_hub": live_hub,  # the streams' one subscription, in id order
+        "revoked_tokens": revoked_tokens,
+        "stream_limits": stream_limits,
         "metrics": scraper,
     }
     origins = settings.server.cors_origin_list

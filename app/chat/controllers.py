@@ -18,6 +18,8 @@ from app.core.security import Principal, Role, needs
 from app.events.models import Event
 from app.projects.services import visible_project
 from app.tasks.jobs import commit_and_dispatch
+from app.tokens.revoked import TokenRevokedError
+from app.tokens.services import TokenService
 from app.worker.runtime import Runtime
 
 
@@ -61,9 +63,16 @@ def to_message(event: Event) -> ChatMessage:
     )
 
 
-async def post_message(runtime: Runtime, principal: Principal, project_id: UUID, text: str) -> MessageAccepted:
-    """Store the message and its answering task, commit, then queue the task (HTTP and WebSocket)."""
+async def post_message(
+    runtime: Runtime, principal: Principal, project_id: UUID, text: str, *, check_token: bool = False
+) -> MessageAccepted:
+    """Store the message and its answering task, commit, then queue the task (HTTP and WebSocket).
+
+    `check_token`: check in the same transaction that the token is still valid (a WebSocket's
+    message: the token was checked when the socket opened); TokenRevokedError if not."""
     async with runtime.session() as session:
+        if check_token and not await TokenService(session=session).is_active(principal.token_id):
+            raise TokenRevokedError
         message, task = await ChatService(session, runtime.settings).post(project_id, text, actor=principal.name)
         accepted = MessageAccepted(message_id=message.id, task_id=task.id)
         await commit_and_dispatch(runtime, session, [task.id])

@@ -17,7 +17,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.di import NamedDependency
-from litestar.exceptions import WebSocketDisconnect
+from litestar.exceptions import TooManyRequestsException, WebSocketDisconnect
 from litestar.params import FromPath, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.types import Send
@@ -27,23 +27,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.chat.controllers import post_message
 from app.config import Settings
 from app.core.exceptions import AppError, InvalidInputError, NotFoundError
+from app.core.ratelimit import RateLimiter, rate_limiter_of
 from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, Page, check_iso_datetimes, event_cursor
 from app.core.security import Principal, Role, needs
 from app.events.eager import start_now
 from app.events.hub import SERVER_SEND_KEY
+from app.events.limits import StreamRefusedError
 from app.events.models import Event
 from app.events.schemas import AuditEvent
 from app.events.streams import MAX_LAST, Feed, FeedItem, FeedOverflowError, Filters, Heartbeat, parse_list
 from app.projects.models import Project
 from app.projects.services import visible_project
 from app.tasks.models import AgentTask, AgentType
+from app.tokens.auth import CLOSE_TOO_MANY, CLOSE_UNAUTHORIZED
+from app.tokens.revoked import REVOKED_REASON, RevokedTokens, TokenRevokedError
+from app.tokens.services import TokenService
 from app.worker.runtime import Runtime
 
 # Close codes in the private range (4000-4999), mirroring the HTTP status they stand for.
-CLOSE_GOING_AWAY = 1001  # the server shuts down: reconnect (to another instance) with ?after=<last id>
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4429  # fell too far behind: reconnect with the ?after=<id> its reason gives
+# Also 4401 (app.tokens.auth): the token is unknown, or was revoked while the stream was open; 4429
+# too for too many messages or streams of one token, 1013 for a process at its streams' cap.
 CLOSE_TIMEOUT_SECONDS = 5.0
 _NAME = re.compile(r"^[a-z_]{1,64}$")
 
@@ -70,7 +76,7 @@ class StreamRequest:
         self.filters = Filters(event_types=event_types, agent_types=agent_types)
 
 
-def _feed(runtime: Runtime, scope: list[UUID] | None, filters: Filters) -> Feed:
+def _feed(runtime: Runtime, scope: list[UUID] | None, filters: Filters, principal: Principal) -> Feed:
     settings: Settings = runtime.settings
     return Feed(
         runtime.session,
@@ -78,6 +84,7 @@ def _feed(runtime: Runtime, scope: list[UUID] | None, filters: Filters) -> Feed:
         filters,
         max_backlog=settings.server.stream_max_backlog,
         heartbeat_seconds=settings.server.stream_heartbeat_seconds,
+        owner=principal.token_id,
     )
 
 
@@ -94,27 +101,64 @@ async def _visible_project(runtime: Runtime, principal: Principal, project_id: U
         return principal.can_see(project_id) and await session.get(Project, project_id) is not None
 
 
-async def _stream(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None) -> None:
+async def _still_valid(runtime: Runtime, revoked: RevokedTokens, principal: Principal) -> bool:
+    """Whether the stream's token is still valid, checked once its feed is attached to the hub.
+
+    A revocation committed between the handshake's check and the attach came before the hub's
+    position, so the hub never hands it on: the table says. Any later one reaches the feed.
+    """
+    if principal.token_id in revoked:
+        return False
+    async with runtime.session() as session:
+        return await TokenService(session=session).is_active(principal.token_id)
+
+
+async def _stream(
+    socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None, project_id: UUID | None = None
+) -> None:
+    """The stream of `scope` (None: every event); `project_id`: a project's own stream (chat allowed)."""
+    try:
+        with socket.app.state.stream_limits.hold(socket.user.token_id):
+            await _open_stream(socket, scope, project_id)
+    except StreamRefusedError as exc:
+        await socket.accept()
+        await socket.close(code=exc.code, reason=exc.reason)
+
+
+async def _open_stream(
+    socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None, project_id: UUID | None
+) -> None:
     runtime: Runtime = socket.app.state.runtime
+    revoked: RevokedTokens = socket.app.state.revoked_tokens
+    if project_id is not None and not await _visible_project(runtime, socket.user, project_id):
+        # Accept first so that the client receives the close code and reason, not a bare 403.
+        await socket.accept()
+        await socket.close(code=CLOSE_NOT_FOUND, reason=f"project {project_id} does not exist")
+        return
     try:
         stream = StreamRequest(dict(socket.query_params))
     except ValueError as exc:
         await socket.accept()
         await socket.close(code=CLOSE_BAD_REQUEST, reason=str(exc)[:120])
         return
-    feed = _feed(runtime, scope, stream.filters)
+    feed = _feed(runtime, scope, stream.filters, socket.user)
     # Attached to the hub before accepting: once the client's handshake completes, no event can slip by.
     after = await _start(feed, stream)
     # Live events are written by the hub's pass over the feeds (`Feed.open`), straight to the server's
     # send: Litestar's wrappers of it do nothing for a data frame (`app.main.BotArmy`).
     server_send = cast("Send | None", socket.scope.get(SERVER_SEND_KEY)) or socket.send
     async with feed.open(socket.app.state.live_hub, after, send=server_send) as items:
+        if not await _still_valid(runtime, revoked, socket.user):
+            await socket.accept()
+            await socket.close(code=CLOSE_UNAUTHORIZED, reason=REVOKED_REASON)
+            return
         await socket.accept()
-        # On shutdown the hub calls this for every stream at once, before the server closes the
-        # connections: the close frame (1001, going away) is written in that same pass.
-        feed.sink.on_going_away = lambda: _going_away(socket)
-        if feed.sink.gone:  # the shutdown began while this stream attached
-            _going_away(socket)
+        # The hub calls this for every stream at once on shutdown (1001, going away), before the
+        # server closes the connections, and for a token's streams when it is revoked (4401): the
+        # close frame is written in that same pass.
+        feed.sink.on_end = lambda: _close_now(socket, feed.sink.end_code, feed.sink.end_reason)
+        if feed.sink.gone:  # the shutdown or a revocation came while this stream attached
+            _close_now(socket, feed.sink.end_code, feed.sink.end_reason)
             return
 
         async def send_all() -> None:
@@ -126,7 +170,7 @@ async def _stream(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | No
                     feed.wrote(item)
 
         sender = asyncio.create_task(send_all())
-        receiver = asyncio.create_task(_incoming(socket, scope))
+        receiver = asyncio.create_task(_incoming(socket, project_id))
         # A client too far behind is cut off at once, even while a send to it waits for its socket to drain.
         cut_off = asyncio.create_task(feed.sink.cut_off.wait())
         done, _ = await asyncio.wait({sender, receiver, cut_off}, return_when=asyncio.FIRST_COMPLETED)
@@ -144,12 +188,12 @@ async def _stream(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | No
                     await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
 
 
-def _going_away(socket: WebSocket[Principal, Any, Any]) -> None:
-    """Close with 1001 now, on the caller's stack (a send waits only for a backed-up client)."""
+def _close_now(socket: WebSocket[Principal, Any, Any], code: int, reason: str) -> None:
+    """Close with `code` now, on the caller's stack (a send waits only for a backed-up client)."""
     if socket.connection_state == "disconnect":
         return
     with contextlib.suppress(Exception):
-        pending = start_now(socket.close(code=CLOSE_GOING_AWAY, reason="server shutting down; reconnect with after"))
+        pending = start_now(socket.close(code=code, reason=reason))
         if pending is not None:
             pending.add_done_callback(_ignore_outcome)
 
@@ -159,20 +203,38 @@ def _ignore_outcome(task: asyncio.Future[None]) -> None:
         task.exception()  # a client gone meanwhile: nothing to report
 
 
-async def _incoming(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None) -> None:
+async def _incoming(socket: WebSocket[Principal, Any, Any], project_id: UUID | None) -> None:
     """Chat over the socket: `{"type": "message", "message": "..."}` on a project's stream (product
-    owner role), acknowledged with `message_accepted` or refused with `error`. Returns on disconnect."""
+    owner role), acknowledged with `message_accepted` or refused with `error`. Returns on disconnect.
+
+    Every frame counts against the token's request budget (`app.core.ratelimit`): past it, the socket
+    is closed with 4429. A frame is acted on only while the token is valid: a revoked one closes the
+    socket with 4401 (the process's set of revoked tokens, then the table in the message's transaction).
+    """
     runtime: Runtime = socket.app.state.runtime
+    revoked: RevokedTokens = socket.app.state.revoked_tokens
+    limiter = rate_limiter_of(socket.scope)
+    principal = socket.user
     with contextlib.suppress(WebSocketDisconnect):
         while True:
             raw = await socket.receive_data(mode="text")
             try:
+                if limiter is not None:
+                    await limiter.count(socket.scope, principal.token_id)
+                if principal.token_id in revoked:
+                    raise TokenRevokedError
                 incoming = _decoder.decode(raw)
-                if scope is None or len(scope) != 1:
+                if project_id is None:
                     raise InvalidInputError("messages are sent on a project's stream, /ws/projects/{id}")
-                if not socket.user.has_role(Role.PRODUCT_OWNER):
+                if not principal.has_role(Role.PRODUCT_OWNER):
                     raise InvalidInputError("sending messages needs the product_owner role")
-                accepted = await post_message(runtime, socket.user, scope[0], incoming.message)
+                accepted = await post_message(runtime, principal, project_id, incoming.message, check_token=True)
+            except TooManyRequestsException:
+                await socket.close(code=CLOSE_TOO_MANY, reason=_too_many(limiter))
+                return
+            except TokenRevokedError:
+                await socket.close(code=CLOSE_UNAUTHORIZED, reason=REVOKED_REASON)
+                return
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 await socket.send_json({"event_type": "error", "detail": f"not a message: {exc}"})
             except AppError as exc:
@@ -187,6 +249,11 @@ async def _incoming(socket: WebSocket[Principal, Any, Any], scope: list[UUID] | 
                 )
 
 
+def _too_many(limiter: RateLimiter | None) -> str:
+    limit = limiter.limit if limiter is not None else 0
+    return f"too many requests: this token may send {limit} requests and messages a minute"
+
+
 class SocketMessage(msgspec.Struct, forbid_unknown_fields=True):
     type: Literal["message"]
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
@@ -197,12 +264,7 @@ _decoder = msgspec.json.Decoder(SocketMessage)
 
 @websocket("/ws/projects/{project_id:uuid}", name="project_stream", opt=needs(Role.VIEWER))
 async def project_stream(socket: WebSocket[Principal, Any, Any], project_id: FromPath[UUID]) -> None:
-    if not await _visible_project(socket.app.state.runtime, socket.user, project_id):
-        # Accept first so that the client receives the close code and reason, not a bare 403.
-        await socket.accept()
-        await socket.close(code=CLOSE_NOT_FOUND, reason=f"project {project_id} does not exist")
-        return
-    await _stream(socket, [project_id])
+    await _stream(socket, [project_id], project_id)
 
 
 @websocket("/ws", name="global_stream", opt=needs(Role.VIEWER))
@@ -210,6 +272,12 @@ async def global_stream(socket: WebSocket[Principal, Any, Any]) -> None:
     """Every event; for a token limited to some projects, every event of those projects."""
     scope = socket.user.project_ids
     await _stream(socket, None if scope is None else sorted(scope))
+
+
+def _revoked_message() -> ServerSentEventMessage:
+    return ServerSentEventMessage(
+        event="error", data=msgspec.json.encode({"detail": REVOKED_REASON, "code": CLOSE_UNAUTHORIZED}).decode()
+    )
 
 
 class EventController(Controller):
@@ -235,12 +303,16 @@ class EventController(Controller):
             stream = StreamRequest(dict(request.query_params), request.headers.get("last-event-id"))
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
-        feed = _feed(runtime, [project_id], stream.filters)
+        feed = _feed(runtime, [project_id], stream.filters, principal)
         start = await _start(feed, stream)
+        revoked: RevokedTokens = request.app.state.revoked_tokens
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             try:
                 async with feed.open(request.app.state.live_hub, start) as items:
+                    if not await _still_valid(runtime, revoked, principal):
+                        yield _revoked_message()
+                        return
                     async for item in items:
                         if isinstance(item, FeedItem):
                             yield ServerSentEventMessage(
@@ -251,6 +323,8 @@ class EventController(Controller):
                             feed.wrote(item)
                         else:
                             yield ServerSentEventMessage(comment="keep-alive")
+                    if feed.sink.end_code == CLOSE_UNAUTHORIZED:
+                        yield _revoked_message()  # then the stream ends; a reconnection gets 401
             except FeedOverflowError:
                 yield ServerSentEventMessage(
                     event="error", data=f'{{"detail": "too far behind; reconnect from id {feed.resume_point()}"}}'

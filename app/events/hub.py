@@ -47,6 +47,8 @@ SERVER_SEND_KEY = "botarmy.server_send"
 GAP_SECONDS = 0.25  # how long an event ahead of a missing one waits for it before the table is read
 CHECK_SECONDS = 1.0  # idle this long: read the table after the position (a publish lost at the end)
 TABLE_BATCH = 500
+CLOSE_GOING_AWAY = 1001  # the server shuts down: reconnect (to another instance) with ?after=<last id>
+GOING_AWAY_REASON = "server shutting down; reconnect with after"
 
 Sessions = Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]]
 
@@ -106,24 +108,31 @@ class Sink:
         "accepts",
         "cut_off",
         "direct",
+        "end_code",
+        "end_reason",
         "events",
         "gone",
         "max_backlog",
-        "on_going_away",
+        "on_end",
         "overflowed",
+        "owner",
         "woken",
     )
 
-    def __init__(self, accepts: Callable[[LiveEvent], bool], max_backlog: int) -> None:
-        """`accepts(event)` chooses the events this feed wants (its filters)."""
+    def __init__(self, accepts: Callable[[LiveEvent], bool], max_backlog: int, owner: UUID | None = None) -> None:
+        """`accepts(event)` chooses the events this feed wants (its filters); `owner`: the id of the
+        token the feed's client presented (its feeds are ended when that token is revoked)."""
         self.accepts = accepts
         self.max_backlog = max_backlog
+        self.owner = owner
         # Set on overflow: the transport may be stuck sending to this client and must not wait for the feed.
         self.cut_off = asyncio.Event()
         self.events: collections.deque[LiveEvent] = collections.deque()
         self.overflowed = False
-        self.gone = False  # the process is shutting down: the feed ends
-        self.on_going_away: Callable[[], None] | None = None  # the transport's goodbye (WebSocket: close 1001)
+        self.gone = False  # ended (`end`): the process shuts down, or the client's token was revoked
+        self.end_code = 0  # why, as a WebSocket close code (1001 going away, 4401 revoked) and its reason
+        self.end_reason = ""
+        self.on_end: Callable[[], None] | None = None  # the transport's goodbye (WebSocket: a close frame)
         self.woken = False  # set by `wake`: the feed has something else to do (a timer fired)
         # Takes an event instead of the buffer, while the buffer is empty; it must not raise.
         self.direct: Callable[[LiveEvent], None] | None = None
@@ -145,13 +154,18 @@ class Sink:
 
     def go_away(self) -> None:
         """The process is shutting down: nothing more is offered, and the feed ends."""
+        self.end(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+
+    def end(self, code: int, reason: str) -> None:
+        """Nothing more is offered, the transport says goodbye (`on_end`) now, and the feed ends."""
         if self.gone:
             return
         self.gone = True
+        self.end_code, self.end_reason = code, reason
         self.direct = None
         self.events.clear()
-        if self.on_going_away is not None:
-            self.on_going_away()
+        if self.on_end is not None:
+            self.on_end()
         self.wake()
 
     def wake(self) -> None:
@@ -193,6 +207,9 @@ class LiveHub:
         self.read_from_table = 0  # events the hub had to read from the table (their publish came late or never)
         self._everything: set[Sink] = set()
         self._by_project: dict[str, set[Sink]] = {}
+        self._by_owner: dict[UUID, set[Sink]] = {}  # the feeds of each token (see `end_feeds_of`)
+        # Called with every event of its type, before the feeds get it (`watch`).
+        self._watchers: dict[str, Callable[[LiveEvent], None]] = {}
         self._ahead: dict[int, LiveEvent] = {}  # arrived before an event with a smaller id
         self._gap_timer: asyncio.TimerHandle | None = None
         self._reading_table: asyncio.Task[None] | None = None
@@ -236,6 +253,18 @@ class LiveHub:
                 await self.channels.unsubscribe(self._subscriber, [GLOBAL_CHANNEL])
             self._subscriber = None
 
+    def watch(self, event_type: str, watcher: Callable[[LiveEvent], None]) -> None:
+        """Call `watcher` (it must not raise) with each event of `event_type` this process hears of, in
+        id order, before any feed gets it: also while no feed is attached, once the hub has started."""
+        self._watchers[event_type] = watcher
+
+    def end_feeds_of(self, owner: UUID, code: int, reason: str) -> int:
+        """End every feed of the token `owner` now (its transport closes with `code` and `reason`)."""
+        sinks = tuple(self._by_owner.get(owner, ()))
+        for sink in sinks:
+            sink.end(code, reason)
+        return len(sinks)
+
     def going_away(self) -> None:
         """The process is shutting down: every feed says goodbye to its client now (WebSocket: 1001)."""
         self._going_away = True
@@ -253,11 +282,17 @@ class LiveHub:
         else:
             for key in keys:
                 self._by_project.setdefault(key, set()).add(sink)
+        if sink.owner is not None:
+            self._by_owner.setdefault(sink.owner, set()).add(sink)
         if self._going_away:
             sink.go_away()
         try:
             yield self.position
         finally:
+            if sink.owner is not None and (owned := self._by_owner.get(sink.owner)) is not None:
+                owned.discard(sink)
+                if not owned:
+                    del self._by_owner[sink.owner]
             if keys is None:
                 self._everything.discard(sink)
             else:
@@ -287,6 +322,8 @@ class LiveHub:
             return  # already handed on (read from the table meanwhile), or older than the feeds
         if not self._everything and not self._by_project:
             # No feed: nothing to order. Every event up to a visible id is visible, so this is a position.
+            if self._watchers and (watcher := self._watchers.get(event.event_type)) is not None:
+                watcher(event)
             self.position = event.id
             self._ahead = {i: e for i, e in self._ahead.items() if i > event.id}
             return
@@ -310,6 +347,8 @@ class LiveHub:
             self._gap_timer = None
 
     def _hand_on(self, event: LiveEvent) -> None:
+        if self._watchers and (watcher := self._watchers.get(event.event_type)) is not None:
+            watcher(event)
         if self._everything:
             for sink in tuple(self._everything):
                 sink.offer(event)

@@ -88,9 +88,10 @@ class Feed:
         *,
         max_backlog: int,
         heartbeat_seconds: float,
+        owner: UUID | None = None,
     ) -> None:
         """`sessions` opens a database session; `scope`: the projects whose events the feed carries
-        (None: every event)."""
+        (None: every event); `owner`: the client's token id (the feed ends when it is revoked)."""
         self.sessions = sessions
         self.scope = list(scope) if scope is not None else None
         self.filters = filters
@@ -100,7 +101,7 @@ class Feed:
         # hub's position for a live-only feed): every event of the feed up to either was written.
         self.written_id: int | None = None
         self.began_after = 0
-        self.sink = Sink(filters.accepts_live, max_backlog)
+        self.sink = Sink(filters.accepts_live, max_backlog, owner)
         # Ids up to this are not sent again: they were replayed, or the client had them (`after`).
         self._floor = 0
         self._active_at = 0.0  # the loop's clock when the client was last sent something

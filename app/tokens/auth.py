@@ -48,7 +48,7 @@ class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
             if secret is None:
                 raise NotAuthorizedException(MISSING_TOKEN, headers={"WWW-Authenticate": "Bearer"})
             raise NotAuthorizedException(BAD_TOKEN, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if limiter is not None and connection.scope["type"] == ScopeType.HTTP:
+        if limiter is not None:  # a WebSocket's handshake counts too, and then each of its messages
             await limiter.count(connection.scope, principal.token_id)
         return AuthenticationResult(user=principal, auth=None)
 

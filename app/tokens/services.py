@@ -104,6 +104,11 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
             await session.commit()
         return to_principal(row)
 
+    async def is_active(self, token_id: UUID) -> bool:
+        """Whether the token exists and is not revoked: a stream's check after it began (one row by id)."""
+        revoked = await self.repository.session.scalar(select(ApiToken.revoked).where(ApiToken.id == token_id))
+        return revoked is False
+
     async def bootstrap_admin(self) -> str | None:
         """On a database without any token, make the first admin token and return its secret."""
         if await self.repository.session.scalar(select(func.count()).select_from(ApiToken)):
