@@ -54,7 +54,13 @@ FAST_ENV = {
 }
 # The per-token rate limit (default 1200/min) would cap the load phase at 20 requests/s: raised
 # out of the way. The rate-limit middleware still runs on every request (with Redis in services mode).
-BENCH_ENV = {**FAST_ENV, "BOTARMY_RATE_LIMIT_PER_MINUTE": "1000000"}
+BENCH_ENV = {
+    **FAST_ENV,
+    "BOTARMY_RATE_LIMIT_PER_MINUTE": "1000000",
+    # ws_bench opens thousands of sockets with one token.
+    "BOTARMY_WS_MAX_CONNECTIONS_PER_TOKEN": "1000000",
+    "BOTARMY_WS_MAX_CONNECTIONS": "1000000",
+}
 
 SERVER_START_SECONDS = 60.0
 TASKS_DONE_SECONDS = 120.0
