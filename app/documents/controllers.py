@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -21,14 +21,11 @@ from app.config import ServerSettings
 from app.core.openapi import DOWNLOAD_KEY
 from app.core.schema import Struct
 from app.core.security import Principal, Role, needs
-from app.documents.render import markdown_to_html
 from app.documents.services import (
     Document,
     DocumentService,
     ExportLimits,
-    check_export,
-    export_members,
-    export_zip,
+    build_export,
 )
 from app.projects.services import ProjectService
 
@@ -99,38 +96,24 @@ class DocumentController(Controller):
         generated files. Larger than `BOTARMY_EXPORT_MAX_BYTES` / `_FILES`: 413 naming the limit."""
         principal.ensure_can_see(project_id)
         project = await projects_service.get_project(project_id)
-        documents, combined = await documents_service.assemble(project)
+        rows = await documents_service.rows(project_id)
         server: ServerSettings = request.app.state.settings.server
         limits = ExportLimits(max_bytes=server.export_max_bytes, max_files=server.export_max_files)
+        build = functools.partial(build_export, rows, project.name, project.description, format.value, limits)
         name = _file_name(project.name)
-        build: Callable[[], bytes]
-        if format == ExportFormat.ZIP:
-            members = export_members(await documents_service.source_files(project_id))
-            texts = [*members.values(), *(document.markdown for document in [*documents, combined])]
-            # Each document goes in twice (Markdown and HTML), with a README.
-            check_export(limits, texts, len(members) + 2 * (len(documents) + 1) + 1)
-            build = functools.partial(export_zip, documents, combined, members, project.name)
-            media_type, file_name = "application/zip", f"{name}.zip"
-        elif format == ExportFormat.HTML:
-            check_export(limits, [combined.markdown], 1)
-            build = functools.partial(_html, combined.markdown, combined.title)
-            media_type, file_name = "text/html", f"{name}.html"
-        else:
-            check_export(limits, [combined.markdown], 1)
-            build = combined.markdown.encode
-            media_type, file_name = "text/markdown", f"{name}.md"
-        # Rendering and compressing are CPU work: in worker threads, a few at a time, never on the
-        # event loop, so that an export never stalls the requests of others.
+        media_type, file_name = {
+            ExportFormat.ZIP: ("application/zip", f"{name}.zip"),
+            ExportFormat.HTML: ("text/html", f"{name}.html"),
+            ExportFormat.MD: ("text/markdown", f"{name}.md"),
+        }[format]
+        # Decoding the artifacts' JSON, rendering and compressing are CPU work: in worker threads, a
+        # few at a time, never on the event loop, so that an export never stalls the requests of others.
         data = await anyio.to_thread.run_sync(build, limiter=_export_limiter(request.app.state, server))
         return Stream(
             _chunks(data),
             media_type=media_type,
             headers={"Content-Disposition": f'attachment; filename="{file_name}"', "Content-Length": str(len(data))},
         )
-
-
-def _html(markdown: str, title: str) -> bytes:
-    return markdown_to_html(markdown, title).encode()
 
 
 def _export_limiter(state: State, server: ServerSettings) -> anyio.CapacityLimiter:

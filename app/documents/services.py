@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact, ArtifactType, Granularity
@@ -163,9 +163,9 @@ def _narrative(story: dict[str, Any]) -> str:
     return f"As {parts[0]}, I want {parts[1]}, so that {parts[2][:1].lower()}{parts[2][1:]}."
 
 
-def _stories(epics: list[Artifact], stories: list[Artifact]) -> dict[str, Any]:
+def _stories(epics: list[StoredArtifact], stories: list[StoredArtifact]) -> dict[str, Any]:
     """Each epic of the newest sharding with the stories written for it."""
-    by_epic: dict[UUID | None, list[Artifact]] = {}
+    by_epic: dict[UUID | None, list[StoredArtifact]] = {}
     for story in stories:
         by_epic.setdefault(story.parent_id, []).append(story)
     return {
@@ -202,28 +202,50 @@ def stage_template(file_name: str) -> Template:
     return load_template(TEMPLATES_DIR / file_name)
 
 
-class DocumentService:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class StoredArtifact(msgspec.Struct, kw_only=True):
+    """A live document-level artifact as an export reads it: decoded off the event loop."""
 
-    async def _latest(self, project_id: UUID) -> dict[ArtifactType, Artifact]:
-        """The newest live document of each type (a later one supersedes an earlier one)."""
-        statement = (
-            select(Artifact)
-            .where(
-                Artifact.project_id == project_id,
-                Artifact.deleted_at.is_(None),
-                Artifact.granularity == Granularity.DOCUMENT.value,
-            )
-            .order_by(Artifact.id)
+    id: UUID
+    artifact_type: str
+    task_id: UUID | None
+    parent_id: UUID | None
+    title: str
+    content: Any
+
+
+# (id, artifact_type, task_id, parent_id, title, content as JSON text): a row as the database gives it.
+ArtifactRow = tuple[UUID, str, UUID | None, UUID | None, str, str]
+
+
+class ProjectArtifacts:
+    """A project's live documents, oldest first, and what is built from them: pure work, no I/O, so
+    that an export does all of it (decoding the JSON included) in a worker thread."""
+
+    def __init__(self, artifacts: list[StoredArtifact]) -> None:
+        self.artifacts = artifacts
+
+    @classmethod
+    def decode(cls, rows: list[ArtifactRow]) -> ProjectArtifacts:
+        return cls(
+            [
+                StoredArtifact(
+                    id=row[0],
+                    artifact_type=row[1],
+                    task_id=row[2],
+                    parent_id=row[3],
+                    title=row[4],
+                    content=msgspec.json.decode(row[5]),
+                )
+                for row in rows
+            ]
         )
-        latest: dict[ArtifactType, Artifact] = {}
-        for artifact in await self.session.scalars(statement):
-            latest[ArtifactType(artifact.artifact_type)] = artifact
-        return latest
 
-    async def assemble(self, project: Project) -> tuple[list[Document], Document]:
-        latest = await self._latest(project.id)
+    def latest(self) -> dict[ArtifactType, StoredArtifact]:
+        """The newest live document of each type (a later one supersedes an earlier one)."""
+        return {ArtifactType(artifact.artifact_type): artifact for artifact in self.artifacts}
+
+    def assemble(self, project_name: str, project_description: str) -> tuple[list[Document], Document]:
+        latest = self.latest()
         documents: list[Document] = []
         for stage in STAGES:
             present = {kind: latest[kind] for kind in stage.artifact_types if kind in latest}
@@ -237,35 +259,26 @@ class DocumentService:
                     title=template.name,
                     filename=template.output_filename or f"docs/{stage.name}.md",
                     artifact_ids=[artifact.id for artifact in present.values()],
-                    markdown=render_markdown(template, {"project_name": project.name, "sections": section_values}),
+                    markdown=render_markdown(template, {"project_name": project_name, "sections": section_values}),
                 )
             )
-        stories = await self._stories(project)
+        stories = self._stories(project_name)
         if stories is not None:
             documents.append(stories)
         combined = Document(
             stage="combined",
-            title=f"{project.name}: all documents",
+            title=f"{project_name}: all documents",
             filename="docs/all-documents.md",
             artifact_ids=[artifact_id for document in documents for artifact_id in document.artifact_ids],
-            markdown=f"# {project.name}\n\n{project.description}\n\n"
+            markdown=f"# {project_name}\n\n{project_description}\n\n"
             + "\n\n".join(_demote(document.markdown) for document in documents),
         )
         return documents, combined
 
-    async def _stories(self, project: Project) -> Document | None:
+    def _stories(self, project_name: str) -> Document | None:
         """The epics of the newest sharding (one task's) and the live stories under them."""
-        statement = (
-            select(Artifact)
-            .where(
-                Artifact.project_id == project.id,
-                Artifact.deleted_at.is_(None),
-                Artifact.granularity == Granularity.DOCUMENT.value,
-                Artifact.artifact_type.in_([ArtifactType.EPIC.value, ArtifactType.STORY.value]),
-            )
-            .order_by(Artifact.id)
-        )
-        rows = list(await self.session.scalars(statement))
+        kinds = (ArtifactType.EPIC.value, ArtifactType.STORY.value)
+        rows = [artifact for artifact in self.artifacts if artifact.artifact_type in kinds]
         epics = [row for row in rows if row.artifact_type == ArtifactType.EPIC.value]
         if not epics:
             return None
@@ -278,33 +291,60 @@ class DocumentService:
             title=template.name,
             filename=template.output_filename or "docs/stories.md",
             artifact_ids=[row.id for row in [*epics, *stories]],
-            markdown=render_markdown(template, {"project_name": project.name, "sections": _stories(epics, stories)}),
+            markdown=render_markdown(template, {"project_name": project_name, "sections": _stories(epics, stories)}),
         )
 
-    async def source_files(self, project_id: UUID) -> list[tuple[str, str]]:
+    def source_files(self) -> list[tuple[str, str]]:
         """(path, text) of every generated file: code, tests, container and run files."""
         # Code may come in several documents (a coder run per planned task): all of them, and where
         # two write the same path the later one wins.
-        statement = (
-            select(Artifact)
-            .where(
-                Artifact.project_id == project_id,
-                Artifact.deleted_at.is_(None),
-                Artifact.granularity == Granularity.DOCUMENT.value,
-                Artifact.artifact_type == ArtifactType.SOURCE_CODE.value,
-            )
-            .order_by(Artifact.id)
-        )
         files: dict[str, str] = {}
-        for code in await self.session.scalars(statement):
-            files |= {f["path"]: f["content"] for f in code.content.get("files", []) + code.content.get("tests", [])}
-        package = (await self._latest(project_id)).get(ArtifactType.DEPLOYMENT_PACKAGE)
+        for code in self.artifacts:
+            if code.artifact_type == ArtifactType.SOURCE_CODE.value:
+                files |= {
+                    f["path"]: f["content"] for f in code.content.get("files", []) + code.content.get("tests", [])
+                }
+        package = self.latest().get(ArtifactType.DEPLOYMENT_PACKAGE)
         if package is not None:
             files |= {
                 f["path"]: f["content"]
                 for f in package.content.get("container_files", []) + package.content.get("run_files", [])
             }
         return list(files.items())
+
+
+class DocumentService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def rows(self, project_id: UUID) -> list[ArtifactRow]:
+        """The project's live documents, oldest first, their content as JSON text: decoding a large
+        project's JSON (tens of MB) is left to the caller, in a worker thread for an export."""
+        statement = (
+            select(
+                Artifact.id,
+                Artifact.artifact_type,
+                Artifact.task_id,
+                Artifact.parent_id,
+                Artifact.title,
+                cast(Artifact.content, Text),
+            )
+            .where(
+                Artifact.project_id == project_id,
+                Artifact.deleted_at.is_(None),
+                Artifact.granularity == Granularity.DOCUMENT.value,
+            )
+            .order_by(Artifact.id)
+        )
+        return [_row(row) for row in (await self.session.execute(statement)).all()]
+
+    async def assemble(self, project: Project) -> tuple[list[Document], Document]:
+        artifacts = ProjectArtifacts.decode(await self.rows(project.id))
+        return artifacts.assemble(project.name, project.description)
+
+
+def _row(row: Any) -> ArtifactRow:
+    return (row[0], row[1], row[2], row[3], row[4], row[5])
 
 
 def _demote(markdown: str) -> str:
@@ -371,3 +411,22 @@ def export_zip(documents: list[Document], combined: Document, members: dict[str,
             archive.writestr(member, text)
         archive.writestr("README.md", f"# {title}\n\nDocuments in `docs/`, generated files in `src/`.\n")
     return buffer.getvalue()
+
+
+def build_export(
+    rows: list[ArtifactRow], project_name: str, project_description: str, export_format: str, limits: ExportLimits
+) -> bytes:
+    """An export from the table's rows: decoding, rendering, the limits' check and the file itself.
+    CPU-bound (a large project's JSON and its zip): call it in a worker thread."""
+    artifacts = ProjectArtifacts.decode(rows)
+    documents, combined = artifacts.assemble(project_name, project_description)
+    if export_format == "zip":
+        members = export_members(artifacts.source_files())
+        texts = [*members.values(), *(document.markdown for document in [*documents, combined])]
+        # Each document goes in twice (Markdown and HTML), with a README.
+        check_export(limits, texts, len(members) + 2 * (len(documents) + 1) + 1)
+        return export_zip(documents, combined, members, project_name)
+    check_export(limits, [combined.markdown], 1)
+    if export_format == "html":
+        return markdown_to_html(combined.markdown, combined.title).encode()
+    return combined.markdown.encode()
