@@ -469,16 +469,23 @@ async def test_cors_for_a_browser_client_on_another_origin(embedded_env: dict[st
         assert "access-control-allow-origin" not in stranger.headers
 
 
-def test_first_embedded_start_prints_an_admin_token_once(tmp_path: Path) -> None:
+def test_first_embedded_start_makes_an_admin_token_once(tmp_path: Path) -> None:
+    """Its output is not a terminal (a log file): the token goes to an owner-only file, never the log."""
     env = {**FAST_ENV, "BOTARMY_DATA_DIR": str(tmp_path / "data")}
+    token_file = tmp_path / "data" / "admin-token"
     outputs: list[str] = []
     for _ in range(2):
         server = start_server(env, free_port(), tmp_path / f"api-{len(outputs)}.log")
         server.stop()
         outputs.append(server.log())
-    printed = re.findall(r"^(bat_\S+)$", outputs[0], flags=re.MULTILINE)
+        if len(outputs) == 1:
+            printed = re.findall(r"^(bat_\S+)$", token_file.read_text(), flags=re.MULTILINE)
+            assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+            token_file.unlink()
     assert len(printed) == 1
-    assert "bat_" not in outputs[1]
+    assert str(token_file) in outputs[0] or "admin-token" in outputs[0]  # where it is, in the log
+    assert "bat_" not in outputs[0] + outputs[1]
+    assert not token_file.exists()  # the second start made none
     response = httpx.Client()
     try:
         server = start_server(env, free_port(), tmp_path / "api-check.log")
