@@ -17,7 +17,7 @@ from app.cli.commands import COMMANDS
 from app.config import Settings, SettingsError, get_settings
 from app.core.exceptions import is_schema_error, is_unavailable_error
 from app.core.serving import serving_options
-from app.db.schema import check_database, explain_database_error
+from app.db.schema import check_database, database_errors_in_one_line, explain_database_error
 from app.tokens.bootstrap import TOKEN_FILE
 from app.tokens.cli import token_group
 
@@ -115,7 +115,8 @@ def _alembic(action: Callable[[Any], None]) -> None:
 
     settings = _settings()
     ensure_sqlite_directory(settings.db)
-    _database_or_exit(lambda: action(AlembicCommands(sqlalchemy_config=build_db_config(settings.db))))
+    with database_errors_in_one_line():
+        action(AlembicCommands(sqlalchemy_config=build_db_config(settings.db)))
 
 
 def _schema_or_exit(settings: Settings) -> None:
@@ -130,18 +131,6 @@ def _schema_or_exit(settings: Settings) -> None:
         click.echo(f"botarmy: {line}", err=True)
         if not is_unavailable_error(exc) or is_schema_error(exc):
             sys.exit(1)
-
-
-def _database_or_exit(work: Callable[[], object]) -> None:
-    """Run `work`; a database that cannot be used is one line and exit code 1, not a stack trace."""
-    try:
-        work()
-    except Exception as exc:
-        line = explain_database_error(exc)
-        if line is None:
-            raise
-        click.echo(f"botarmy: {line}", err=True)
-        sys.exit(1)
 
 
 @db.command()

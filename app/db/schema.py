@@ -9,7 +9,10 @@ are written to be compatible with the release before them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
+from collections.abc import Iterator
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -80,6 +83,20 @@ async def check_database(settings: DatabaseSettings) -> None:
         await require_schema(engine)
     finally:
         await engine.dispose()
+
+
+@contextlib.contextmanager
+def database_errors_in_one_line() -> Iterator[None]:
+    """For commands: a database that cannot be used is one line on stderr and exit code 1, not a
+    stack trace; any other error goes on."""
+    try:
+        yield
+    except Exception as exc:
+        line = explain_database_error(exc)
+        if line is None:
+            raise
+        sys.stderr.write(f"botarmy: {line}\n")
+        raise SystemExit(1) from None
 
 
 def explain_database_error(exc: BaseException) -> str | None:

@@ -14,7 +14,7 @@ from app.config import Settings
 from app.core.exceptions import AppError
 from app.core.security import Role
 from app.db.engine import build_db_config, upgrade_database
-from app.db.schema import explain_database_error, require_schema
+from app.db.schema import database_errors_in_one_line, require_schema
 from app.tokens.services import TokenService
 
 T = TypeVar("T")
@@ -34,15 +34,10 @@ def _run(settings: Settings, action: Callable[[TokenService], Awaitable[T]]) -> 
             await config.get_engine().dispose()
 
     try:
-        return asyncio.run(main())
+        with database_errors_in_one_line():
+            return asyncio.run(main())
     except AppError as exc:
         click.echo(f"botarmy: {exc.detail}", err=True)
-        sys.exit(1)
-    except Exception as exc:
-        line = explain_database_error(exc)
-        if line is None:
-            raise
-        click.echo(f"botarmy: {line}", err=True)
         sys.exit(1)
 
 
