@@ -14,12 +14,12 @@ import click
 import uvicorn
 
 from app.cli.commands import COMMANDS
+from app.cli.tokens import token_group
 from app.config import Settings, SettingsError, get_settings
 from app.core.exceptions import is_schema_error, is_unavailable_error
 from app.core.serving import serving_options
 from app.db.schema import check_database, database_errors_in_one_line, explain_database_error
 from app.tokens.bootstrap import TOKEN_FILE
-from app.tokens.cli import token_group
 
 __version__ = version("botarmy")
 

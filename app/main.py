@@ -22,32 +22,35 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
-from app import __version__
+from app import (
+    __version__,
+    models,  # noqa: F401 - every mapper, so that foreign keys resolve in any process
+)
+from app.api.metrics import start_metrics_server
+from app.api.routes import route_handlers
 from app.config import Settings, get_settings
-from app.console.controllers import console_templates
+from app.console.controllers import console_router, console_templates
+from app.core.broker import build_broker
 from app.core.channels import BackendPublisher, build_channels_backend
 from app.core.exceptions import exception_handlers, is_unavailable_error
 from app.core.headers import DOCS_PREFIX, add_security_headers
+from app.core.instruments import HTTP_METRICS, SharedCounters, websocket_connection
 from app.core.logging import configure_logging
 from app.core.openapi import complete_openapi
 from app.core.ratelimit import RateLimitMiddleware, build_request_counter
-from app.core.routes import route_handlers
+from app.core.runtime import Runtime
 from app.core.security import provide_principal, role_guard
 from app.db.engine import build_db_config, upgrade_database_async
 from app.events.hub import SERVER_SEND_KEY, LiveHub
 from app.events.limits import StreamLimits
 from app.events.services import payload_checks
 from app.health.services import HealthService
-from app.metrics.controllers import start_metrics_server
-from app.metrics.instruments import HTTP_METRICS, SharedCounters, websocket_connection
 from app.metrics.services import Scraper
-from app.tasks.sweeper import run_sweeper
+from app.runs.sweeper import run_sweeper
 from app.tokens.auth import CLOSE_UNAUTHORIZED, TokenAuthenticationMiddleware
 from app.tokens.bootstrap import show_admin_token
 from app.tokens.revoked import REVOKED_REASON, TOKEN_REVOKED, RevokedTokens
 from app.tokens.services import TokenService
-from app.worker.broker import build_broker
-from app.worker.runtime import Runtime
 
 logger = structlog.get_logger("app")
 
@@ -189,7 +192,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     }
     origins = settings.server.cors_origin_list
     app = BotArmy(
-        route_handlers=route_handlers,
+        route_handlers=[*route_handlers, console_router],
         plugins=[SQLAlchemyPlugin(config=db_config), channels],
         lifespan=[runtime_lifespan],
         state=State(state),

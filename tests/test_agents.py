@@ -18,9 +18,9 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 
 from app.agents.models import LlmUsage
-from app.agents.outputs import CONTENT_TYPES
 from app.agents.personas import AGENT_ARTIFACTS, BUILT_IN, PersonaFileError, load_bmad_agent, parse_bmad_agent
 from app.agents.prompts import ContextItem, build_prompt
+from app.artifacts.content import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType
 from app.config import Settings, load_settings
 from app.db.engine import build_db_config

@@ -15,15 +15,15 @@ from redis.asyncio import Redis
 from sqlalchemy import update
 
 from app.config import load_settings
+from app.core.broker import build_broker
+from app.core.instruments import SharedCounters
+from app.core.runtime import Runtime
 from app.db.engine import build_db_config
-from app.metrics.instruments import SharedCounters
 from app.projects.models import Project
+from app.runs.sweeper import sweep_once
 from app.tasks.models import AgentTask, AgentType
 from app.tasks.schemas import TaskCreate
 from app.tasks.services import TaskService
-from app.tasks.sweeper import sweep_once
-from app.worker.broker import build_broker
-from app.worker.runtime import Runtime
 from tests.conftest import free_port
 from tests.helpers import app_client, cli_token, eventually, start_server, wait_for_task
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.config import load_settings
 from app.db.compare import compare_type, include_object_for
 from app.db.engine import upgrade_database
-from app.db.models import metadata
+from app.models import metadata
 from tests.conftest import create_pg_database, drop_pg_database, require_services
 
 

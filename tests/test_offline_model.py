@@ -18,7 +18,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from app.agents.outputs import CONTENT_TYPES, AgentAnswer
+from app.agents.outputs import AgentAnswer
+from app.artifacts.content import CONTENT_TYPES
 from app.artifacts.models import ArtifactType
 from app.llm.base import ModelRequest
 from app.llm.offline import OfflineProvider

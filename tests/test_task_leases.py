@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.config import Settings
+from app.core.broker import build_broker
+from app.core.runtime import Runtime
 from app.db.engine import build_db_config, upgrade_database
 from app.events.models import Event
 from app.projects.models import Project
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import TaskCreate
 from app.tasks.services import TaskService
-from app.worker.broker import build_broker
-from app.worker.runtime import Runtime
 
 
 @pytest.fixture

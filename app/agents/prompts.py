@@ -8,8 +8,9 @@ from uuid import UUID
 
 import msgspec
 
-from app.agents.outputs import ANSWER_SCHEMA, content_schema
+from app.agents.outputs import ANSWER_SCHEMA
 from app.agents.personas import Persona
+from app.artifacts.content import content_schema
 from app.artifacts.models import ArtifactType
 from app.llm.base import ModelRequest
 from app.tasks.schemas import StepBrief

@@ -17,13 +17,11 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement, Select, Text, cast, delete, select
 from sqlalchemy.orm import aliased, defer, undefer
 
-from app.agents.outputs import CONTENT_TYPES
+from app.artifacts.content import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
 from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpdate
 from app.core.exceptions import InvalidInputError, NotFoundError
 from app.events.services import EventService
-from app.hitl.models import HitlRequest, HitlStatus
-from app.tasks.models import TERMINAL_TASK_STATUSES, AgentTask
 
 # Largest content of one artifact, encoded.
 MAX_CONTENT_BYTES = 512 * 1024
@@ -407,8 +405,9 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         )
         return artifact
 
-    async def purge(self, older_than_days: int, *, actor: str) -> tuple[int, int]:
-        """Hard-delete artifacts older than that, except those an open task or a pending request uses."""
+    async def purge(self, older_than_days: int, *, in_use: set[str], actor: str) -> tuple[int, int]:
+        """Hard-delete artifacts older than that, except those `in_use` (ids as text) and their sections.
+        `app.runs.retention` says which are in use (by an open task or a pending request)."""
         session = self.repository.session
         cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=older_than_days)
         candidates = list(
@@ -418,16 +417,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         )
         if not candidates:
             return 0, 0
-        referenced: set[str] = set()
-        open_tasks = select(AgentTask.context_ids).where(
-            AgentTask.status.not_in([s.value for s in TERMINAL_TASK_STATUSES])
-        )
-        for context_ids in await session.scalars(open_tasks):
-            referenced.update(context_ids or [])
-        pending = select(HitlRequest.artifact_ids).where(HitlRequest.status == HitlStatus.PENDING.value)
-        for artifact_ids in await session.scalars(pending):
-            referenced.update(artifact_ids or [])
-        kept = {row.id for row in candidates if str(row.id) in referenced}
+        kept = {row.id for row in candidates if str(row.id) in in_use}
         # A document in use keeps its sections too.
         doomed = [row for row in candidates if row.id not in kept and row.parent_id not in kept]
         by_project: dict[UUID, list[UUID]] = {}

@@ -28,9 +28,9 @@ from app.chat.services import DEFAULT_WORKFLOW
 from app.config import Settings
 from app.console import views
 from app.core.exceptions import AppError
+from app.core.runtime import Runtime
 from app.core.security import CONSOLE_COOKIE, CONSOLE_HEADER, PUBLIC, Principal, Role, needs
 from app.tokens.services import TokenService
-from app.worker.runtime import Runtime
 
 HERE = Path(__file__).parent
 COOKIE_DAYS = 7

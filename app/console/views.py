@@ -10,23 +10,23 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.chat import ChatMessage, to_message
+from app.api.hitl import status_filter, to_summary, to_view, visible_request
+from app.api.workflows import to_execution
 from app.artifacts.models import Artifact
 from app.artifacts.services import ArtifactService
 from app.bmad.services import bmad_core
-from app.chat.controllers import ChatMessage, to_message
 from app.chat.services import ChatService
 from app.config import Settings
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal
 from app.hitl import schemas as hitl_schemas
-from app.hitl.controllers import status_filter, to_summary, to_view, visible_request
 from app.hitl.models import HitlRequest, HitlStatus
 from app.projects.models import Project
 from app.projects.services import ProjectService
 from app.tasks.models import AgentTask
 from app.tasks.services import TaskService
 from app.workflows import schemas as workflow_schemas
-from app.workflows.controllers import to_execution
 from app.workflows.services import ExecutionService
 
 CHAT_SHOWN = 100

@@ -23,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.config import RedisSettings
 
 GLOBAL_CHANNEL = "all"
+# Where a session keeps the publisher of its committed events (`app.events.outbox` reads it).
+PUBLISHER_KEY = "botarmy.publisher"
 logger = structlog.get_logger(__name__)
 
 
@@ -138,3 +140,8 @@ class BackendPublisher:
                 logger.warning("publish_failed", channels=channels, error=type(exc).__name__)
             finally:
                 self._queue.task_done()
+
+
+def session_info(publisher: EventPublisher | None) -> dict[str, Any]:
+    """The `info` a sessionmaker needs for its sessions to publish their events."""
+    return {PUBLISHER_KEY: publisher} if publisher is not None else {}

@@ -16,9 +16,7 @@ from advanced_alchemy.extensions.litestar import (
 from sqlalchemy import event
 
 from app.config import REPO_ROOT, DatabaseSettings
-from app.core.channels import EventPublisher
-from app.db import models  # noqa: F401 - every mapper, so that foreign keys resolve in any process
-from app.events.outbox import session_info
+from app.core.channels import EventPublisher, session_info
 
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"

@@ -25,14 +25,13 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.core.channels import EventPublisher, event_channels
+from app.core.channels import PUBLISHER_KEY, EventPublisher, event_channels
+from app.core.instruments import count_published
 from app.events.models import Event
 from app.events.schemas import EventMessage
-from app.metrics.instruments import count_published
 
 PENDING_KEY = "botarmy.events.pending"  # recorded, not yet written
 WRITTEN_KEY = "botarmy.events.written"  # written in this transaction, published once it commits
-PUBLISHER_KEY = "botarmy.publisher"
 # The key of the PostgreSQL advisory lock that orders event-writing commits ("BotArmy" as a number).
 EVENT_ORDER_LOCK = 0x426F7441726D79
 
@@ -65,11 +64,6 @@ def to_message(event: Event) -> EventMessage:
 
 def encode_event(event: Event) -> bytes:
     return _encoder.encode(to_message(event))
-
-
-def session_info(publisher: EventPublisher | None) -> dict[str, Any]:
-    """The `info` a sessionmaker needs for its sessions to publish their events."""
-    return {PUBLISHER_KEY: publisher} if publisher is not None else {}
 
 
 def add_to_outbox(session: Session, event: Event) -> None:

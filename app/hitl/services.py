@@ -1,4 +1,4 @@
-"""Opening requests for a human decision (what an answer does is in `app/hitl/decisions.py`)."""
+"""Opening requests for a human decision (what an answer does is in `app/runs/decisions.py`)."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import LlmUsage
 from app.core.exceptions import is_unavailable_error
+from app.core.instruments import PREFIX, SHARED_COUNTERS, SharedCounters
 from app.events.models import Event
 from app.hitl.models import HitlRequest, HitlStatus
-from app.metrics.instruments import PREFIX, SHARED_COUNTERS, SharedCounters
 from app.tasks.models import AgentTask, TaskStatus
 
 logger = structlog.get_logger(__name__)

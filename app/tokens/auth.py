@@ -19,9 +19,9 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import Receive, Scope, Send
 
 from app.core.ratelimit import rate_limiter_of
+from app.core.runtime import Runtime
 from app.core.security import token_of
 from app.tokens.services import TokenService
-from app.worker.runtime import Runtime
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_MANY = 4429

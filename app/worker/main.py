@@ -23,16 +23,17 @@ from litestar.channels.backends.base import ChannelsBackend
 from redis.asyncio import Redis
 from taskiq import TaskiqEvents, TaskiqState
 
+from app import models  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 from app.config import get_settings
+from app.core.broker import build_broker
 from app.core.channels import BackendPublisher, build_channels_backend
+from app.core.instruments import SharedCounters
 from app.core.logging import configure_logging
+from app.core.runtime import Runtime
 from app.db.engine import build_db_config
 from app.events.services import payload_checks
-from app.metrics.instruments import SharedCounters
-from app.tasks.sweeper import run_sweeper
-from app.worker.broker import build_broker
+from app.runs.sweeper import run_sweeper
 from app.worker.process import HAND_BACK_SECONDS
-from app.worker.runtime import Runtime
 
 settings = get_settings()
 broker = build_broker(settings)

@@ -1,5 +1,5 @@
 """Imports every domain's jobs module so the worker knows every job by name."""
 
-from app.tasks import jobs as task_jobs
+from app.runs import jobs as task_jobs
 
 __all__ = ("task_jobs",)

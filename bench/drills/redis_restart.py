@@ -2,17 +2,16 @@
 
     .venv/bin/python -m bench.drills.redis_restart
 
-An api and a worker on a PostgreSQL database of their own and the Redis at 127.0.0.1:6379. A project
+An api and a worker on a PostgreSQL database of their own and a Redis server of the drill's own, on a
+free loopback port (never the machine's Redis at 6379: a Redis this process restarts belongs to it,
+and dies with the session that ran it, leaving whatever runs next without one). A project
 (low oversight) runs the `botarmy-sdlc` workflow and `--tasks` slow coder tasks; a steady client and
 a churning client (drops every few messages, resumes with `after`) follow the project's stream.
 Once work is under way Redis is restarted, empty (`redis-cli shutdown nosave`, then `redis-server`
 again after `--down` seconds, without persistence: queued jobs and pub/sub messages are gone), and
 `--tasks` more tasks are submitted while it is down. Checked: the api and the worker come back by
 themselves (no restart), the workflow and every task complete, and each client received every event
-of the project once, in order. Redis is started again whatever happens (errors, Ctrl-C, SIGTERM).
-
-Restarting Redis disturbs whatever else uses it on this machine (tests sharing it): it is a drill
-for bench only, not for the test suite.
+of the project once, in order. The drill's Redis is stopped whatever happens (errors, Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -47,51 +46,58 @@ from bench.drills.common import (
 )
 from bench.status_bench import create_admin_token, services_environment, start_api, start_worker
 
-REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-REDIS_START = [
-    shutil.which("redis-server") or "/usr/bin/redis-server",
-    "--daemonize",
-    "yes",
-    "--bind",
-    "127.0.0.1",
-    "-::1",
-    "--port",
-    "6379",
-]
-REDIS_START += ["--save", "", "--appendonly", "no"]
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-def redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def stop_redis() -> None:
-    subprocess.run([REDIS_CLI, "shutdown", "nosave"], check=False, timeout=30, capture_output=True)
+class DrillRedis:
+    """A Redis server of the drill's own on `port`, without persistence; stopped and started at will."""
 
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
 
-def start_redis() -> None:
-    if not redis_up():
-        subprocess.run(REDIS_START, check=False, timeout=30)
-    deadline = time.monotonic() + 20
-    while not redis_up() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    def up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        command = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not self.up() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Kill it outright: what was queued or published is gone, as after a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.process = None
 
 
 @contextlib.contextmanager
-def redis_always_restarted() -> Any:
+def drill_redis() -> Any:
+    redis = DrillRedis(free_port())
+    redis.start()
     try:
-        yield
+        yield redis
     finally:
-        start_redis()
-        log(f"redis {'up' if redis_up() else 'STILL DOWN'} on the way out")
+        redis.stop()
+        log(f"drill redis on port {redis.port} stopped")
 
 
 async def drill(
-    env: dict[str, str], base_url: str, token: str, args: argparse.Namespace
+    env: dict[str, str], base_url: str, token: str, args: argparse.Namespace, redis: DrillRedis
 ) -> tuple[dict[str, Any], list[str]]:
     headers = {"Authorization": f"Bearer {token}"}
     ws_base = base_url.replace("http://", "ws://")
@@ -120,8 +126,8 @@ async def drill(
         status_before = (await http.get(f"/api/v1/executions/{execution_id}")).json()["status"]
         log(f"workflow {execution_id} {status_before}, {args.tasks} slow tasks submitted: restarting Redis")
         down_at = time.monotonic()
-        await asyncio.to_thread(stop_redis)
-        await until(lambda: not redis_up(), 10)
+        await asyncio.to_thread(redis.stop)
+        await until(lambda: not redis.up(), 10)
         log("redis down")
         answers: dict[str, int] = {}
         for n in range(args.tasks):  # through the api while Redis is away: stored, queued once it is back
@@ -138,7 +144,7 @@ async def drill(
                 task_ids.append(response.json()["task_id"])
         submitted_down = answers.get("201", 0)
         await asyncio.sleep(max(0.0, args.down - (time.monotonic() - down_at)))
-        await asyncio.to_thread(start_redis)
+        await asyncio.to_thread(redis.start)
         log(f"redis up again after {time.monotonic() - down_at:.1f} s; {submitted_down} tasks submitted meanwhile")
         deadline = time.monotonic() + args.timeout
         execution: dict[str, Any] = {}
@@ -194,15 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     info: dict[str, Any] = {}
     with (
-        redis_always_restarted(),
-        services_environment(info) as env,
+        drill_redis() as redis,
+        services_environment(info) as shared_env,
         tempfile.TemporaryDirectory(prefix="drill-") as logs,
     ):
+        env = {**shared_env, "REDIS_URL": redis.url}
         token = create_admin_token(env) or ""
         api, base_url = start_api(env, Path(logs))
         worker = start_worker(env, Path(logs))
         try:
-            checks, failures = asyncio.run(guarded(drill(env, base_url, token, args)))
+            checks, failures = asyncio.run(guarded(drill(env, base_url, token, args, redis)))
         finally:
             worker.stop()
             api.stop()

@@ -16,6 +16,7 @@ from app.core.exceptions import NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, check_iso_datetimes
 from app.core.security import Principal, Role, needs
 from app.projects.services import ProjectService
+from app.runs.retention import purge_artifacts
 from app.tasks.models import AgentType
 
 
@@ -230,5 +231,5 @@ class ArtifactController(Controller):
         artifacts_service: NamedDependency[ArtifactService],
         older_than_days: int = Parameter(ge=1, le=36500, description="age in days; referenced artifacts are kept"),
     ) -> schemas.PurgeResult:
-        purged, kept = await artifacts_service.purge(older_than_days, actor=principal.name)
+        purged, kept = await purge_artifacts(artifacts_service, older_than_days, actor=principal.name)
         return schemas.PurgeResult(purged=purged, kept_referenced=kept, older_than_days=older_than_days)

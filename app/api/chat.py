@@ -13,14 +13,14 @@ from msgspec import Meta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat.services import ChatService
+from app.core.runtime import Runtime
 from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, InputStruct, Page, Struct, event_cursor
 from app.core.security import Principal, Role, needs
 from app.events.models import Event
 from app.projects.services import visible_project
-from app.tasks.jobs import commit_and_dispatch
+from app.runs.jobs import commit_and_dispatch
 from app.tokens.revoked import TokenRevokedError
 from app.tokens.services import TokenService
-from app.worker.runtime import Runtime
 
 
 class MessageIn(InputStruct):

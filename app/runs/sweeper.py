@@ -13,13 +13,14 @@ from app.agents.models import AgentState
 from app.agents.services import AgentService
 from app.artifacts.services import ArtifactService
 from app.core.exceptions import is_unavailable_error
+from app.core.runtime import Runtime
 from app.events.services import EventService
-from app.hitl.decisions import DecisionService
 from app.hitl.models import HitlRequest, HitlStatus
-from app.projects.control import park_interrupted
-from app.tasks.jobs import agent_task_enqueuer
+from app.runs.control import park_interrupted
+from app.runs.decisions import DecisionService
+from app.runs.jobs import agent_task_enqueuer
+from app.runs.retention import purge_artifacts
 from app.tasks.services import LEASE_EXPIRED, TaskService, dispatch_all
-from app.worker.runtime import Runtime
 from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
@@ -87,7 +88,7 @@ async def purge_old_artifacts(runtime: Runtime) -> int:
     if days is None:
         return 0
     async with runtime.session() as session:
-        purged, kept = await ArtifactService(session=session).purge(days, actor="retention")
+        purged, kept = await purge_artifacts(ArtifactService(session=session), days, actor="retention")
         await session.commit()
     if purged or kept:
         logger.info("retention_purge", purged=purged, kept_referenced=kept, older_than_days=days)

@@ -9,16 +9,16 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
 
+from app.core.runtime import Runtime
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.projects import schemas
-from app.projects.control import resume_project, stop_project
 from app.projects.models import ProjectStatus
 from app.projects.services import ProjectService
-from app.tasks.jobs import agent_task_enqueuer
+from app.runs.control import resume_project, stop_project
+from app.runs.jobs import agent_task_enqueuer
 from app.tasks.schemas import TaskCreate, TaskSubmitted
 from app.tasks.services import TaskService, dispatch_all
-from app.worker.runtime import Runtime
 
 
 class ProjectController(Controller):

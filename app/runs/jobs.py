@@ -8,9 +8,9 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from taskiq import AsyncBroker, Context, TaskiqDepends, async_shared_broker
 
-from app.tasks.runner import TaskRunner
+from app.core.runtime import Runtime
+from app.runs.runner import TaskRunner
 from app.tasks.services import Enqueue, TaskService, dispatch_all
-from app.worker.runtime import Runtime
 
 
 @async_shared_broker.task(task_name="tasks.run_agent_task")

@@ -18,7 +18,7 @@ from app.core.schema import Page
 from app.core.security import Principal, Role, needs
 from app.projects.models import Project
 from app.projects.services import visible_project
-from app.tasks.jobs import commit_and_dispatch
+from app.runs.jobs import commit_and_dispatch
 from app.tasks.models import AgentTask
 from app.tasks.services import TaskService
 from app.workflows import schemas

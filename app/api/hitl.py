@@ -24,12 +24,12 @@ from app.core.exceptions import AppError, NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.hitl import schemas
-from app.hitl.decisions import Answer, DecisionService, effective_status
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus
 from app.projects.models import Project
 from app.projects.schemas import ProjectUpdate
 from app.projects.services import ProjectService
-from app.tasks.jobs import commit_and_dispatch
+from app.runs.decisions import Answer, DecisionService, effective_status
+from app.runs.jobs import commit_and_dispatch
 from app.tasks.models import AgentTask
 
 

@@ -21,7 +21,7 @@ from taskiq import AsyncBroker
 
 from app.config import Settings
 from app.core.channels import EventPublisher
-from app.metrics.instruments import SharedCounters
+from app.core.instruments import SharedCounters
 
 
 def _worker_id() -> str:

@@ -21,16 +21,17 @@ import structlog
 from sqlalchemy import select
 
 from app.agents.live_output import LiveOutput
-from app.agents.mediation import after_mediation, start_mediation
 from app.agents.models import AgentState
-from app.agents.outputs import CODE_TYPES, CONTENT_TYPES, AgentAnswer
+from app.agents.outputs import AgentAnswer
 from app.agents.personas import AGENT_ARTIFACTS, Persona, persona_for
 from app.agents.prompts import ContextItem, PromptContext, build_prompt
 from app.agents.services import AgentService, BudgetExceededError
+from app.artifacts.content import CODE_TYPES, CONTENT_TYPES
 from app.artifacts.models import ArtifactType
 from app.artifacts.services import ArtifactService
 from app.chat.services import ChatService, is_chat_task
 from app.config import HitlSettings
+from app.core.runtime import Runtime
 from app.core.sanitize import clean_json, strip_active_content
 from app.events.services import EventService
 from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
@@ -40,10 +41,10 @@ from app.llm.offline import estimate_tokens
 from app.llm.pricing import cost_usd
 from app.llm.registry import build_provider
 from app.projects.models import OversightLevel, Project
+from app.runs.mediation import after_mediation, start_mediation
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import StepBrief
 from app.tasks.services import Lease, TaskService
-from app.worker.runtime import Runtime
 from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)

@@ -24,10 +24,11 @@ from litestar.types import Send
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.chat.controllers import post_message
+from app.api.chat import post_message
 from app.config import Settings
 from app.core.exceptions import AppError, InvalidInputError, NotFoundError
 from app.core.ratelimit import RateLimiter, rate_limiter_of
+from app.core.runtime import Runtime
 from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, Page, check_iso_datetimes, event_cursor
 from app.core.security import Principal, Role, needs
 from app.events.eager import start_now
@@ -42,7 +43,6 @@ from app.tasks.models import AgentTask, AgentType
 from app.tokens.auth import CLOSE_TOO_MANY, CLOSE_UNAUTHORIZED
 from app.tokens.revoked import REVOKED_REASON, RevokedTokens, TokenRevokedError
 from app.tokens.services import TokenService
-from app.worker.runtime import Runtime
 
 # Close codes in the private range (4000-4999), mirroring the HTTP status they stand for.
 CLOSE_BAD_REQUEST = 4400

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import click
 
+from app import models  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 from app.config import Settings
 from app.core.exceptions import AppError
 from app.core.security import Role

@@ -21,17 +21,17 @@ from uuid import UUID
 import structlog
 from sqlalchemy import select
 
-from app.agents.executor import AgentExecutor, TaskFailedError
 from app.agents.models import AgentState
 from app.agents.services import AgentService
 from app.core.exceptions import is_unavailable_error
+from app.core.runtime import Runtime
 from app.events.services import EventService
 from app.hitl.models import HitlKind, Urgency
 from app.hitl.services import HitlService
-from app.projects.control import park_interrupted_task
+from app.runs.control import park_interrupted_task
+from app.runs.executor import AgentExecutor, TaskFailedError
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.services import Enqueue, Lease, TaskService, dispatch_all
-from app.worker.runtime import Runtime
 from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
