@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -23,7 +24,8 @@ from app.tasks.models import AgentTask
 from app.tasks.services import TaskService
 from app.workflows import schemas
 from app.workflows.models import WorkflowExecution
-from app.workflows.services import ExecutionService, step_runs
+from app.workflows.services import ExecutionService
+from app.workflows.state import control_of, step_state, step_states
 
 
 def provide_executions(db_session: NamedDependency[AsyncSession], state: State) -> ExecutionService:
@@ -33,7 +35,7 @@ def provide_executions(db_session: NamedDependency[AsyncSession], state: State) 
 
 async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> schemas.Execution:
     workflow = ExecutionService.workflow_of(execution)
-    task_ids = [UUID(run["task_id"]) for state in execution.step_state.values() for run in step_runs(state)]
+    task_ids = [run.task_id for state in step_states(execution).values() for run in state.all_runs()]
     statuses: dict[UUID, str] = {}
     artifacts: dict[UUID, list[UUID]] = {}
     if task_ids:
@@ -49,15 +51,15 @@ async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> s
                 artifacts.setdefault(task_id, []).append(artifact_id)
     steps = []
     for step in workflow.steps:
-        state = execution.step_state.get(str(step.index), {})
+        state = step_state(execution, step.index)
         runs = [
             schemas.StepRun(
-                task_id=(run_task := UUID(run["task_id"])),
-                task_status=statuses.get(run_task),
-                item=run.get("item"),
-                artifact_ids=artifacts.get(run_task, []),
+                task_id=run.task_id,
+                task_status=statuses.get(run.task_id),
+                item=run.item,
+                artifact_ids=artifacts.get(run.task_id, []),
             )
-            for run in step_runs(state)
+            for run in state.all_runs()
         ]
         task_id = runs[0].task_id if runs else None
         steps.append(
@@ -66,16 +68,16 @@ async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> s
                 agent=step.agent,
                 agent_type=step.agent_type.value if step.agent_type else None,
                 phase=step.phase,
-                status=state.get("status", "pending"),
+                status=state.status.value,
                 task_id=task_id,
                 task_status=statuses.get(task_id) if task_id else None,
                 artifact_ids=[artifact_id for run in runs for artifact_id in run.artifact_ids],
                 runs=runs,
-                request_id=UUID(state["request_id"]) if state.get("request_id") else None,
-                reason=state.get("reason"),
-                missing_inputs=list(state.get("missing_inputs", [])),
-                started_at=state.get("started_at"),
-                finished_at=state.get("finished_at"),
+                request_id=state.request_id,
+                reason=state.reason,
+                missing_inputs=state.missing_inputs,
+                started_at=state.started_at.isoformat() if state.started_at else None,
+                finished_at=state.finished_at.isoformat() if state.finished_at else None,
             )
         )
     return schemas.Execution(
@@ -86,7 +88,7 @@ async def to_execution(session: AsyncSession, execution: WorkflowExecution) -> s
         current_step=execution.current_step,
         error=execution.error,
         steps=steps,
-        gates=execution.variables.get("_gates", {}),
+        gates=msgspec.to_builtins(control_of(execution).gates),
         variables={key: value for key, value in execution.variables.items() if not key.startswith("_")},
         created_at=execution.created_at,
         updated_at=execution.updated_at,

@@ -42,8 +42,12 @@ class WorkflowExecution(UUIDv7AuditBase):
     definition: Mapped[dict[str, Any]] = mapped_column(JsonB)
     status: Mapped[str] = mapped_column(String(20), default=ExecutionStatus.RUNNING.value)
     current_step: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Each step's `app.workflows.state.StepState`, by step index.
     step_state: Mapped[dict[str, Any]] = mapped_column(JsonB, default=dict)
+    # The user's variables: the flags its steps set (a step's `condition` reads them).
     variables: Mapped[dict[str, Any]] = mapped_column(JsonB, default=dict)
+    # What the execution keeps for itself (gates, redos, pause): `app.workflows.state.ExecutionControl`.
+    control: Mapped[dict[str, Any]] = mapped_column(JsonB, default=dict, server_default="{}")
     inputs: Mapped[dict[str, Any]] = mapped_column(JsonB, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
