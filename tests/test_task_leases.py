@@ -118,7 +118,7 @@ async def test_expired_lease_is_requeued_and_old_holder_cannot_finish(runtime: R
 async def test_lost_race_writes_no_event(runtime: Runtime) -> None:
     task = await stored_task(runtime)
     enqueue = RecordingEnqueue()
-    pending = AgentTask.status == TaskStatus.PENDING.value
+    pending = [TaskStatus.PENDING]
     async with runtime.session() as session:
         before = await session.scalar(select(func.count()).select_from(Event).where(Event.task_id == task.id))
         service = TaskService(session=session)
@@ -140,7 +140,7 @@ async def test_broker_outage_puts_the_task_back_to_pending_for_the_sweep(runtime
 
     async with runtime.session() as session:
         with pytest.raises(ConnectionError):
-            await TaskService(session=session).dispatch(task.id, AgentTask.status == "pending", broker_down)
+            await TaskService(session=session).dispatch(task.id, [TaskStatus.PENDING], broker_down)
     async with runtime.session() as session:
         stored = await session.get_one(AgentTask, task.id)
         assert (stored.status, stored.job_id) == ("pending", None)

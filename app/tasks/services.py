@@ -8,7 +8,7 @@ Each transition writes its event in the same transaction and commits it.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -28,6 +28,7 @@ from app.events.services import EventService
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.schemas import TaskCreate
+from app.tasks.state import TASK_MOVES
 
 Enqueue = Callable[[UUID, str], Awaitable[None]]
 LEASE_EXPIRED = "worker lost; requeued"
@@ -86,7 +87,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         await self.repository.session.commit()
         task_id = task.id
         try:
-            job_id = await self.dispatch(task_id, AgentTask.status == TaskStatus.PENDING.value, enqueue)
+            job_id = await self.dispatch(task_id, [TaskStatus.PENDING], enqueue)
         except Exception as exc:
             if not is_unavailable_error(exc):
                 raise
@@ -98,9 +99,15 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         return task_id, job_id or ""
 
     async def dispatch(
-        self, task_id: UUID, condition: ColumnElement[bool], enqueue: Enqueue, message: str = "queued"
+        self,
+        task_id: UUID,
+        source: Collection[TaskStatus],
+        enqueue: Enqueue,
+        message: str = "queued",
+        *,
+        where: ColumnElement[bool] | None = None,
     ) -> str | None:
-        """Mark the task queued (if `condition` holds) under a new job id, commit, then enqueue it.
+        """Mark the task queued (if in `source` and `where` holds) under a new job id, commit, then enqueue it.
 
         Queued is committed before the job exists, so a worker can never find the task in an
         earlier state than its job. If the broker refuses, the task goes back to pending for the
@@ -109,7 +116,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         job_id = uuid4().hex
         queued = await self._transition(
             task_id,
-            condition,
+            source,
             {
                 "status": TaskStatus.QUEUED.value,
                 "job_id": job_id,
@@ -117,6 +124,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "lease_token": None,
                 "lease_expires_at": None,
             },
+            where=where,
             message=message,
             progress=0,
         )
@@ -127,8 +135,9 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         except Exception:
             await self._transition(
                 task_id,
-                and_(AgentTask.status == TaskStatus.QUEUED.value, AgentTask.job_id == job_id),
+                [TaskStatus.QUEUED],
                 {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None},
+                where=AgentTask.job_id == job_id,
                 message="task queue unavailable; will retry",
             )
             raise
@@ -199,21 +208,28 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
     async def _transition(
         self,
         task_id: UUID,
-        condition: ColumnElement[bool],
+        source: Collection[TaskStatus],
         values: dict[str, Any],
         *,
+        where: ColumnElement[bool] | None = None,
         message: str,
         progress: int | None = None,
         event_type: str = "task_progress_updated",
         commit: bool = True,
     ) -> AgentTask | None:
-        """Apply `values` if `condition` still holds; record the event and commit. None: lost the race.
+        """Apply `values` if the task is still in one of the `source` statuses (and `where` holds); record
+        the event and commit. None: lost the race. A new status must be a move TASK_MOVES allows from
+        every source status.
 
         With `commit=False` the caller adds more to the same transaction and commits (or rolls back) itself.
         """
+        if "status" in values:
+            for status in source:
+                TASK_MOVES.check(status, TaskStatus(values["status"]))
+        condition = AgentTask.status.in_([status.value for status in source])
         statement = (
             update(AgentTask)
-            .where(AgentTask.id == task_id, condition)
+            .where(AgentTask.id == task_id, condition, *(() if where is None else (where,)))
             .values(updated_at=utcnow(), **values)
             .returning(AgentTask)
             # the session may hold this task already: take the row as the UPDATE left it
@@ -251,7 +267,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         )
         task = await self._transition(
             task_id,
-            claimable,
+            [TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.WORKING],
             {
                 "status": TaskStatus.WORKING.value,
                 "lease_token": token,
@@ -260,13 +276,16 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "started_at": now,
                 "attempts": AgentTask.attempts + 1,
             },
+            where=claimable,
             message="working",
             progress=0,
         )
         return Lease(task, token) if task is not None else None
 
-    def _held(self, lease: Lease) -> ColumnElement[bool]:
-        return and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.lease_token == lease.token)
+    @staticmethod
+    def _held(lease: Lease) -> ColumnElement[bool]:
+        """With source `working`: the attempt is still this lease's."""
+        return AgentTask.lease_token == lease.token
 
     async def renew_lease(self, lease: Lease, lease_seconds: float) -> bool:
         """Heartbeat. False: the lease is gone (the sweep gave the task away, or it was cancelled)."""
@@ -297,8 +316,9 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         now = utcnow()
         task = await self._transition(
             lease.task.id,
-            self._held(lease),
+            [TaskStatus.WORKING],
             {"heartbeat_at": now, "lease_expires_at": now + datetime.timedelta(seconds=lease_seconds)},
+            where=self._held(lease),
             message=message,
             progress=progress,
         )
@@ -320,7 +340,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         done = status == TaskStatus.COMPLETED
         return await self._transition(
             lease.task.id,
-            self._held(lease),
+            [TaskStatus.WORKING],
             {
                 "status": status.value,
                 "output": output,
@@ -329,6 +349,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "lease_expires_at": None,
                 "finished_at": utcnow() if done else None,
             },
+            where=self._held(lease),
             message="completed" if done else "waiting for a human answer",
             progress=100 if done else None,
             commit=commit,
@@ -337,12 +358,15 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
     async def hand_back(self, lease: Lease, enqueue: Enqueue) -> str | None:
         """A stopping worker gives up its attempt: queued again under a new job, at once, not after
         its lease runs out. None: the lease no longer held (the task finished or moved on)."""
-        return await self.dispatch(lease.task.id, self._held(lease), enqueue, message="worker stopping; handed back")
+        return await self.dispatch(
+            lease.task.id, [TaskStatus.WORKING], enqueue, "worker stopping; handed back", where=self._held(lease)
+        )
 
     async def requeue_unstarted(self, task_id: UUID, enqueue: Enqueue) -> str | None:
         """A stopping worker got a job it will not start: the task is queued again for another worker."""
-        waiting = AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value])
-        return await self.dispatch(task_id, waiting, enqueue, message="worker stopping; requeued")
+        return await self.dispatch(
+            task_id, [TaskStatus.PENDING, TaskStatus.QUEUED], enqueue, "worker stopping; requeued"
+        )
 
     async def cancel(self, task_id: UUID, *, actor: str | None = None) -> AgentTask:
         """Stop a task that has not finished: it never starts, or its running attempt is abandoned."""
@@ -361,7 +385,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         open_statuses = [TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.WORKING, TaskStatus.WAITING_FOR_HITL]
         return await self._transition(
             task_id,
-            AgentTask.status.in_([status.value for status in open_statuses]),
+            open_statuses,
             {
                 "status": TaskStatus.CANCELLED.value,
                 "lease_token": None,
@@ -383,7 +407,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
     async def fail(self, lease: Lease, error: str, *, commit: bool = True) -> AgentTask | None:
         return await self._transition(
             lease.task.id,
-            self._held(lease),
+            [TaskStatus.WORKING],
             {
                 "status": TaskStatus.FAILED.value,
                 "error": error,
@@ -391,6 +415,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "lease_expires_at": None,
                 "finished_at": utcnow(),
             },
+            where=self._held(lease),
             message=f"failed: {error}",
             commit=commit,
         )
@@ -413,7 +438,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 continue
             task = await self._transition(
                 task_id,
-                and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.started_at == started_at),
+                [TaskStatus.WORKING],
                 {
                     "status": TaskStatus.FAILED.value,
                     "error": f"timed out: no result within {timeout} s",
@@ -421,6 +446,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                     "lease_expires_at": None,
                     "finished_at": now,
                 },
+                where=AgentTask.started_at == started_at,
                 message=f"failed: timed out after {timeout} s",
             )
             if task is not None:
@@ -447,24 +473,26 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
           message is harmless, since only one claim can win.
         """
         now = utcnow()
-        conditions = {
-            LEASE_EXPIRED: and_(_lost(now), AgentTask.at_most_once.is_(False)),
-            "queued": and_(
-                AgentTask.status == TaskStatus.PENDING.value,
-                AgentTask.created_at < now - datetime.timedelta(seconds=pending_after),
-            ),
-            "requeued: no worker took it": and_(
-                AgentTask.status == TaskStatus.QUEUED.value,
+        conditions: dict[str, tuple[TaskStatus, ColumnElement[bool]]] = {
+            LEASE_EXPIRED: (TaskStatus.WORKING, and_(_lost(now), AgentTask.at_most_once.is_(False))),
+            "queued": (TaskStatus.PENDING, AgentTask.created_at < now - datetime.timedelta(seconds=pending_after)),
+            "requeued: no worker took it": (
+                TaskStatus.QUEUED,
                 AgentTask.queued_at < now - datetime.timedelta(seconds=queued_after),
             ),
         }
         dispatched = dict.fromkeys(conditions, 0)
-        for message, condition in conditions.items():
-            statement = select(AgentTask.id).where(condition, _not_stopped()).order_by(AgentTask.id).limit(limit)
+        for message, (status, condition) in conditions.items():
+            statement = (
+                select(AgentTask.id)
+                .where(AgentTask.status == status.value, condition, _not_stopped())
+                .order_by(AgentTask.id)
+                .limit(limit)
+            )
             task_ids = list(await self.repository.session.scalars(statement))
             await self.repository.session.commit()
             for task_id in task_ids:
-                if await self.dispatch(task_id, condition, enqueue, message) is not None:
+                if await self.dispatch(task_id, [status], enqueue, message, where=condition) is not None:
                     dispatched[message] += 1
         return dispatched
 
@@ -492,14 +520,14 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
 
         `grace_seconds`: its worker died (the lease lapsed that long ago); None: it is being stopped.
         """
-        if grace_seconds is None:
-            attempt = AgentTask.status == TaskStatus.WORKING.value
-        else:
-            attempt = _lost(utcnow() - datetime.timedelta(seconds=grace_seconds))
+        attempt: ColumnElement[bool] = AgentTask.at_most_once.is_(True)
+        if grace_seconds is not None:
+            attempt = and_(attempt, _lost(utcnow() - datetime.timedelta(seconds=grace_seconds)))
         return await self._transition(
             task_id,
-            and_(attempt, AgentTask.at_most_once.is_(True)),
+            [TaskStatus.WORKING],
             {"status": TaskStatus.WAITING_FOR_HITL.value, "lease_token": None, "lease_expires_at": None},
+            where=attempt,
             message="interrupted mid-attempt; it acts outside the server, so a human decides whether to rerun it",
             commit=False,
         )
@@ -508,7 +536,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         """A human allowed another attempt of a parked task: pending again (no commit; dispatch after)."""
         return await self._transition(
             task_id,
-            AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
+            [TaskStatus.WAITING_FOR_HITL],
             {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None, "error": None},
             message=f"another attempt allowed by {actor}",
             commit=False,
@@ -519,7 +547,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         the model call) and the task is pending again, to run once the project resumes (no commit)."""
         return await self._transition(
             task_id,
-            and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.at_most_once.is_(False)),
+            [TaskStatus.WORKING],
             {
                 "status": TaskStatus.PENDING.value,
                 "lease_token": None,
@@ -527,6 +555,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "job_id": None,
                 "queued_at": None,
             },
+            where=AgentTask.at_most_once.is_(False),
             message=f"halted by {actor}: emergency stop",
             commit=False,
         )
@@ -535,7 +564,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         """A person holds a task that has not started, to review it first (no commit)."""
         return await self._transition(
             task_id,
-            AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value]),
+            [TaskStatus.PENDING, TaskStatus.QUEUED],
             {"status": TaskStatus.WAITING_FOR_HITL.value, "job_id": None, "queued_at": None},
             message=f"held for review by {actor}",
             commit=False,
@@ -545,7 +574,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         """A human accepted the result a parked task is waiting with: it is complete (no commit)."""
         return await self._transition(
             task_id,
-            AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
+            [TaskStatus.WAITING_FOR_HITL],
             {"status": TaskStatus.COMPLETED.value, "finished_at": utcnow()},
             message=f"completed: accepted by {actor}",
             progress=100,
@@ -556,7 +585,7 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         """A human declined another attempt of a parked task: it fails (no commit)."""
         return await self._transition(
             task_id,
-            AgentTask.status == TaskStatus.WAITING_FOR_HITL.value,
+            [TaskStatus.WAITING_FOR_HITL],
             {"status": TaskStatus.FAILED.value, "error": error, "finished_at": utcnow()},
             message=f"failed: {error}",
             commit=False,
@@ -578,7 +607,7 @@ async def dispatch_all(tasks: TaskService, task_ids: Sequence[UUID], enqueue: En
     """Queue tasks that were just written `pending`; a failure leaves them to the sweep."""
     for task_id in task_ids:
         try:
-            await tasks.dispatch(task_id, AgentTask.status == TaskStatus.PENDING.value, enqueue)
+            await tasks.dispatch(task_id, [TaskStatus.PENDING], enqueue)
         except Exception as exc:
             if not is_unavailable_error(exc):
                 raise
