@@ -16,13 +16,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import AgentState
-from app.agents.services import AgentService
-from app.config import HitlSettings
+from app.config import HitlSettings, Settings
 from app.core.exceptions import ConflictError, NotFoundError
 from app.events.services import EventService
 from app.hitl.models import HitlKind, Urgency
-from app.hitl.services import HitlService
 from app.projects.models import Project, ProjectStatus
+from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.services import TaskService
 from app.workflows.models import ExecutionStatus, WorkflowExecution
@@ -32,47 +31,48 @@ logger = structlog.get_logger(__name__)
 
 
 async def park_interrupted_task(
-    session: AsyncSession, policy: HitlSettings, task_id: UUID, *, grace_seconds: float | None, why: str
+    session: AsyncSession, settings: Settings, task_id: UUID, *, grace_seconds: float | None, why: str
 ) -> bool:
     """Hold an at-most-once task cut off mid-attempt for a human, with a `task_failure` request (no commit)."""
     task = await TaskService(session=session).park_interrupted(task_id, grace_seconds)
     if task is None:
         return False
-    request = await HitlService(session=session).open_request(
-        policy=policy,
-        project_id=task.project_id,
-        task_id=task.id,
-        kind=HitlKind.TASK_FAILURE,
-        question=(
-            f"The {task.agent_type} task {task.id} was interrupted mid-attempt ({why}). It acts outside the "
-            "server, so part of it may already have happened. Approve to run it again, reject to fail it."
+    question = (
+        f"The {task.agent_type} task {task.id} was interrupted mid-attempt ({why}). It acts outside the "
+        "server, so part of it may already have happened. Approve to run it again, reject to fail it."
+    )
+    request, _ = await on_attempt_outcome(
+        session,
+        settings,
+        task,
+        AttemptOutcome(
+            agent_state=AgentState.WAITING_FOR_HITL,
+            hold=HumanHold(
+                kind=HitlKind.TASK_FAILURE,
+                question=question,
+                options=("approve", "reject"),
+                urgency=Urgency.HIGH,
+                step_id=f"{INTERRUPTED_PREFIX}{task.step_id or ''}",
+            ),
+            notice=ErrorNotice(
+                message=f"interrupted mid-attempt ({why}); it acts outside the server: a person decides",
+                code="interrupted",
+                severity="critical",
+            ),
         ),
-        options=("approve", "reject"),
-        urgency=Urgency.HIGH,
-        workflow_execution_id=task.workflow_execution_id,
-        step_id=f"{INTERRUPTED_PREFIX}{task.step_id or ''}",
-        actor="system",
     )
-    await AgentService(session=session).set_status(
-        task.project_id, task.agent_type, AgentState.WAITING_FOR_HITL, task_id=task.id
+    logger.warning(
+        "task_interrupted_parked", task_id=str(task.id), request_id=str(request.id if request else ""), why=why
     )
-    await EventService(session=session).notify_error(
-        project_id=task.project_id,
-        severity="critical",
-        message=f"interrupted mid-attempt ({why}); it acts outside the server: a person decides",
-        error_code="interrupted",
-        task_id=task.id,
-        agent_type=task.agent_type,
-    )
-    await ExecutionService(session, policy).on_task_finished(task)
-    logger.warning("task_interrupted_parked", task_id=str(task.id), request_id=str(request.id), why=why)
     return True
 
 
-async def park_interrupted(session: AsyncSession, policy: HitlSettings, *, grace_seconds: float) -> None:
+async def park_interrupted(session: AsyncSession, settings: Settings, *, grace_seconds: float) -> None:
     """The sweep: at-most-once tasks whose worker died are not requeued; each is put to a human."""
     for task_id in await TaskService(session=session).interrupted(grace_seconds):
-        if await park_interrupted_task(session, policy, task_id, grace_seconds=grace_seconds, why="its worker stopped"):
+        if await park_interrupted_task(
+            session, settings, task_id, grace_seconds=grace_seconds, why="its worker stopped"
+        ):
             await session.commit()
         else:
             await session.rollback()  # another sweeper took it, or it finished
@@ -85,13 +85,13 @@ async def _project(session: AsyncSession, project_id: UUID) -> Project:
     return project
 
 
-async def stop_project(session: AsyncSession, policy: HitlSettings, project_id: UUID, *, actor: str) -> dict[str, int]:
+async def stop_project(session: AsyncSession, settings: Settings, project_id: UUID, *, actor: str) -> dict[str, int]:
     """Emergency stop, in one transaction: what it halted, by kind."""
     project = await _project(session, project_id)
     if project.status != ProjectStatus.ACTIVE.value:
         raise ConflictError(f"Project {project_id} is {project.status}; only an active project can be stopped.")
     project.status = ProjectStatus.PAUSED.value
-    executions = ExecutionService(session, policy)
+    executions = ExecutionService(session, settings.hitl)
     paused = 0
     open_executions = select(WorkflowExecution.id).where(
         WorkflowExecution.project_id == project_id,
@@ -108,7 +108,7 @@ async def stop_project(session: AsyncSession, policy: HitlSettings, project_id: 
     )
     for task_id, at_most_once in list(await session.execute(working)):
         if at_most_once:
-            parked += await park_interrupted_task(session, policy, task_id, grace_seconds=None, why="emergency stop")
+            parked += await park_interrupted_task(session, settings, task_id, grace_seconds=None, why="emergency stop")
         elif await tasks.halt(task_id, actor=actor) is not None:
             halted += 1
     summary = {"executions_paused": paused, "tasks_halted": halted, "tasks_put_to_a_human": parked}

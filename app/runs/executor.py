@@ -29,23 +29,20 @@ from app.agents.services import AgentService, BudgetExceededError
 from app.artifacts.content import CODE_TYPES, CONTENT_TYPES
 from app.artifacts.models import ArtifactType
 from app.artifacts.services import ArtifactService
-from app.chat.services import ChatService, is_chat_task
+from app.chat.services import is_chat_task
 from app.config import HitlSettings
 from app.core.runtime import Runtime
 from app.core.sanitize import clean_json, strip_active_content
-from app.events.services import EventService
 from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
-from app.hitl.services import HitlService
 from app.llm.base import ModelError, ModelProvider, ModelResponse, TransientModelError
 from app.llm.offline import estimate_tokens
 from app.llm.pricing import cost_usd
 from app.llm.registry import build_provider
 from app.projects.models import OversightLevel, Project
-from app.runs.mediation import after_mediation, start_mediation
+from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import StepBrief
 from app.tasks.services import Lease, TaskService
-from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
 
@@ -190,20 +187,19 @@ class AgentExecutor:
                 )
             except BudgetExceededError as exc:
                 self.log.warning("budget_exceeded", scope=exc.scope, limit=exc.limit, spent=exc.spent)
-                await EventService(session=session).notify_error(
-                    project_id=project.id,
-                    severity="warning",
-                    message=str(exc),
-                    error_code="budget_exceeded",
-                    task_id=self.task.id,
-                    agent_type=self.agent_type.value,
-                )
-                await self._park(
-                    session,
+                hold = HumanHold(
                     kind=HitlKind.BUDGET,
                     question=f"{exc} Raise the budget and approve to continue, or reject to stop.",
-                    output={"blocked_by": "budget", "message": str(exc), "estimate_tokens": estimate},
+                    options=("approve", "reject"),
                     urgency=Urgency.HIGH,
+                )
+                outcome = AttemptOutcome(
+                    agent_state=AgentState.WAITING_FOR_HITL,
+                    hold=hold,
+                    notice=ErrorNotice(message=str(exc), code="budget_exceeded", severity="warning"),
+                )
+                await self._park(
+                    session, outcome, {"blocked_by": "budget", "message": str(exc), "estimate_tokens": estimate}
                 )
                 return False
             limit = call_cost_limit(project, self.runtime.settings.hitl)
@@ -214,16 +210,16 @@ class AgentExecutor:
                 and not await self._call_approved(session)
             ):
                 self.log.info("call_needs_approval", estimate_cost=estimate_cost, limit=limit)
+                question = (
+                    f"This {self.agent_type.value} call to {self.model} would cost about ${estimate_cost:.4f}, "
+                    f"more than the ${limit:.4f} a call may cost without approval. Approve to make it, reject "
+                    "to stop the task."
+                )
+                hold = HumanHold(kind=HitlKind.PRE_CALL, question=question, options=("approve", "reject"))
                 await self._park(
                     session,
-                    kind=HitlKind.PRE_CALL,
-                    question=(
-                        f"This {self.agent_type.value} call to {self.model} would cost about ${estimate_cost:.4f}, "
-                        f"more than the ${limit:.4f} a call may cost without approval. Approve to make it, reject "
-                        "to stop the task."
-                    ),
-                    output={"blocked_by": "pre_call", "estimate_cost_usd": estimate_cost, "limit_usd": limit},
-                    urgency=Urgency.MEDIUM,
+                    AttemptOutcome(agent_state=AgentState.WAITING_FOR_HITL, hold=hold),
+                    {"blocked_by": "pre_call", "estimate_cost_usd": estimate_cost, "limit_usd": limit},
                 )
                 return False
         return True
@@ -382,72 +378,33 @@ class AgentExecutor:
             if finished is None:  # cannot happen: the row is locked
                 await session.rollback()
                 return []
-            agents = AgentService(session=session)
-            follow_ups: list[UUID] = []
-            if disputes:
-                follow_ups.append((await start_mediation(session, finished, round_number=1)).id)
-                await agents.set_status(
-                    task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id
-                )
-            elif asks:
+            hold = None
+            if asks:
                 questions = list(answer.open_questions)
                 if unsure:
                     questions.append(
                         f"The {self.agent_type.value} is {answer.confidence:.0%} sure of this answer (the project asks "
                         f"for {threshold:.0%}). Approve it, reject it with a comment to have it redone, or amend it."
                     )
-                request = await HitlService(session=session).open_request(
-                    policy=self.runtime.settings.hitl,
-                    project_id=task.project_id,
-                    task_id=task.id,
+                hold = HumanHold(
                     kind=HitlKind.LOW_CONFIDENCE,
                     question="\n".join(questions),
-                    artifact_ids=artifact_ids,
-                    workflow_execution_id=task.workflow_execution_id,
-                    step_id=task.step_id,
+                    artifact_ids=tuple(artifact_ids),
                     actor=f"agent:{self.agent_type.value}",
+                    chat_questions=tuple(answer.open_questions),
                 )
-                for question in answer.open_questions:  # the agent's questions, in the chat too
-                    await EventService(session=session).record(
-                        "agent_chat_message",
-                        project_id=task.project_id,
-                        task_id=task.id,
-                        actor=f"agent:{self.agent_type.value}",
-                        data={
-                            "agent_type": self.agent_type.value,
-                            "task_id": str(task.id),
-                            "message_type": "question",
-                            "text": question,
-                            "requires_response": True,
-                            "request_id": str(request.id),
-                        },
-                    )
-                await agents.set_status(
-                    task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id
-                )
-            else:
-                await agents.set_status(task.project_id, self.agent_type.value, AgentState.IDLE)
-            # A workflow step: it advances in this same transaction, so a crash cannot split the two.
-            follow_ups += await ExecutionService(session, self.runtime.settings.hitl).on_task_finished(
-                finished, flags=answer.flags
+            outcome = AttemptOutcome(
+                agent_state=AgentState.WAITING_FOR_HITL if asks or disputes else AgentState.IDLE,
+                hold=hold,
+                answer=answer,
+                dispute=disputes,
             )
-            if chatting:
-                follow_ups += await ChatService(session, self.runtime.settings).answered(finished, answer)
-            if mediating:
-                follow_ups += await after_mediation(
-                    session,
-                    self.runtime.settings.hitl,
-                    finished,
-                    unresolved=bool(answer.conflicts),
-                    summary=answer.summary,
-                )
+            _, follow_ups = await on_attempt_outcome(session, self.runtime.settings, finished, outcome)
             await session.commit()
         self.log.info("task_finished", status=status.value, artifacts=len(artifact_ids))
         return follow_ups
 
-    async def _park(
-        self, session: Any, *, kind: HitlKind, question: str, output: dict[str, Any], urgency: Urgency
-    ) -> None:
+    async def _park(self, session: Any, outcome: AttemptOutcome, output: dict[str, Any]) -> None:
         """Stop the attempt on a question for a human, in one transaction with its request."""
         task = await TaskService(session=session).complete(
             self.lease, output, status=TaskStatus.WAITING_FOR_HITL, commit=False
@@ -455,18 +412,5 @@ class AgentExecutor:
         if task is None:
             await session.rollback()
             return
-        await HitlService(session=session).open_request(
-            policy=self.runtime.settings.hitl,
-            project_id=task.project_id,
-            task_id=task.id,
-            kind=kind,
-            question=question,
-            options=("approve", "reject"),
-            urgency=urgency,
-            workflow_execution_id=task.workflow_execution_id,
-            step_id=task.step_id,
-        )
-        await AgentService(session=session).set_status(
-            task.project_id, self.agent_type.value, AgentState.WAITING_FOR_HITL, task_id=task.id
-        )
+        await on_attempt_outcome(session, self.runtime.settings, task, outcome)
         await session.commit()

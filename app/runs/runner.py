@@ -25,14 +25,12 @@ from app.agents.models import AgentState
 from app.agents.services import AgentService
 from app.core.exceptions import is_unavailable_error
 from app.core.runtime import Runtime
-from app.events.services import EventService
 from app.hitl.models import HitlKind, Urgency
-from app.hitl.services import HitlService
 from app.runs.control import park_interrupted_task
 from app.runs.executor import AgentExecutor, TaskFailedError
+from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.services import Enqueue, Lease, TaskService, dispatch_all
-from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
 
@@ -124,7 +122,7 @@ class TaskRunner:
             task = lease.task
             if task.at_most_once:
                 await park_interrupted_task(
-                    session, self.runtime.settings.hitl, task.id, grace_seconds=None, why="its worker stopped"
+                    session, self.runtime.settings, task.id, grace_seconds=None, why="its worker stopped"
                 )
                 await session.commit()
                 return
@@ -149,23 +147,12 @@ class TaskRunner:
             if task is None:
                 await session.rollback()
                 return
-            await EventService(session=session).notify_error(
-                project_id=task.project_id,
-                severity="error",
-                message=error,
-                error_code=code,
-                task_id=task.id,
-                agent_type=task.agent_type,
-            )
-            await AgentService(session=session).set_status(
-                task.project_id, task.agent_type, AgentState.ERROR, task_id=task.id
-            )
-            await ExecutionService(session, self.runtime.settings.hitl).on_task_finished(task)
+            outcome = AttemptOutcome(agent_state=AgentState.ERROR, notice=ErrorNotice(message=error, code=code))
+            await on_attempt_outcome(session, self.runtime.settings, task, outcome)
             await session.commit()
 
     async def _park_failure(self, lease: Lease, exc: TaskFailedError) -> None:
         """Every attempt failed: the task waits for a human with the failure (approve: try again)."""
-        policy = self.runtime.settings.hitl
         async with self.runtime.session() as session:
             output = {"failed": str(exc), "code": exc.code}
             task = await TaskService(session=session).complete(
@@ -174,33 +161,21 @@ class TaskRunner:
             if task is None:
                 await session.rollback()
                 return
-            await HitlService(session=session).open_request(
-                policy=policy,
-                project_id=task.project_id,
-                task_id=task.id,
+            question = (
+                f"The {task.agent_type} task failed after its retries: {exc}. Approve to try it again "
+                "(after fixing the cause), reject to let it fail."
+            )
+            hold = HumanHold(
                 kind=HitlKind.TASK_FAILURE,
-                question=(
-                    f"The {task.agent_type} task failed after its retries: {exc}. Approve to try it again "
-                    "(after fixing the cause), reject to let it fail."
-                ),
+                question=question,
                 options=("approve", "reject"),
                 urgency=Urgency.HIGH,
-                workflow_execution_id=task.workflow_execution_id,
-                step_id=task.step_id,
                 actor="worker",
             )
-            await AgentService(session=session).set_status(
-                task.project_id, task.agent_type, AgentState.ERROR, task_id=task.id
+            outcome = AttemptOutcome(
+                agent_state=AgentState.ERROR, hold=hold, notice=ErrorNotice(message=str(exc), code=exc.code)
             )
-            await EventService(session=session).notify_error(
-                project_id=task.project_id,
-                severity="error",
-                message=str(exc),
-                error_code=exc.code,
-                task_id=task.id,
-                agent_type=task.agent_type,
-            )
-            await ExecutionService(session, policy).on_task_finished(task)
+            await on_attempt_outcome(session, self.runtime.settings, task, outcome)
             await session.commit()
 
     async def _settle_agent(self, lease: Lease) -> None:

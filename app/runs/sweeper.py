@@ -10,18 +10,16 @@ import structlog
 from sqlalchemy import select
 
 from app.agents.models import AgentState
-from app.agents.services import AgentService
 from app.artifacts.services import ArtifactService
 from app.core.exceptions import is_unavailable_error
 from app.core.runtime import Runtime
-from app.events.services import EventService
 from app.hitl.models import HitlRequest, HitlStatus
 from app.runs.control import park_interrupted
 from app.runs.decisions import DecisionService
 from app.runs.jobs import agent_task_enqueuer
+from app.runs.outcome import AttemptOutcome, ErrorNotice, on_attempt_outcome
 from app.runs.retention import purge_artifacts
 from app.tasks.services import LEASE_EXPIRED, TaskService, dispatch_all
-from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
 
@@ -31,18 +29,18 @@ async def sweep_once(runtime: Runtime) -> int:
     async with runtime.session() as session:
         for task in await TaskService(session=session).fail_timed_out():
             logger.warning("task_timed_out", task_id=str(task.id), timeout_s=task.timeout_seconds)
-            await AgentService(session=session).set_status(task.project_id, task.agent_type, AgentState.ERROR)
-            await EventService(session=session).notify_error(
-                project_id=task.project_id,
-                severity="error",
-                message=task.error or "timed out",
-                error_code="timed_out",
-                task_id=task.id,
-                agent_type=task.agent_type,
+            await on_attempt_outcome(
+                session,
+                runtime.settings,
+                task,
+                AttemptOutcome(
+                    agent_state=AgentState.ERROR,
+                    notice=ErrorNotice(message=task.error or "timed out", code="timed_out"),
+                    agent_names_task=False,
+                ),
             )
-            await ExecutionService(session, runtime.settings.hitl).on_task_finished(task)
             await session.commit()
-        await park_interrupted(session, runtime.settings.hitl, grace_seconds=worker.lease_seconds)
+        await park_interrupted(session, runtime.settings, grace_seconds=worker.lease_seconds)
     await expire_hitl_requests(runtime)
     async with runtime.session() as session:
         requeued = await TaskService(session=session).sweep_by_reason(
