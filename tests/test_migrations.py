@@ -176,3 +176,158 @@ def test_search_text_is_filled_for_existing_artifacts_on_postgresql() -> None:
         _check_search_text_backfill(url)
     finally:
         drop_pg_database(name)
+
+
+BEFORE_TYPED_STATE = "5b7e3c9a1d24"  # the revision before the execution's control and the typed HITL hold
+RESERVED = {
+    "_gates": {
+        "design": {"status": "pending", "request_id": "01a24de6-3382-724c-b473-6cde1a765b64", "phase": "design"}
+    },
+    "_redos": {"plan": 1},
+    "_reask": [],
+    "_paused_from": "waiting_for_hitl",
+    "_stopped": True,
+}
+OLD_STEP_IDS = ["gate:design#2", "condition:3", "interrupted:5", "interrupted:", "review:pending", "4", "chat:17", None]
+
+
+async def _insert_before_typed_state(url: str) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """An execution with reserved keys among its variables, and requests with `step_id` prefixes."""
+    now = datetime.datetime.now(datetime.UTC)
+    stamps = {"created_at": now, "updated_at": now}
+    project_id, execution_id = uuid.uuid4(), uuid.uuid4()
+    project = sa.table(
+        "project",
+        *(sa.column(name) for name in ("name", "description", "status", "oversight_level")),
+        sa.column("settings", JsonB),
+        sa.column("id", GUID()),
+        sa.column("created_at", DateTimeUTC()),
+        sa.column("updated_at", DateTimeUTC()),
+    )
+    execution = sa.table(
+        "workflow_execution",
+        *(sa.column(name) for name in ("workflow_id", "status")),
+        *(sa.column(name, JsonB) for name in ("definition", "step_state", "variables", "inputs")),
+        sa.column("id", GUID()),
+        sa.column("project_id", GUID()),
+        sa.column("created_at", DateTimeUTC()),
+        sa.column("updated_at", DateTimeUTC()),
+    )
+    request = sa.table(
+        "hitl_request",
+        *(sa.column(name) for name in ("step_id", "kind", "question", "urgency", "assigned_role", "status")),
+        *(sa.column(name) for name in ("expiry_action",)),
+        *(sa.column(name, JsonB) for name in ("options", "artifact_ids")),
+        sa.column("id", GUID()),
+        sa.column("project_id", GUID()),
+        sa.column("created_at", DateTimeUTC()),
+        sa.column("updated_at", DateTimeUTC()),
+    )
+    request_ids = [uuid.uuid4() for _ in OLD_STEP_IDS]
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                project.insert().values(
+                    id=project_id,
+                    name="old",
+                    description="",
+                    status="paused",
+                    oversight_level="high",
+                    settings={},
+                    **stamps,
+                )
+            )
+            await connection.execute(
+                execution.insert().values(
+                    id=execution_id,
+                    project_id=project_id,
+                    workflow_id="w",
+                    status="paused",
+                    definition={},
+                    step_state={"0": {"status": "completed"}},
+                    variables={"needs_ui": True, **RESERVED},
+                    inputs={},
+                    **stamps,
+                )
+            )
+            for request_id, step_id in zip(request_ids, OLD_STEP_IDS, strict=True):
+                await connection.execute(
+                    request.insert().values(
+                        id=request_id,
+                        project_id=project_id,
+                        step_id=step_id,
+                        kind="manual",
+                        question="?",
+                        urgency="medium",
+                        assigned_role="product_owner",
+                        status="pending",
+                        expiry_action="pause",
+                        options=["approve"],
+                        artifact_ids=[],
+                        **stamps,
+                    )
+                )
+    finally:
+        await engine.dispose()
+    return execution_id, request_ids
+
+
+async def _typed_state(url: str, execution_id: uuid.UUID, request_ids: list[uuid.UUID]) -> tuple[Any, ...]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            execution = sa.table(
+                "workflow_execution",
+                sa.column("id", GUID()),
+                sa.column("variables", JsonB),
+                sa.column("control", JsonB),
+            )
+            found = (
+                await connection.execute(
+                    sa.select(execution.c.variables, execution.c.control).where(execution.c.id == execution_id)
+                )
+            ).one()
+            request = sa.table("hitl_request", sa.column("id", GUID()), sa.column("hold_kind"), sa.column("hold_ref"))
+            holds = {
+                row.id: (row.hold_kind, row.hold_ref)
+                for row in await connection.execute(sa.select(request).where(request.c.id.in_(request_ids)))
+            }
+            return found.variables, found.control, [holds[request_id] for request_id in request_ids]
+    finally:
+        await engine.dispose()
+
+
+def _check_typed_state_migration(url: str) -> None:
+    settings = load_settings({"DATABASE_URL": url})
+    upgrade_database(settings.db, BEFORE_TYPED_STATE)
+    execution_id, request_ids = asyncio.run(_insert_before_typed_state(settings.db.url))
+    upgrade_database(settings.db)
+    variables, control, holds = asyncio.run(_typed_state(settings.db.url, execution_id, request_ids))
+    assert variables == {"needs_ui": True}  # only the user's own
+    assert control == {key.removeprefix("_"): value for key, value in RESERVED.items()}
+    assert holds == [
+        ("gate", "design#2"),
+        ("condition", "3"),
+        ("interrupted", "5"),
+        ("interrupted", ""),
+        ("review", "pending"),
+        ("step", "4"),
+        ("step", "chat:17"),
+        (None, None),
+    ]
+
+
+def test_typed_state_migration_moves_existing_rows_on_sqlite(tmp_path: Path) -> None:
+    _check_typed_state_migration(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+@pytest.mark.services
+def test_typed_state_migration_moves_existing_rows_on_postgresql() -> None:
+    require_services()
+    name = f"botarmy_migrate_{uuid.uuid4().hex[:10]}"
+    url = create_pg_database(name)
+    try:
+        _check_typed_state_migration(url)
+    finally:
+        drop_pg_database(name)

@@ -58,7 +58,7 @@ async def to_view(session: AsyncSession, request: HitlRequest) -> schemas.HitlRe
         project_id=request.project_id,
         task_id=request.task_id,
         workflow_execution_id=request.workflow_execution_id,
-        step_id=request.step_id,
+        step_id=request.hold.label if request.hold else None,
         kind=request.kind,
         question=request.question,
         options=request.options,

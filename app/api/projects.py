@@ -115,7 +115,7 @@ class ProjectController(Controller):
         principal.ensure_can_see(project_id)
         session = projects_service.repository.session
         runtime: Runtime = request.app.state.runtime
-        halted = await stop_project(session, runtime.settings.hitl, project_id, actor=principal.name)
+        halted = await stop_project(session, runtime.settings, project_id, actor=principal.name)
         await session.commit()
         return schemas.ProjectStopped(project_id=project_id, status=ProjectStatus.PAUSED, **halted)
 

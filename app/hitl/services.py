@@ -11,7 +11,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 
 from app.config import HitlSettings
 from app.events.services import EventService
-from app.hitl.models import HitlHistory, HitlKind, HitlRequest, Urgency
+from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HoldRef, Urgency
 
 
 class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
@@ -37,12 +37,13 @@ class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
         urgency: Urgency = Urgency.MEDIUM,
         assigned_role: str = "product_owner",
         workflow_execution_id: UUID | None = None,
-        step_id: str | None = None,
+        hold: HoldRef | None = None,
         actor: str = "system",
     ) -> HitlRequest:
         """A pending request, its first history entry and its event (no commit).
 
-        It expires after the timeout `policy` gives its kind, with the expiry action of its kind.
+        `hold`: what it holds up (a gate, a condition, a task's step, ...). It expires after the
+        timeout `policy` gives its kind, with the expiry action of its kind.
         """
         session = self.repository.session
         expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=policy.timeout_for(kind.value))
@@ -50,7 +51,8 @@ class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
             project_id=project_id,
             task_id=task_id,
             workflow_execution_id=workflow_execution_id,
-            step_id=step_id,
+            hold_kind=None if hold is None else hold.kind.value,
+            hold_ref=None if hold is None else hold.ref,
             kind=kind.value,
             question=question,
             options=list(options),

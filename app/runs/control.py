@@ -19,13 +19,13 @@ from app.agents.models import AgentState
 from app.config import HitlSettings, Settings
 from app.core.exceptions import ConflictError, NotFoundError
 from app.events.services import EventService
-from app.hitl.models import HitlKind, Urgency
+from app.hitl.models import HitlKind, HoldKind, HoldRef, Urgency
 from app.projects.models import Project, ProjectStatus
 from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.services import TaskService
 from app.workflows.models import ExecutionStatus, WorkflowExecution
-from app.workflows.services import INTERRUPTED_PREFIX, ExecutionService
+from app.workflows.services import ExecutionService
 
 logger = structlog.get_logger(__name__)
 
@@ -52,7 +52,7 @@ async def park_interrupted_task(
                 question=question,
                 options=("approve", "reject"),
                 urgency=Urgency.HIGH,
-                step_id=f"{INTERRUPTED_PREFIX}{task.step_id or ''}",
+                ref=HoldRef(HoldKind.INTERRUPTED, task.step_id or ""),
             ),
             notice=ErrorNotice(
                 message=f"interrupted mid-attempt ({why}); it acts outside the server: a person decides",
@@ -98,8 +98,7 @@ async def stop_project(session: AsyncSession, settings: Settings, project_id: UU
         WorkflowExecution.status.in_([ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING_FOR_HITL.value]),
     )
     for execution_id in list(await session.scalars(open_executions)):
-        execution = await executions.pause(execution_id, actor=actor)
-        execution.variables = {**execution.variables, "_stopped": True}
+        await executions.pause(execution_id, actor=actor, stop=True)
         paused += 1
     tasks = TaskService(session=session)
     halted = parked = 0
@@ -124,13 +123,12 @@ async def resume_project(session: AsyncSession, policy: HitlSettings, project_id
     project.status = ProjectStatus.ACTIVE.value
     executions = ExecutionService(session, policy)
     follow_ups: list[UUID] = []
-    stopped = select(WorkflowExecution).where(
+    paused = select(WorkflowExecution.id).where(
         WorkflowExecution.project_id == project_id, WorkflowExecution.status == ExecutionStatus.PAUSED.value
     )
-    for execution in list(await session.scalars(stopped)):
-        if execution.variables.get("_stopped"):
-            execution.variables = {key: value for key, value in execution.variables.items() if key != "_stopped"}
-            follow_ups += (await executions.resume(execution.id, actor=actor))[1]
+    for execution_id in list(await session.scalars(paused)):
+        # Only what the stop paused; an execution paused by hand stays paused.
+        follow_ups += (await executions.resume(execution_id, actor=actor, stopped_only=True))[1]
     # Jobs sent while it was stopped were refused by the claim: queue every waiting task afresh.
     await session.execute(
         update(AgentTask)

@@ -32,14 +32,13 @@ from app.config import HitlSettings
 from app.core.exceptions import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from app.core.security import ROLE_RANK, Principal, Role
 from app.events.services import EventService
-from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus, Urgency
+from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus, HoldKind, HoldRef, Urgency
 from app.hitl.services import HitlService
+from app.hitl.state import move as move_request
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import TaskCreate
 from app.tasks.services import TaskService
-from app.workflows.services import CONDITION_PREFIX, GATE_PREFIX, INTERRUPTED_PREFIX, ExecutionService
-
-REVIEW_PREFIX = "review:"  # a person's hold on a task (`review:pending`) or review of one (`review:completed`)
+from app.workflows.services import ExecutionService
 
 ANSWERED = {"approve": HitlStatus.APPROVED, "reject": HitlStatus.REJECTED, "amend": HitlStatus.AMENDED}
 # Kinds whose task did not produce a result: approving them means "try again".
@@ -135,7 +134,7 @@ class DecisionService:
             raise InvalidInputError("amended_content: required to amend; the corrected content of the artifact")
 
     def _record(self, request: HitlRequest, answer: Answer, *, actor: str, status: HitlStatus) -> None:
-        request.status = status.value
+        move_request(request, status)
         request.responder = actor
         request.response_comment = answer.comment
         request.user_response = answer.response
@@ -169,12 +168,13 @@ class DecisionService:
     async def apply(self, request: HitlRequest, answer: Answer, *, actor: str) -> list[UUID]:
         """Carry the answer out on what the request holds up; the tasks to enqueue after commit."""
         await self.announce(request, answer, actor=actor)
-        step_id = request.step_id or ""
+        hold = request.hold
+        kind = hold.kind if hold is not None else None
         comment = answer.comment or ""
-        if step_id.startswith(GATE_PREFIX):
+        if hold is not None and kind == HoldKind.GATE:
             if answer.action == "reject":
                 execution = await self.executions.get(request.workflow_execution_id or UUID(int=0))
-                phase = step_id.removeprefix(GATE_PREFIX)
+                phase = hold.ref
                 if self.executions.gate_redos(execution, phase) >= self.policy.max_redos:
                     await self.escalate(request, f"The {phase} phase was redone {self.policy.max_redos} times.")
                     return []
@@ -182,12 +182,12 @@ class DecisionService:
             if answer.action == "amend":
                 await self._amend(request, answer, actor=actor)
             return await self.executions.approve_gate(request)
-        if step_id.startswith((CONDITION_PREFIX, INTERRUPTED_PREFIX)):
+        if kind in (HoldKind.CONDITION, HoldKind.INTERRUPTED):
             return await self.executions.on_hitl_answered(request, answer.action, actor=actor, comment=comment)
         if request.task_id is None:
             return []  # a question about nothing running: the answer itself is the result
         task = await self.session.scalar(select(AgentTask).where(AgentTask.id == request.task_id).with_for_update())
-        if step_id.startswith(REVIEW_PREFIX) and task is not None:
+        if kind == HoldKind.REVIEW and task is not None:
             return await self._reviewed(request, task, answer, actor=actor)
         if task is None or task.status != TaskStatus.WAITING_FOR_HITL.value:
             return []  # cancelled or stopped meanwhile: the answer is kept, there is nothing to continue
@@ -226,7 +226,7 @@ class DecisionService:
         if len(artifacts) != len(set(artifact_ids)):
             raise InvalidInputError("artifact_ids: every artifact must exist in this project")
         options: tuple[str, ...] = ("approve", "reject")
-        step_id = None
+        hold = None
         if task_id is not None:
             task = await self.session.scalar(select(AgentTask).where(AgentTask.id == task_id).with_for_update())
             if task is None or task.project_id != project_id:
@@ -244,7 +244,7 @@ class DecisionService:
                     "completed one (stop the project to halt a running task).",
                     extra={"status": task.status},
                 )
-            step_id = f"{REVIEW_PREFIX}{task.status}"
+            hold = HoldRef(HoldKind.REVIEW, task.status)
         return await HitlService(session=self.session).open_request(
             policy=self.policy,
             project_id=project_id,
@@ -255,7 +255,7 @@ class DecisionService:
             artifact_ids=artifact_ids,
             urgency=urgency,
             assigned_role=assigned_role,
-            step_id=step_id,
+            hold=hold,
             actor=actor,
         )
 
@@ -356,7 +356,7 @@ class DecisionService:
             urgency=Urgency.CRITICAL,
             assigned_role="admin",
             workflow_execution_id=request.workflow_execution_id,
-            step_id=request.step_id,
+            hold=request.hold,
             actor="escalation",
         )
         self.session.add(
@@ -373,7 +373,7 @@ class DecisionService:
         action = request.expiry_action
         if action in ("approve", "reject") and action not in request.options:
             action = "pause"  # e.g. a request that cannot be approved blindly
-        request.status = HitlStatus.EXPIRED.value
+        move_request(request, HitlStatus.EXPIRED)
         self.session.add(HitlHistory(request_id=request.id, action="expired", actor="expiry", data={"action": action}))
         await self.events.record(
             "hitl_request_expired",

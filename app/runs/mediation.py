@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.artifacts.models import Artifact
 from app.config import HitlSettings
 from app.events.services import EventService
-from app.hitl.models import HitlKind, Urgency
+from app.hitl.models import HitlKind, HoldRef, Urgency
 from app.hitl.services import HitlService
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import TaskCreate
@@ -129,7 +129,7 @@ async def after_mediation(
         artifact_ids=[*documents, *produced],
         urgency=Urgency.HIGH,
         workflow_execution_id=disputed.workflow_execution_id,
-        step_id=disputed.step_id,
+        hold=HoldRef.of_step(disputed.step_id),
         actor="orchestrator",
     )
     return []

@@ -22,7 +22,7 @@ from app.agents.services import AgentService
 from app.chat.services import ChatService, is_chat_task
 from app.config import Settings
 from app.events.services import EventService
-from app.hitl.models import HitlKind, HitlRequest, Urgency
+from app.hitl.models import HitlKind, HitlRequest, HoldRef, Urgency
 from app.hitl.services import HitlService
 from app.runs.mediation import after_mediation, start_mediation
 from app.tasks.models import AgentTask
@@ -38,7 +38,7 @@ class HumanHold(msgspec.Struct, frozen=True, kw_only=True):
     options: tuple[str, ...] = ("approve", "reject", "amend")
     artifact_ids: tuple[UUID, ...] = ()
     actor: str = "system"
-    step_id: str | None = None  # None: the task's own step
+    ref: HoldRef | None = None  # what it holds up; None: the task's own step
     # The agent's own questions, also said in the project's chat (each pointing at the request).
     chat_questions: tuple[str, ...] = ()
 
@@ -113,7 +113,7 @@ async def _open_hold(session: AsyncSession, settings: Settings, task: AgentTask,
         urgency=hold.urgency,
         artifact_ids=list(hold.artifact_ids),
         workflow_execution_id=task.workflow_execution_id,
-        step_id=hold.step_id if hold.step_id is not None else task.step_id,
+        hold=hold.ref if hold.ref is not None else HoldRef.of_step(task.step_id),
         actor=hold.actor,
     )
     for question in hold.chat_questions:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.artifacts.models import Artifact, Granularity
 from app.bmad.loader import Workflow, WorkflowStep
 from app.config import HitlSettings
-from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
+from app.hitl.models import HitlKind, HitlRequest, HitlStatus, HoldKind, HoldRef, Urgency
 from app.hitl.services import HitlService
 from app.workflows.graph import phase_of, stage_of, work_of
 from app.workflows.models import WorkflowExecution
@@ -33,9 +33,6 @@ from app.workflows.state import (
     set_step,
     step_state,
 )
-
-# What a HITL request of an execution holds up, by its step_id.
-GATE_PREFIX, CONDITION_PREFIX, INTERRUPTED_PREFIX = "gate:", "condition:", "interrupted:"
 
 
 class Gates:
@@ -65,7 +62,7 @@ class Gates:
             ),
             artifact_ids=await self._stage_artifacts(execution, stage),
             workflow_execution_id=execution.id,
-            step_id=f"{GATE_PREFIX}{key}",
+            hold=HoldRef(HoldKind.GATE, key),
             actor="workflow",
         )
         self._set_gate(execution, key, Gate(status=GateStatus.PENDING, request_id=request.id, phase=phase))
@@ -127,7 +124,7 @@ class Gates:
             ),
             options=("approve", "reject"),
             workflow_execution_id=execution.id,
-            step_id=f"{CONDITION_PREFIX}{step.index}",
+            hold=HoldRef(HoldKind.CONDITION, str(step.index)),
             actor="workflow",
         )
         set_step(
@@ -144,14 +141,13 @@ class Gates:
 
     def repoint(self, execution: WorkflowExecution, old: HitlRequest, new: HitlRequest) -> None:
         """A request was escalated or asked again: the gate or condition it held up now waits on `new`."""
-        step_id = old.step_id or ""
-        if step_id.startswith(GATE_PREFIX):
-            key = step_id.removeprefix(GATE_PREFIX)
-            gate = control_of(execution).gates.get(key)
+        hold = old.hold
+        if hold is not None and hold.kind == HoldKind.GATE:
+            gate = control_of(execution).gates.get(hold.ref)
             if gate is not None and gate.request_id == old.id:
-                self._set_gate(execution, key, msgspec.structs.replace(gate, request_id=new.id))
-        elif step_id.startswith(CONDITION_PREFIX):
-            index = step_id.removeprefix(CONDITION_PREFIX)
+                self._set_gate(execution, hold.ref, msgspec.structs.replace(gate, request_id=new.id))
+        elif hold is not None and hold.kind == HoldKind.CONDITION:
+            index = hold.ref
             state = step_state(execution, index)
             if state.request_id == old.id:
                 set_step(execution, index, msgspec.structs.replace(state, request_id=new.id))
@@ -177,7 +173,7 @@ class Gates:
                 urgency=Urgency(old.urgency),
                 assigned_role=old.assigned_role,
                 workflow_execution_id=old.workflow_execution_id,
-                step_id=old.step_id,
+                hold=old.hold,
                 actor="workflow",
             )
             self.repoint(execution, old, new)

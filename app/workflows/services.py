@@ -11,24 +11,29 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from app.hitl.models import HitlRequest
+from app.hitl.models import HitlRequest, HoldKind
 from app.tasks.services import TaskService
 from app.workflows.execution import ExecutionCore
-from app.workflows.gates import CONDITION_PREFIX, GATE_PREFIX, INTERRUPTED_PREFIX
 from app.workflows.graph import phase_of
 from app.workflows.models import ExecutionStatus, WorkflowExecution
 from app.workflows.state import StepState, StepStatus, is_active, move, set_step, step_state
 
-__all__ = ["CONDITION_PREFIX", "GATE_PREFIX", "INTERRUPTED_PREFIX", "ExecutionService"]
+__all__ = ["ExecutionService"]
+
+
+def _held(request: HitlRequest, kind: HoldKind) -> str | None:
+    """Which gate, condition or step the request holds up, if it holds up one of `kind`."""
+    hold = request.hold
+    return hold.ref if hold is not None and hold.kind == kind else None
 
 
 class ExecutionService(ExecutionCore):
     async def approve_gate(self, request: HitlRequest) -> list[UUID]:
         """A human approved a phase gate: the execution goes on."""
-        if request.workflow_execution_id is None or not (request.step_id or "").startswith(GATE_PREFIX):
+        key = _held(request, HoldKind.GATE)
+        if request.workflow_execution_id is None or key is None:
             return []
         execution = await self.get(request.workflow_execution_id, lock=True)
-        key = (request.step_id or "").removeprefix(GATE_PREFIX)
         self.gates.approve(execution, key)
         if execution.status == ExecutionStatus.WAITING_FOR_HITL.value:
             move(execution, ExecutionStatus.RUNNING)
@@ -45,7 +50,7 @@ class ExecutionService(ExecutionCore):
     async def redo_phase(self, request: HitlRequest, feedback: str, *, actor: str) -> list[UUID]:
         """A human rejected a phase gate: the stage's steps run again with the comment as feedback."""
         execution = await self.get(request.workflow_execution_id or UUID(int=0), lock=True)
-        key = (request.step_id or "").removeprefix(GATE_PREFIX)
+        key = _held(request, HoldKind.GATE) or ""
         redone = self.gates.redo(execution, self.workflow_of(execution), key, feedback)
         if execution.status == ExecutionStatus.WAITING_FOR_HITL.value:
             move(execution, ExecutionStatus.RUNNING)
@@ -72,7 +77,7 @@ class ExecutionService(ExecutionCore):
     async def answer_condition(self, request: HitlRequest, *, run: bool, actor: str) -> list[UUID]:
         """A human said whether a step's condition holds: set the flag, then the step runs or is skipped."""
         execution = await self.get(request.workflow_execution_id or UUID(int=0), lock=True)
-        index = (request.step_id or "").removeprefix(CONDITION_PREFIX)
+        index = _held(request, HoldKind.CONDITION) or ""
         step = self.workflow_of(execution).steps[int(index)]
         if step.condition is None or step_state(execution, index).request_id != request.id:
             return []
@@ -90,12 +95,12 @@ class ExecutionService(ExecutionCore):
         self, request: HitlRequest, action: str, *, actor: str, comment: str | None
     ) -> list[UUID]:
         """Route a human's answer to what the request holds up. Returns the tasks to enqueue after commit."""
-        step_id = request.step_id or ""
-        if step_id.startswith(GATE_PREFIX):
+        kind = request.hold.kind if request.hold is not None else None
+        if kind == HoldKind.GATE:
             return await self.approve_gate(request)
-        if step_id.startswith(CONDITION_PREFIX):
+        if kind == HoldKind.CONDITION:
             return await self.answer_condition(request, run=action == "approve", actor=actor)
-        if step_id.startswith(INTERRUPTED_PREFIX) and request.task_id is not None:
+        if kind == HoldKind.INTERRUPTED and request.task_id is not None:
             tasks = TaskService(session=self.session)
             if action == "approve":
                 task = await tasks.rerun_parked(request.task_id, actor=actor)
