@@ -21,6 +21,7 @@ from app.artifacts.content import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
 from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpdate
 from app.core.exceptions import InvalidInputError, NotFoundError
+from app.db.pages import cut_page
 from app.events.services import EventService
 
 # Largest content of one artifact, encoded.
@@ -120,8 +121,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         session = self.repository.session
         statement = self.page_statement(project_id, filters, cursor)
         if not filters.q:
-            rows = list(await session.scalars(statement.limit(limit + 1)))
-            return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+            return cut_page(list(await session.scalars(statement.limit(limit + 1))), limit)
         # Text search. A common word fills a page from the project's first rows in id order, which a
         # walk finds at once; the trigram index would instead fetch and sort every match (bench/README.md).
         # So the first rows after the cursor are walked in order: a subquery with its own LIMIT fences
@@ -149,7 +149,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         )
         walked = list(await session.scalars(walk))
         if len(walked) > limit:
-            return walked[:limit], walked[limit - 1].id
+            return cut_page(walked, limit)
         # Past the window (none if the project has no more rows): one statement, the window's last id
         # found inside it.
         last_in_window = (
@@ -157,8 +157,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         ).scalar_subquery()
         past_window = statement.where(Artifact.id > last_in_window).limit(limit + 1 - len(walked))
         rest = list(await session.scalars(past_window))
-        rows = walked + rest
-        return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+        return cut_page(walked + rest, limit)
 
     @classmethod
     def page_statement(cls, project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[tuple[Artifact]]:
