@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from app.artifacts.models import Artifact
 from app.config import Settings
 from app.db.engine import build_db_config
 from app.events.models import Event
+from tests import factories
 from tests.helpers import wait_for_task
 
 SPEC = {
@@ -26,8 +28,7 @@ SPEC = {
 }
 
 
-async def new_project(client: AsyncClient) -> str:
-    return str((await client.post("/api/v1/projects", json={"name": "store"})).json()["id"])
+new_project = functools.partial(factories.new_project, name="store")
 
 
 async def create(client: AsyncClient, project_id: str, **body: Any) -> dict[str, Any]:
