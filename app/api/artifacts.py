@@ -11,7 +11,8 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from app.artifacts import schemas
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
-from app.artifacts.services import ArtifactFilters, ArtifactService
+from app.artifacts.search import ArtifactFilters
+from app.artifacts.services import ArtifactService
 from app.core.exceptions import NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, check_iso_datetimes
 from app.core.security import Principal, Role, needs

@@ -299,7 +299,7 @@ async def test_retention_never_purges_what_is_in_use(client: AsyncClient, settin
 
 async def test_text_search_pages_across_the_walked_window(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Search walks the first rows in id order, then asks the index past them: pages join up exactly."""
-    monkeypatch.setattr("app.artifacts.services.SEARCH_WINDOW", 3)
+    monkeypatch.setattr("app.artifacts.search.SEARCH_WINDOW", 3)
     project_id = await new_project(client)
     matching: list[str] = []
     for n in range(12):
