@@ -432,6 +432,18 @@ async def wait_for_count(dsn: str, query: str, args: tuple[Any, ...], count: int
 COMPLETED = "SELECT count(*) FROM agent_task WHERE project_id = $1 AND status = 'completed'"
 
 
+async def statuses_of(dsn: str) -> dict[str, int]:
+    """The statuses of every task of the throughput database (what did not complete, if any)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        rows = await connection.fetch("SELECT status, count(*) FROM agent_task GROUP BY status")
+        return {str(row[0]): int(row[1]) for row in rows}
+    finally:
+        await connection.close()
+
+
 def botarmy_throughput(
     checkout: Checkout, env: dict[str, str], base_url: str, headers: dict[str, str], tasks: int, log_dir: Path
 ) -> dict[str, Any]:
@@ -458,14 +470,18 @@ def botarmy_throughput(
             "tasks_per_s": round(tasks / elapsed, 1),
         }
 
-    results = {}
+    results: dict[str, Any] = {}
     for processes in (1, 2, 4):
         print(f"  BotArmy worker, {processes} process(es), {tasks} tasks …", flush=True)
         worker = start_worker(env, log_dir, checkout, processes)
         try:
             results[str(processes)] = asyncio.run(measure())
+        except BenchError as exc:  # said in the report; the other scales are still measured
+            print(f"  !! {exc}", flush=True)
+            results[str(processes)] = {"tasks": tasks, "error": str(exc)}
         finally:
             worker.stop()
+        results[str(processes)]["statuses"] = asyncio.run(statuses_of(dsn))
     return results
 
 
@@ -633,9 +649,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     throughput = results.get("throughput")
     if throughput:
         bare = median([run["tasks_per_s"] for run in throughput["bare"]])
-        add(
-            "offline tasks/s, 1 worker process", throughput["botarmy"]["1"]["tasks_per_s"], bare, "tasks_ratio_1_worker"
-        )
+        one = throughput["botarmy"]["1"].get("tasks_per_s", 0.0)
+        add("offline tasks/s, 1 worker process", one, bare, "tasks_ratio_1_worker")
     engine = results.get("engine")
     if engine:
         add("engine overhead per step p50 ms", engine["engine_per_step"]["p50_ms"], None, "engine_step_p50_ms", " ms")
@@ -672,7 +687,10 @@ def print_report(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     throughput = results.get("throughput")
     if throughput:
         bare = ", ".join(f"{run['tasks_per_s']:.0f}" for run in throughput["bare"])
-        mine = ", ".join(f"{n} process(es) {run['tasks_per_s']:.1f}" for n, run in throughput["botarmy"].items())
+        mine = ", ".join(
+            f"{n} process(es) {run['tasks_per_s']:.1f}" if "tasks_per_s" in run else f"{n} process(es) failed"
+            for n, run in throughput["botarmy"].items()
+        )
         print(f"\noffline tasks/s: bare taskiq worker {bare}; BotArmy {mine}")
     engine = results.get("engine")
     if engine:
