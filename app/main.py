@@ -26,6 +26,7 @@ from app import (
     __version__,
     models,  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 )
+from app.api.guards import project_scope_guard
 from app.api.metrics import start_metrics_server
 from app.api.routes import route_handlers
 from app.config import Settings, get_settings
@@ -204,7 +205,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
             RateLimitMiddleware(settings.server, request_counter),
             DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
         ],
-        guards=[role_guard],
+        guards=[role_guard, project_scope_guard],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         cors_config=CORSConfig(
             allow_origins=origins,

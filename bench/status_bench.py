@@ -100,18 +100,30 @@ class BenchError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Checkout:
+    """A BotArmy source tree and the Python of its venv: the code that the subprocesses run."""
+
+    root: Path
+    python: str
+
+
+# This tree, run by this interpreter; bench.compare can point at another (the code before a change).
+THIS_CHECKOUT = Checkout(REPO_ROOT, sys.executable)
+
+
 # --- processes -------------------------------------------------------------------------------------------
 
 
 class Process:
     """A child in its own process group, so that stopping it reaches its children (taskiq's workers) too."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT) -> None:
         self.name = name
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.popen = subprocess.Popen(
-            args, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def log_tail(self, lines: int = 40) -> str:
@@ -147,10 +159,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_api(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
+def start_api(env: dict[str, str], log_dir: Path, checkout: Checkout = THIS_CHECKOUT) -> tuple[Process, str]:
     port = free_port()
-    args = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
-    api = Process("api", args, child_env(env), log_dir / "api.log")
+    args = [checkout.python, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
+    api = Process("api", args, child_env(env), log_dir / "api.log", cwd=checkout.root)
     base_url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
@@ -167,11 +179,11 @@ def start_api(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
     raise BenchError(f"the api did not become healthy within {SERVER_START_SECONDS:.0f} s:\n{api.log_tail()}")
 
 
-def create_admin_token(env: dict[str, str]) -> str | None:
+def create_admin_token(env: dict[str, str], checkout: Checkout = THIS_CHECKOUT) -> str | None:
     """An admin token made with `botarmy token create`; None for a build without authentication."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    args = [sys.executable, "-m", "app", "token", "create", "--name", name, "--role", "admin"]
-    done = subprocess.run(args, cwd=REPO_ROOT, env=child_env(env), capture_output=True, text=True, timeout=120)
+    args = [checkout.python, "-m", "app", "token", "create", "--name", name, "--role", "admin"]
+    done = subprocess.run(args, cwd=checkout.root, env=child_env(env), capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         if "No such command" in done.stderr:
             return None
@@ -179,9 +191,10 @@ def create_admin_token(env: dict[str, str]) -> str | None:
     return done.stdout.strip().splitlines()[-1].strip()
 
 
-def start_worker(env: dict[str, str], log_dir: Path) -> Process:
-    args = [sys.executable, "-m", "app", "worker", "--workers", "1"]
-    return Process("worker", args, child_env(env), log_dir / "worker.log")
+def start_worker(env: dict[str, str], log_dir: Path, checkout: Checkout = THIS_CHECKOUT, processes: int = 1) -> Process:
+    args = [checkout.python, "-m", "app", "worker", "--workers", str(processes)]
+    log_name = "worker.log" if processes == 1 else f"worker-{processes}.log"
+    return Process("worker", args, child_env(env), log_dir / log_name, cwd=checkout.root)
 
 
 # --- services: database and Redis namespace --------------------------------------------------------------

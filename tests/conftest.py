@@ -51,7 +51,7 @@ FAST_ENV = {
     "BOTARMY_QUEUED_REQUEUE_SECONDS": "3",
     # Every in-process client is 127.0.0.1, and the services tests share one Redis namespace: the
     # tests that walk every route without a token would use up the default failure budget of the
-    # others. tests/test_hostile.py checks the limit with a low one of its own.
+    # others. tests/integration/api/test_hostile.py checks the limit with a low one of its own.
     "BOTARMY_AUTH_FAILURES_PER_MINUTE": "1000000",
 }
 

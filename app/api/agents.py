@@ -42,11 +42,9 @@ class AgentController(Controller):
     @get("/projects/{project_id:uuid}/usage", operation_id="GetProjectUsage")
     async def get_project_usage(
         self,
-        principal: NamedDependency[Principal],
         agents_service: NamedDependency[AgentService],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
     ) -> UsageSummary:
-        principal.ensure_can_see(project_id)
         await projects_service.get_project(project_id)  # 404 for an unknown project
         return await agents_service.usage_summary(project_id)

@@ -11,7 +11,8 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from app.artifacts import schemas
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
-from app.artifacts.services import ArtifactFilters, ArtifactService
+from app.artifacts.search import ArtifactFilters
+from app.artifacts.services import ArtifactService
 from app.core.exceptions import NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, check_iso_datetimes
 from app.core.security import Principal, Role, needs
@@ -81,7 +82,6 @@ class ProjectArtifactController(Controller):
         project_id: FromPath[UUID],
         data: JSONBody[schemas.ArtifactCreate],
     ) -> schemas.Artifact:
-        principal.ensure_can_see(project_id)
         await projects_service.get_project(project_id)
         artifact = await artifacts_service.create_artifact(project_id, data, actor=principal.name)
         return to_artifact(artifact)
@@ -90,7 +90,6 @@ class ProjectArtifactController(Controller):
     async def list_artifacts(
         self,
         request: Request[Any, Any, Any],
-        principal: NamedDependency[Principal],
         artifacts_service: NamedDependency[ArtifactService],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
@@ -107,7 +106,6 @@ class ProjectArtifactController(Controller):
         parent_id: UUID | None = Parameter(default=None),
     ) -> Page[schemas.ArtifactSummary]:
         check_iso_datetimes(request.query_params, "created_after", "created_before")
-        principal.ensure_can_see(project_id)
         await projects_service.get_project(project_id)
         filters = ArtifactFilters(
             artifact_type=artifact_type.value if artifact_type else None,
@@ -126,12 +124,10 @@ class ProjectArtifactController(Controller):
     @get("/context", operation_id="GetProjectContext")
     async def get_context(
         self,
-        principal: NamedDependency[Principal],
         artifacts_service: NamedDependency[ArtifactService],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
     ) -> schemas.ContextTree:
-        principal.ensure_can_see(project_id)
         await projects_service.get_project(project_id)
         documents = [
             schemas.ContextDocument(

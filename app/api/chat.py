@@ -93,7 +93,6 @@ class ChatController(Controller):
         data: JSONBody[MessageIn],
     ) -> MessageAccepted:
         """The orchestrator answers as `agent_chat_message` events; a new idea may start the default workflow."""
-        principal.ensure_can_see(project_id)
         return await post_message(request.app.state.runtime, principal, project_id, data.message)
 
     @get("/", operation_id="ListChatMessages")

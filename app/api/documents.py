@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import ServerSettings
 from app.core.openapi import DOWNLOAD_KEY
 from app.core.schema import Struct
-from app.core.security import Principal, Role, needs
+from app.core.security import Role, needs
 from app.documents.services import (
     Document,
     DocumentService,
@@ -71,13 +71,11 @@ class DocumentController(Controller):
     @get("/", operation_id="GetProjectDocuments")
     async def get_documents(
         self,
-        principal: NamedDependency[Principal],
         documents_service: NamedDependency[DocumentService],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
     ) -> ProjectDocuments:
         """Each stage's document (PRD, architecture, implementation plan, test report, deployment guide), and all."""
-        principal.ensure_can_see(project_id)
         project = await projects_service.get_project(project_id)
         documents, combined = await documents_service.assemble(project)
         return ProjectDocuments(project_id=project_id, documents=documents, combined=combined)
@@ -86,7 +84,6 @@ class DocumentController(Controller):
     async def export(
         self,
         request: Request[Any, Any, Any],
-        principal: NamedDependency[Principal],
         documents_service: NamedDependency[DocumentService],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
@@ -94,7 +91,6 @@ class DocumentController(Controller):
     ) -> Stream:
         """The documents as one Markdown file, one HTML page, or a zip with each document and the
         generated files. Larger than `BOTARMY_EXPORT_MAX_BYTES` / `_FILES`: 413 naming the limit."""
-        principal.ensure_can_see(project_id)
         project = await projects_service.get_project(project_id)
         rows = await documents_service.rows(project_id)
         server: ServerSettings = request.app.state.settings.server

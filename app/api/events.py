@@ -1,4 +1,4 @@
-"""Event streams: WebSocket per project and for everything, Server-Sent Events, and the audit log.
+"""Event streams: WebSocket per project and for everything, and Server-Sent Events (the log: `app.api.audit`).
 
 Streams take `?after=<id>` (replay everything later, then live: see `app/events/streams.py`) or
 `?last=N`, and filters `?event_types=a,b&agent_types=x,y`.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, cast
@@ -18,28 +17,22 @@ import msgspec
 from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException, WebSocketDisconnect
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.types import Send
-from sqlalchemy import ColumnElement, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.chat import post_message
 from app.config import Settings
 from app.core.exceptions import AppError, InvalidInputError, NotFoundError
 from app.core.ratelimit import RateLimiter, rate_limiter_of
 from app.core.runtime import Runtime
-from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, Page, check_iso_datetimes, event_cursor
 from app.core.security import Principal, Role, needs
 from app.events.eager import start_now
 from app.events.hub import SERVER_SEND_KEY
 from app.events.limits import StreamRefusedError
-from app.events.models import Event
-from app.events.schemas import AuditEvent
 from app.events.streams import MAX_LAST, Feed, FeedItem, FeedOverflowError, Filters, Heartbeat, parse_list
 from app.projects.models import Project
-from app.projects.services import visible_project
-from app.tasks.models import AgentTask, AgentType
+from app.tasks.models import AgentType
 from app.tokens.auth import CLOSE_TOO_MANY, CLOSE_UNAUTHORIZED
 from app.tokens.revoked import REVOKED_REASON, RevokedTokens, TokenRevokedError
 from app.tokens.services import TokenService
@@ -331,110 +324,3 @@ class EventController(Controller):
                 )
 
         return ServerSentEvent(messages(), retry_duration=1000)
-
-    # -- the audit log ------------------------------------------------------------------------
-
-    @get("/api/v1/audit/events", operation_id="ListAuditEvents")
-    async def list_events(
-        self,
-        request: Request[Any, Any, Any],
-        principal: NamedDependency[Principal],
-        db_session: NamedDependency[AsyncSession],
-        project_id: UUID | None = Parameter(default=None),
-        task_id: UUID | None = Parameter(default=None),
-        event_type: str | None = Parameter(default=None, pattern=r"^[a-z_]{1,64}$"),
-        actor: str | None = Parameter(default=None, max_length=100),
-        created_after: datetime.datetime | None = Parameter(default=None),
-        created_before: datetime.datetime | None = Parameter(default=None),
-        limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
-        cursor: str | None = Parameter(
-            default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
-        ),
-    ) -> Page[AuditEvent]:
-        """The append-only log, oldest first, with filters; a token limited to some projects sees theirs."""
-        check_iso_datetimes(request.query_params, "created_after", "created_before")
-        if project_id is not None:
-            principal.ensure_can_see(project_id)
-        conditions: list[ColumnElement[bool]] = []
-        if project_id is not None:
-            conditions.append(Event.project_id == project_id)
-        if task_id is not None:
-            conditions.append(Event.task_id == task_id)
-        if event_type is not None:
-            conditions.append(Event.event_type == event_type)
-        if actor is not None:
-            conditions.append(Event.actor == actor)
-        if created_after is not None:
-            conditions.append(Event.created_at > created_after)
-        if created_before is not None:
-            conditions.append(Event.created_at < created_before)
-        return await audit_page(db_session, principal, conditions, limit, cursor)
-
-    @get("/api/v1/audit/events/{event_id:int}", operation_id="GetAuditEvent")
-    async def get_event(
-        self, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession], event_id: FromPath[int]
-    ) -> AuditEvent:
-        event: Event | None = await db_session.get(Event, event_id)
-        if event is None or not (principal.project_ids is None or principal.can_see(event.project_id)):
-            raise NotFoundError(f"Event {event_id} does not exist.")
-        return to_audit(event)
-
-    @get("/api/v1/projects/{project_id:uuid}/events", operation_id="ListProjectEvents")
-    async def project_events(
-        self,
-        principal: NamedDependency[Principal],
-        db_session: NamedDependency[AsyncSession],
-        project_id: FromPath[UUID],
-        limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
-        cursor: str | None = Parameter(
-            default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
-        ),
-    ) -> Page[AuditEvent]:
-        await visible_project(db_session, principal, project_id)
-        return await audit_page(db_session, principal, [Event.project_id == project_id], limit, cursor)
-
-    @get("/api/v1/tasks/{task_id:uuid}/events", operation_id="ListTaskEvents")
-    async def task_events(
-        self,
-        principal: NamedDependency[Principal],
-        db_session: NamedDependency[AsyncSession],
-        task_id: FromPath[UUID],
-        limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
-        cursor: str | None = Parameter(
-            default=None, pattern=EVENT_CURSOR, description="next_cursor of the previous page"
-        ),
-    ) -> Page[AuditEvent]:
-        task: AgentTask | None = await db_session.get(AgentTask, task_id)
-        if task is None or not principal.can_see(task.project_id):
-            raise NotFoundError(f"Task {task_id} does not exist.")
-        return await audit_page(db_session, principal, [Event.task_id == task_id], limit, cursor)
-
-
-async def audit_page(
-    session: AsyncSession,
-    principal: Principal,
-    conditions: list[ColumnElement[bool]],
-    limit: int,
-    cursor: str | None,
-) -> Page[AuditEvent]:
-    statement = select(Event).where(*conditions)
-    if principal.project_ids is not None:
-        statement = statement.where(Event.project_id.in_(principal.project_ids))
-    after = event_cursor(cursor)
-    if after is not None:
-        statement = statement.where(Event.id > after)
-    rows = list(await session.scalars(statement.order_by(Event.id).limit(limit + 1)))
-    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return Page(items=[to_audit(row) for row in rows[:limit]], next_cursor=next_cursor)
-
-
-def to_audit(event: Event) -> AuditEvent:
-    return AuditEvent(
-        id=event.id,
-        event_type=event.event_type,
-        project_id=event.project_id,
-        task_id=event.task_id,
-        actor=event.actor,
-        data=event.data,
-        timestamp=event.created_at,
-    )

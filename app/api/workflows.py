@@ -169,11 +169,9 @@ class ExecutionController(Controller):
     @get("/projects/{project_id:uuid}/completion", operation_id="GetProjectCompletion")
     async def completion(
         self,
-        principal: NamedDependency[Principal],
         executions: NamedDependency[ExecutionService],
         project_id: FromPath[UUID],
     ) -> schemas.Completion:
-        principal.ensure_can_see(project_id)
         project = await executions.session.get(Project, project_id)
         if project is None:
             raise NotFoundError(f"Project {project_id} does not exist.")

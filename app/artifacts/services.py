@@ -14,33 +14,19 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, Select, Text, cast, delete, select
-from sqlalchemy.orm import aliased, defer, undefer
+from sqlalchemy import Text, cast, delete, select
 
 from app.artifacts.content import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
 from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpdate
+from app.artifacts.search import ArtifactFilters, list_page, quoted_element
 from app.core.exceptions import InvalidInputError, NotFoundError
 from app.events.services import EventService
 
 # Largest content of one artifact, encoded.
 MAX_CONTENT_BYTES = 512 * 1024
-# Text search walks this many of a project's rows in id order before it asks the trigram index.
-SEARCH_WINDOW = 500
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _encoder = msgspec.json.Encoder()
-
-
-class ArtifactFilters(msgspec.Struct, frozen=True, kw_only=True):
-    artifact_type: str | None = None
-    source_agent: str | None = None
-    granularity: str | None = None
-    tag: str | None = None
-    q: str | None = None
-    created_after: datetime.datetime | None = None
-    created_before: datetime.datetime | None = None
-    stale: bool | None = None
-    parent_id: UUID | None = None
 
 
 def validate_content(artifact_type: ArtifactType, content: Any) -> Any:
@@ -75,16 +61,6 @@ def split_sections(content: Any) -> list[tuple[str, Any]]:
     return sections
 
 
-def _like_escaped(value: str) -> str:
-    """`value` matched literally by LIKE: its `%`, `_` and the escape character are not wildcards."""
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _quoted(value: str) -> str:
-    """A JSON string element as it appears in stored JSON text: for exact "list contains" matches."""
-    return f'%"{_like_escaped(value)}"%'
-
-
 class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
     class Repo(SQLAlchemyAsyncRepository[Artifact]):
         model_type = Artifact
@@ -96,6 +72,12 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         return EventService(session=self.repository.session)
 
     # -- reads -------------------------------------------------------------------------------
+
+    async def list_page(
+        self, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
+    ) -> tuple[list[Artifact], UUID | None]:
+        """One page of the project's artifacts (`app.artifacts.search`)."""
+        return await list_page(self.repository.session, project_id, filters, limit=limit, cursor=cursor)
 
     async def get_artifact(self, artifact_id: UUID) -> Artifact:
         artifact: Artifact | None = await self.repository.session.get(Artifact, artifact_id)
@@ -112,90 +94,6 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         )
         found = {artifact.id: artifact for artifact in await self.repository.session.scalars(statement)}
         return [found[artifact_id] for artifact_id in artifact_ids if artifact_id in found]
-
-    async def list_page(
-        self, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
-    ) -> tuple[list[Artifact], UUID | None]:
-        """One page in id (creation) order. Content is not loaded: lists stay small and fast."""
-        session = self.repository.session
-        statement = self.page_statement(project_id, filters, cursor)
-        if not filters.q:
-            rows = list(await session.scalars(statement.limit(limit + 1)))
-            return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
-        # Text search. A common word fills a page from the project's first rows in id order, which a
-        # walk finds at once; the trigram index would instead fetch and sort every match (bench/README.md).
-        # So the first rows after the cursor are walked in order: a subquery with its own LIMIT fences
-        # them off (the planner may not push the text test into it, so it cannot answer from the index),
-        # its rows come out in id order (PostgreSQL knows that, so the outer ORDER BY needs no sort), and
-        # the outer LIMIT stops the walk at the page's last match. Past that window, the index is asked.
-        in_order = [Artifact.project_id == project_id, Artifact.deleted_at.is_(None)]
-        if cursor is not None:
-            in_order.append(Artifact.id > cursor)
-        window = (
-            select(Artifact)
-            .options(defer(Artifact.content), undefer(Artifact.search_text))
-            .where(*in_order)
-            .order_by(Artifact.id)
-            .limit(SEARCH_WINDOW)
-            .subquery("search_window")
-        )
-        rows_in_window = aliased(Artifact, window)
-        walk = (
-            select(rows_in_window)
-            .options(defer(rows_in_window.content, raiseload=True))
-            .where(*self.filter_conditions(rows_in_window, filters))
-            .order_by(rows_in_window.id)
-            .limit(limit + 1)
-        )
-        walked = list(await session.scalars(walk))
-        if len(walked) > limit:
-            return walked[:limit], walked[limit - 1].id
-        # Past the window (none if the project has no more rows): one statement, the window's last id
-        # found inside it.
-        last_in_window = (
-            select(Artifact.id).where(*in_order).order_by(Artifact.id).offset(SEARCH_WINDOW - 1).limit(1)
-        ).scalar_subquery()
-        past_window = statement.where(Artifact.id > last_in_window).limit(limit + 1 - len(walked))
-        rest = list(await session.scalars(past_window))
-        rows = walked + rest
-        return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
-
-    @classmethod
-    def page_statement(cls, project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[tuple[Artifact]]:
-        statement = (
-            select(Artifact)
-            # A page answers summaries: loading ~2 KB of JSON a row only feeds the garbage collector.
-            .options(defer(Artifact.content, raiseload=True))
-            .where(Artifact.project_id == project_id, Artifact.deleted_at.is_(None))
-            .where(*cls.filter_conditions(Artifact, filters))
-        )
-        if cursor is not None:
-            statement = statement.where(Artifact.id > cursor)
-        return statement.order_by(Artifact.id)
-
-    @staticmethod
-    def filter_conditions(entity: Any, filters: ArtifactFilters) -> list[ColumnElement[bool]]:
-        """The filters of a list, on `entity` (the table, or the rows of a search window)."""
-        conditions: list[ColumnElement[bool]] = []
-        if filters.artifact_type:
-            conditions.append(entity.artifact_type == filters.artifact_type)
-        if filters.source_agent:
-            conditions.append(entity.source_agent == filters.source_agent)
-        if filters.granularity:
-            conditions.append(entity.granularity == filters.granularity)
-        if filters.parent_id:
-            conditions.append(entity.parent_id == filters.parent_id)
-        if filters.stale is not None:
-            conditions.append(entity.stale.is_(filters.stale))
-        if filters.created_after:
-            conditions.append(entity.created_at > filters.created_after)
-        if filters.created_before:
-            conditions.append(entity.created_at < filters.created_before)
-        if filters.tag:
-            conditions.append(cast(entity.meta["tags"], Text).like(_quoted(filters.tag), escape="\\"))
-        if filters.q:
-            conditions.append(entity.search_text.like(f"%{_like_escaped(filters.q.lower())}%", escape="\\"))
-        return conditions
 
     async def versions(self, artifact_id: UUID) -> list[ArtifactVersion]:
         await self.get_artifact(artifact_id)
@@ -497,7 +395,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             Artifact.project_id == artifact.project_id,
             Artifact.deleted_at.is_(None),
             Artifact.id != artifact.id,
-            cast(Artifact.meta["derived_from"], Text).like(_quoted(str(artifact.id))),
+            cast(Artifact.meta["derived_from"], Text).like(quoted_element(str(artifact.id))),
         )
         reason = f"'{artifact.title}' changed (version {artifact.version})"
         for dependent in await self.repository.session.scalars(statement):

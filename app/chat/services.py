@@ -21,6 +21,7 @@ from app.artifacts.models import Artifact, Granularity
 from app.bmad.services import BmadService, loaded_bmad_core
 from app.config import Settings
 from app.core.exceptions import ConflictError, NotFoundError
+from app.db.pages import keyset_page
 from app.events.models import Event
 from app.events.services import EventService
 from app.projects.models import Project, ProjectStatus
@@ -146,7 +147,4 @@ class ChatService:
 
     async def conversation(self, project_id: UUID, *, limit: int, cursor: int | None) -> tuple[list[Event], int | None]:
         statement = select(Event).where(Event.project_id == project_id, Event.event_type.in_(CHAT_EVENT_TYPES))
-        if cursor is not None:
-            statement = statement.where(Event.id > cursor)
-        rows = list(await self.session.scalars(statement.order_by(Event.id).limit(limit + 1)))
-        return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+        return await keyset_page(self.session, statement, Event.id, limit=limit, after=cursor)

@@ -16,6 +16,7 @@ from app.core.exceptions import AppError
 from app.core.security import Role
 from app.db.engine import build_db_config, upgrade_database
 from app.db.schema import database_errors_in_one_line, require_schema
+from app.tokens.cache import RevocationNotice
 from app.tokens.services import TokenService
 
 T = TypeVar("T")
@@ -75,7 +76,9 @@ def token_group(get_settings: Callable[[], Settings]) -> click.Group:
     @click.argument("name")
     def revoke(name: str) -> None:
         """Revoke the token called NAME; it stops working at once."""
-        _run(get_settings(), lambda tokens: tokens.revoke(name=name, actor="cli"))
+        settings = get_settings()
+        notice = RevocationNotice(settings.redis)
+        _run(settings, lambda tokens: tokens.revoke(name=name, actor="cli", announce=notice.announce))
         click.echo(f"Token '{name}' revoked.")
 
     return token

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.chat import ChatMessage, to_message
-from app.api.hitl import status_filter, to_summary, to_view, visible_request
 from app.api.workflows import to_execution
 from app.artifacts.models import Artifact
 from app.artifacts.services import ArtifactService
@@ -22,6 +21,7 @@ from app.core.exceptions import NotFoundError
 from app.core.security import Principal
 from app.hitl import schemas as hitl_schemas
 from app.hitl.models import HitlRequest, HitlStatus
+from app.hitl.queries import HitlQueries, status_filter, to_summary
 from app.projects.models import Project
 from app.projects.services import ProjectService
 from app.tasks.models import AgentTask
@@ -154,12 +154,13 @@ async def hitl_context(
     session: AsyncSession, principal: Principal, request_id: UUID
 ) -> tuple[hitl_schemas.HitlRequestView, list[Artifact], AgentTask | None]:
     """A HITL request, the artifacts it is about and its task (as `GET /api/v1/hitl/{id}/context`)."""
-    hitl = await visible_request(session, principal, request_id)
+    queries = HitlQueries(session)
+    hitl = await queries.visible(principal, request_id)
     ids = [UUID(value) for value in hitl.artifact_ids]
     found = {a.id: a for a in await session.scalars(select(Artifact).where(Artifact.id.in_(ids)))} if ids else {}
     artifacts = [found[i] for i in ids if i in found and found[i].deleted_at is None]
     task = await session.get(AgentTask, hitl.task_id) if hitl.task_id else None
-    return await to_view(session, hitl), artifacts, task
+    return await queries.view(hitl), artifacts, task
 
 
 async def artifact(session: AsyncSession, principal: Principal, artifact_id: UUID) -> Artifact:

@@ -16,15 +16,17 @@ others' round trips; and its read-then-write lost counts between two api instanc
 is one atomic script call (one round trip, whatever the limit): a field of the window's one hash is
 incremented, so that Redis holds one key per window however many clients there are, and a hash
 already holding `MAX_IDENTITIES` fields counts any new one under a shared overflow field. The
-embedded default keeps the same in a dict. The responses keep the same headers (`RateLimit-*`, and
-`Retry-After` on a 429, see `app.core.exceptions`).
+embedded default keeps the same in a dict. The same round trip reads the generation of token
+revocations (`app.tokens.cache`), so that a token check served from a process's cache still learns
+at once that a token was revoked, without a round trip of its own. The responses keep the same
+headers (`RateLimit-*`, and `Retry-After` on a 429, see `app.core.exceptions`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import structlog
 from litestar.enums import ScopeType
@@ -49,8 +51,13 @@ OVERFLOW = "overflow"
 LIMITER_KEY = "botarmy.rate_limiter"
 HEADERS_KEY = "botarmy.rate_limit_headers"
 
+# Where the generation of token revocations is kept (`app.tokens.cache`), under the namespace.
+REVOCATIONS_KEY = ":tokens:revocations"
+# Read when the key is missing (never set, or Redis restarted empty): differs from every generation.
+NO_REVOCATIONS = "-"
+
 # One window's hash: increment the identity's field (or the overflow field when the hash is full),
-# keep the hash a little longer than its window, answer the count.
+# keep the hash a little longer than its window; answer the count and the revocations' generation.
 _COUNT_SCRIPT = """
 local field = ARGV[1]
 if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
@@ -58,13 +65,19 @@ if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >=
 end
 local number = redis.call('HINCRBY', KEYS[1], field, 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-return number
+return {number, redis.call('GET', KEYS[2]) or ARGV[5]}
 """
 
 
+class Count(NamedTuple):
+    number: int  # this request's number in its identity's window, 1 for the first
+    # The generation of token revocations read with it; None where no store is shared.
+    revocations: str | None = None
+
+
 class RequestCounter(Protocol):
-    async def count(self, identity: str, window: int) -> int | None:
-        """This request's number in `identity`'s `window` (1 for the first); None: not counted."""
+    async def count(self, identity: str, window: int) -> Count | None:
+        """This request's count in `identity`'s `window`; None: not counted."""
 
 
 class MemoryCounter:
@@ -75,14 +88,14 @@ class MemoryCounter:
         self._counts: dict[str, int] = {}
         self.max_identities = max_identities
 
-    async def count(self, identity: str, window: int) -> int | None:
+    async def count(self, identity: str, window: int) -> Count | None:
         if window != self._window:  # a new minute: the old counts are of no use any more
             self._window, self._counts = window, {}
         if identity not in self._counts and len(self._counts) >= self.max_identities:
             identity = OVERFLOW
         number = self._counts.get(identity, 0) + 1
         self._counts[identity] = number
-        return number
+        return Count(number)
 
 
 class RedisCounter:
@@ -96,18 +109,20 @@ class RedisCounter:
     def __init__(self, redis: Redis, namespace: str, max_identities: int = MAX_IDENTITIES) -> None:
         self.redis = redis
         self.prefix = f"{namespace}:ratelimit:"
+        self.revocations_key = f"{namespace}{REVOCATIONS_KEY}"
         self.max_identities = max_identities
         self.script = redis.register_script(_COUNT_SCRIPT)
 
-    async def count(self, identity: str, window: int) -> int | None:
-        key = f"{self.prefix}{window}"
+    async def count(self, identity: str, window: int) -> Count | None:
+        keys = [f"{self.prefix}{window}", self.revocations_key]
+        # The window's hash outlives its window a little, whatever the clocks say.
+        args: list[str | int] = [identity, WINDOW_SECONDS * 2, self.max_identities, OVERFLOW, NO_REVOCATIONS]
         try:
-            # Outlives its window a little, whatever the clocks say.
-            number = await self.script(keys=[key], args=[identity, WINDOW_SECONDS * 2, self.max_identities, OVERFLOW])
+            number, revocations = await self.script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             logger.warning("rate_limit_store_unavailable")
             return None
-        return int(number)
+        return Count(int(number), revocations.decode() if isinstance(revocations, bytes) else str(revocations))
 
 
 def build_request_counter(settings: RedisSettings, redis: Redis | None) -> RequestCounter:
@@ -184,25 +199,28 @@ class RateLimiter:
         """Count a failed authentication of the request's address; 429 once past the limit."""
         window, reset = self._window()
         address = client_address(scope)
-        number = await self.counter.count(f"address:{address}", window)
-        if number is None or number <= self.failure_limit:
+        counted = await self.counter.count(f"address:{address}", window)
+        if counted is None or counted.number <= self.failure_limit:
             return
+        number = counted.number
         if window != self._blocked_window:
             self._blocked, self._blocked_window = {}, window
         if len(self._blocked) < self.max_blocked:
             self._blocked[address] = window
         raise self._failure_error(number, reset)
 
-    async def count(self, scope: Scope, token_id: Any) -> None:
-        """Count an authenticated request against its token; 429 once past the limit."""
+    async def count(self, scope: Scope, token_id: Any) -> str | None:
+        """Count an authenticated request against its token; 429 once past the limit. Returns the
+        generation of token revocations read meanwhile (None: no shared store, or it is away)."""
         window, reset = self._window()
-        number = await self.counter.count(f"token:{token_id}", window)
-        if number is None:  # not counted (Redis away): not limited
-            return
-        headers = limit_headers(self.limit, number, reset)
-        if number > self.limit:
+        counted = await self.counter.count(f"token:{token_id}", window)
+        if counted is None:  # not counted (Redis away): not limited
+            return None
+        headers = limit_headers(self.limit, counted.number, reset)
+        if counted.number > self.limit:
             raise TooManyRequestsException(headers=headers)
         cast(dict[str, Any], scope)[HEADERS_KEY] = headers
+        return counted.revocations
 
 
 def rate_limiter_of(scope: Scope) -> RateLimiter | None:

@@ -1,11 +1,13 @@
 """How `botarmy serve` guards its doors below the app: trusted proxies, a connection cap, and
 timeouts for connections that send nothing or send their headers too slowly.
 
-uvicorn has no header-read timeout: its keep-alive timer runs only between requests, and every
-byte received cancels it, so a client that never sends a byte, or dribbles a header line every few
-seconds (slowloris), keeps its connection (and a file descriptor) forever; and `limit_concurrency`
-answers 503 to requests over the limit but never sheds the idle connections that fill it. The
-protocol below (uvicorn's h11 one, subclassed) adds:
+uvicorn runs on httptools (its C HTTP parser) and uvloop: h11's pure-Python parsing and
+asyncio's own loop were a large share of a request's CPU (bench/README.md, `compare`). uvicorn
+has no header-read timeout: its keep-alive timer runs only between requests, and every byte
+received cancels it, so a client that never sends a byte, or dribbles a header line every few
+seconds (slowloris), keeps its connection (and a file descriptor) forever; and
+`limit_concurrency` answers 503 to requests over the limit but never sheds the idle connections
+that fill it. The protocol below (uvicorn's httptools one, subclassed) adds:
 
 - a connection cap: a connection past `BOTARMY_MAX_CONNECTIONS` open ones (HTTP and WebSocket) is
   answered 503 and closed at once;
@@ -23,8 +25,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import ServerSettings
 
@@ -36,9 +37,9 @@ def _response(status: bytes, text: bytes) -> bytes:
     )
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a connection cap, an idle timeout from the first moment and a
-    header-read timeout. The limits come from the server settings (`serving_options`)."""
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap, an idle timeout from the first moment and
+    a header-read timeout. The limits come from the server settings (`serving_options`)."""
 
     max_connections = 2048
     header_timeout = 10.0
@@ -56,28 +57,19 @@ class GuardedH11Protocol(H11Protocol):
         # Idle from the start, as uvicorn is between requests: closed unless something comes.
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._watch_headers()
+    def on_message_begin(self) -> None:
+        # The parser saw a request's first byte: its headers have `header_timeout` to be complete.
+        super().on_message_begin()
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._watch_headers()
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
         super().connection_lost(exc)
-
-    def _watch_headers(self) -> None:
-        """Time the headers of a request that has begun (some bytes came) but not ended its headers."""
-        if self.transport.is_closing():
-            self._stop_header_timer()
-            return
-        reading_headers = self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
-        if not reading_headers:
-            self._stop_header_timer()
-        elif self.header_timer is None:
-            self.header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
 
     def _stop_header_timer(self) -> None:
         if self.header_timer is not None:
@@ -86,16 +78,16 @@ class GuardedH11Protocol(H11Protocol):
 
     def _headers_timed_out(self) -> None:
         self.header_timer = None
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if not self.transport.is_closing():
             self.transport.write(_response(b"408 Request Timeout", b"The request headers came too slowly."))
             self.transport.close()
 
 
-def guarded_protocol(settings: ServerSettings) -> type[GuardedH11Protocol]:
+def guarded_protocol(settings: ServerSettings) -> type[GuardedHttpProtocol]:
     """The protocol class with this server's limits."""
     return type(
-        "GuardedH11Protocol",
-        (GuardedH11Protocol,),
+        "GuardedHttpProtocol",
+        (GuardedHttpProtocol,),
         {"max_connections": settings.max_connections, "header_timeout": settings.header_timeout_seconds},
     )
 
@@ -109,6 +101,7 @@ def serving_options(settings: ServerSettings) -> dict[str, Any]:
     proxies = trusted_proxies(settings)
     return {
         "http": guarded_protocol(settings),
+        "loop": "auto",  # uvloop where it is installed (not on Windows)
         # Forwarded headers only from the proxies named (uvicorn's default trusts 127.0.0.1).
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies or [],

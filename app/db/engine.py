@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 
 from app.config import REPO_ROOT, DatabaseSettings
 from app.core.channels import EventPublisher, session_info
@@ -33,11 +37,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# True while the code running only reads (an HTTP GET, see `reading_only`): its SQLite transactions
+# begin deferred, beside the writer (WAL), instead of queuing for the write lock.
+_reading_only: ContextVar[bool] = ContextVar("reading_only", default=False)
+
+
+@contextlib.contextmanager
+def reading_only(value: bool = True) -> Iterator[None]:
+    """Transactions begun inside only read (`True`), or may write (`False`, e.g. a write within a GET)."""
+    reset = _reading_only.set(value)
+    try:
+        yield
+    finally:
+        _reading_only.reset(reset)
+
+
 def _sqlite_begin(connection: Any) -> None:
-    # Take the write lock when a transaction starts. A deferred transaction that reads and then
-    # writes fails at once ("database is locked") if another connection wrote in between;
-    # an immediate one waits its turn (busy timeout) instead.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A transaction that may write takes the write lock when it starts: a deferred one that reads
+    # and then writes fails at once ("database is locked") if another connection wrote in between,
+    # an immediate one waits its turn (busy timeout) instead. One that only reads takes no lock.
+    connection.exec_driver_sql("BEGIN" if _reading_only.get() else "BEGIN IMMEDIATE")
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # Instead of pre-ping (BEGIN, a statement, ROLLBACK: three round trips per checkout): a
+    # connection whose socket was closed (PostgreSQL restarted, a proxy cut it) is known locally;
+    # the pool then replaces it. A connection that died silently fails its first statement, and
+    # SQLAlchemy invalidates the pool's older connections.
+    if dbapi_connection._connection.is_closed():
+        raise DisconnectionError("the connection was closed")
 
 
 def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None = None) -> SQLAlchemyAsyncConfig:
@@ -47,7 +75,6 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
         engine_config = EngineConfig(
             pool_size=settings.pool_size,
             max_overflow=settings.pool_size,
-            pool_pre_ping=True,  # a connection that died while PostgreSQL was away is replaced, not used
             pool_timeout=max(1, round(settings.connect_timeout)),
             connect_args={"timeout": settings.connect_timeout},
             echo=settings.echo,
@@ -64,10 +91,12 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
         ),
         before_send_handler="autocommit",
     )
+    engine = config.get_engine().sync_engine
     if settings.is_sqlite:
-        engine = config.get_engine().sync_engine
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+    else:
+        event.listen(engine.pool, "checkout", _refuse_closed_connection)
     return config
 
 

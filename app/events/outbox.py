@@ -117,6 +117,10 @@ def _write_before_commit(session: Session) -> None:
 
 @sa_event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
+    # SQLAlchemy also calls this when a savepoint is released: the transaction, and what it recorded,
+    # go on (dropping the pending events here lost those recorded before the savepoint).
+    if session.in_nested_transaction():
+        return
     session.info.pop(PENDING_KEY, None)
     events: list[Event] | None = session.info.pop(WRITTEN_KEY, None)
     publisher: EventPublisher | None = session.info.get(PUBLISHER_KEY)

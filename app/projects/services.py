@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal
+from app.db.pages import keyset_page
 from app.events.services import EventService
 from app.projects.models import Project
 from app.projects.schemas import ProjectCreate, ProjectUpdate
@@ -78,13 +79,9 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
         self, *, limit: int, cursor: UUID | None, status: str | None, visible: frozenset[UUID] | None = None
     ) -> tuple[list[Project], UUID | None]:
         """One page in id order (UUIDv7: creation order); the cursor is the last id seen."""
-        statement = select(Project).order_by(Project.id).limit(limit + 1)
-        if cursor is not None:
-            statement = statement.where(Project.id > cursor)
+        statement = select(Project)
         if status is not None:
             statement = statement.where(Project.status == status)
         if visible is not None:  # a token limited to some projects lists only those
             statement = statement.where(Project.id.in_(visible))
-        rows = list(await self.repository.session.scalars(statement))
-        next_cursor = rows[limit - 1].id if len(rows) > limit else None
-        return rows[:limit], next_cursor
+        return await keyset_page(self.repository.session, statement, Project.id, limit=limit, after=cursor)

@@ -33,6 +33,7 @@ from app.core.exceptions import ConflictError, ForbiddenError, InvalidInputError
 from app.core.security import ROLE_RANK, Principal, Role
 from app.events.services import EventService
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus, HoldKind, HoldRef, Urgency
+from app.hitl.queries import effective_status
 from app.hitl.services import HitlService
 from app.hitl.state import move as move_request
 from app.tasks.models import AgentTask, AgentType, TaskStatus
@@ -54,14 +55,6 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
 
 def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def effective_status(request: HitlRequest, at: datetime.datetime | None = None) -> str:
-    """A pending request past its `expires_at` is expired, whether or not the sweep has run."""
-    at = at or now()
-    if request.status == HitlStatus.PENDING.value and request.expires_at is not None and request.expires_at <= at:
-        return HitlStatus.EXPIRED.value
-    return request.status
 
 
 def may_answer(request: HitlRequest, principal: Principal) -> bool:

@@ -22,17 +22,15 @@ from sqlalchemy import select
 
 from app.agents.live_output import LiveOutput
 from app.agents.models import AgentState
-from app.agents.outputs import AgentAnswer
+from app.agents.outputs import AgentAnswer, InvalidAnswerError, parse_answer
 from app.agents.personas import AGENT_ARTIFACTS, Persona, persona_for
 from app.agents.prompts import ContextItem, PromptContext, build_prompt
 from app.agents.services import AgentService, BudgetExceededError
-from app.artifacts.content import CODE_TYPES, CONTENT_TYPES
 from app.artifacts.models import ArtifactType
 from app.artifacts.services import ArtifactService
 from app.chat.services import is_chat_task
 from app.config import HitlSettings
 from app.core.runtime import Runtime
-from app.core.sanitize import clean_json, strip_active_content
 from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
 from app.llm.base import ModelError, ModelProvider, ModelResponse, TransientModelError
 from app.llm.offline import estimate_tokens
@@ -46,14 +44,8 @@ from app.tasks.services import Lease, TaskService
 
 logger = structlog.get_logger(__name__)
 
-# Largest content of one artifact, encoded; a bigger answer is invalid (and retried).
-MAX_ARTIFACT_BYTES = 512 * 1024
 # The answer's size is not known before the call: the budget check assumes this many output tokens.
 OUTPUT_TOKENS_ESTIMATE = 1024
-
-
-class InvalidAnswerError(Exception):
-    """The model answered, but not with what was asked: a failed attempt, with the reason."""
 
 
 class TaskFailedError(Exception):
@@ -62,45 +54,6 @@ class TaskFailedError(Exception):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _strip_prose(value: Any) -> Any:
-    if isinstance(value, str):
-        return strip_active_content(value)
-    if isinstance(value, dict):
-        return {key: _strip_prose(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_strip_prose(item) for item in value]
-    return value
-
-
-def parse_answer(text: str, allowed: tuple[ArtifactType, ...]) -> AgentAnswer:
-    """Decode, check against the schemas and clean an answer; InvalidAnswerError says what is wrong."""
-    try:
-        answer = msgspec.json.decode(text, type=AgentAnswer)
-    except msgspec.DecodeError as exc:
-        raise InvalidAnswerError(f"the answer does not match the answer schema: {exc}") from None
-    produced = []
-    for index, artifact in enumerate(answer.artifacts):
-        if artifact.artifact_type not in allowed:
-            kinds = ", ".join(kind.value for kind in allowed)
-            raise InvalidAnswerError(f"artifacts[{index}]: {artifact.artifact_type.value} is not one of {kinds}")
-        try:
-            content = msgspec.convert(artifact.content, CONTENT_TYPES[artifact.artifact_type])
-        except msgspec.ValidationError as exc:
-            raise InvalidAnswerError(f"artifacts[{index}] ({artifact.artifact_type.value}): {exc}") from None
-        cleaned = clean_json(msgspec.to_builtins(content))
-        if artifact.artifact_type not in CODE_TYPES:  # prose: no markup that could run when shown
-            cleaned = _strip_prose(cleaned)
-        if len(msgspec.json.encode(cleaned)) > MAX_ARTIFACT_BYTES:
-            raise InvalidAnswerError(f"artifacts[{index}]: larger than {MAX_ARTIFACT_BYTES} bytes")
-        produced.append(msgspec.structs.replace(artifact, title=clean_json(artifact.title), content=cleaned))
-    return msgspec.structs.replace(
-        answer,
-        artifacts=produced,
-        summary=strip_active_content(clean_json(answer.summary)),
-        open_questions=[strip_active_content(clean_json(question)) for question in answer.open_questions],
-    )
 
 
 def call_cost_limit(project: Project, policy: HitlSettings) -> float | None:

@@ -6,21 +6,28 @@ before a WebSocket is accepted, so no event reaches an unauthenticated client; a
 WebSocket is accepted and closed at once with code 4401 and the reason, which a browser can read
 (a refused handshake would only show a bare 403); an address past its limit of failed
 authentications is closed with 4429.
+
+With Redis, a token checked recently is served from this process's `TokenCache`, confirmed by the
+generation of revocations that the rate-limit count reads in its own round trip (`app.tokens.cache`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from litestar import Litestar
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.core.ratelimit import rate_limiter_of
+from app.core.ratelimit import RateLimiter, rate_limiter_of
 from app.core.runtime import Runtime
-from app.core.security import token_of
+from app.core.security import Principal, hash_token, token_of
+from app.db.engine import reading_only
+from app.tokens.cache import TokenCache
+from app.tokens.revoked import RevokedTokens
 from app.tokens.services import TokenService
 
 CLOSE_UNAUTHORIZED = 4401
@@ -29,7 +36,35 @@ MISSING_TOKEN = "A token is required: send 'Authorization: Bearer <token>'."
 BAD_TOKEN = "The token is unknown or revoked."
 
 
+async def _from_database(app: Litestar, secret: str) -> Principal | None:
+    runtime: Runtime = app.state.runtime
+    async with runtime.session() as session:
+        return await TokenService(session=session).authenticate(secret)
+
+
 class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
+    def __init__(self, app: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.cache = TokenCache()
+
+    async def _check(
+        self, connection: ASGIConnection[Any, Any, Any, Any], secret: str, limiter: RateLimiter | None
+    ) -> tuple[Principal | None, bool]:
+        """The token's principal (None: unknown or revoked), and whether the request was counted."""
+        token_hash = hash_token(secret)
+        cached = self.cache.lookup(token_hash)
+        if cached is not None and limiter is not None:
+            if self.cache.confirm(await limiter.count(connection.scope, cached.token_id)):
+                return cached, True
+            return await _from_database(connection.app, secret), True  # a revocation meanwhile: ask again
+        known_before = self.cache.generation
+        principal = await _from_database(connection.app, secret)
+        if principal is None or limiter is None:
+            return principal, False
+        self.cache.store(token_hash, principal, known_before)
+        self.cache.confirm(await limiter.count(connection.scope, principal.token_id))
+        return principal, True
+
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         # The rate limiter (`app.core.ratelimit`): an address past its failure limit is refused before
         # any lookup; a failure is counted per address, a success against its token.
@@ -37,24 +72,27 @@ class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         if limiter is not None:
             limiter.check_address(connection.scope)
         secret = token_of(connection)
-        principal = None
-        if secret is not None:
-            runtime: Runtime = connection.app.state.runtime
-            async with runtime.session() as session:
-                principal = await TokenService(session=session).authenticate(secret)
+        principal, counted = (None, False) if secret is None else await self._check(connection, secret, limiter)
+        # A revocation this process heard of (the live hub's `token_revoked`) needs no lookup either.
+        revoked: RevokedTokens | None = connection.app.state.get("revoked_tokens")
+        if principal is not None and revoked is not None and principal.token_id in revoked:
+            self.cache.forget(principal.token_id)
+            principal = None
         if principal is None:
             if limiter is not None:
                 await limiter.failed(connection.scope)
             if secret is None:
                 raise NotAuthorizedException(MISSING_TOKEN, headers={"WWW-Authenticate": "Bearer"})
             raise NotAuthorizedException(BAD_TOKEN, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if limiter is not None:  # a WebSocket's handshake counts too, and then each of its messages
+        if limiter is not None and not counted:  # a WebSocket's handshake counts too, and then each of its messages
             await limiter.count(connection.scope, principal.token_id)
         return AuthenticationResult(user=principal, auth=None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.WEBSOCKET:
-            await super().__call__(scope, receive, send)
+            # A GET or HEAD only reads: on SQLite its transactions take no write lock (`reading_only`).
+            with reading_only(scope.get("method") in ("GET", "HEAD")):
+                await super().__call__(scope, receive, send)
             return
         try:
             await super().__call__(scope, receive, send)

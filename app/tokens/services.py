@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from app.core.exceptions import ConflictError, InvalidInputError, NotFoundError
 from app.core.security import Principal, Role, hash_token
+from app.db.engine import reading_only
 from app.events.services import EventService
 from app.projects.models import Project
 from app.tokens.models import ApiToken
@@ -75,8 +76,15 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
         return list(await self.repository.session.scalars(select(ApiToken).order_by(ApiToken.id)))
 
     async def revoke(
-        self, *, name: str | None = None, token_id: UUID | None = None, actor: str | None = None
+        self,
+        *,
+        name: str | None = None,
+        token_id: UUID | None = None,
+        actor: str | None = None,
+        announce: Callable[[], Awaitable[None]] | None = None,
     ) -> ApiToken:
+        """Revoke a token. `announce` (`RevocationNotice.announce`) tells every api process's token
+        cache, before the commit (if it fails, nothing is revoked) and again after it."""
         condition = ApiToken.name == name if name is not None else ApiToken.id == token_id
         token = await self.get_one_or_none(condition)
         if token is None:
@@ -87,7 +95,11 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
             await self.events.record(
                 "token_revoked", project_id=None, actor=actor, data={"token_id": str(token.id), "name": token.name}
             )
+            if announce is not None:
+                await announce()
             await self.repository.session.commit()
+            if announce is not None:
+                await announce()
         return token
 
     async def authenticate(self, secret: str) -> Principal | None:
@@ -98,11 +110,16 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
         row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
         if row is None or row.revoked:
             return None
+        principal = to_principal(row)
         now = datetime.datetime.now(datetime.UTC)
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-            await session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-            await session.commit()
-        return to_principal(row)
+            # A write of its own, also within a GET (whose transactions only read, `reading_only`).
+            await session.rollback()
+            with reading_only(False):
+                touched = update(ApiToken).where(ApiToken.id == principal.token_id).values(last_used_at=now)
+                await session.execute(touched)
+                await session.commit()
+        return principal
 
     async def is_active(self, token_id: UUID) -> bool:
         """Whether the token exists and is not revoked: a stream's check after it began (one row by id)."""

@@ -37,7 +37,7 @@ from app.config import ENV_VARS, load_settings
 from app.events.catalog import PAYLOADS
 from app.main import create_app
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 CONTAINERFILE = REPO / "Containerfile"
 COMPOSE = REPO / "compose.yaml"
 CONTAINERIGNORE = REPO / ".containerignore"
@@ -565,7 +565,7 @@ def app_routes() -> frozenset[str]:
 
 
 def test_the_readme_documents_every_event_type() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     for event_type, payload in PAYLOADS.items():
         row = next((line for line in readme.splitlines() if line.startswith(f"| `{event_type}` |")), None)
         assert row is not None, f"README: no row for {event_type}"

@@ -64,7 +64,7 @@ CONFIG = schemathesis.Config.from_dict(
     {"checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_DATA_ACCEPTED}}}
 )
 # The Server-Sent Events stream never ends by design, so no single request/response check can finish on
-# it; tests/test_stream_replay.py reads it with a real client.
+# it; tests/integration/events/test_stream_replay.py reads it with a real client.
 schema = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT), config=CONFIG).exclude(path_regex=r"/events/stream$")
 
 # Path parameter -> the id of a resource that exists in the running app (filled in by `running_app`).

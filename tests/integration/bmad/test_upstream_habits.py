@@ -4,6 +4,7 @@ oversight level as `{"level": ...}`, optional steps as numbers."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from httpx import AsyncClient
 
 from app.config import load_settings
 from app.tasks.models import AgentType
+from tests import factories
 from tests.conftest import FAST_ENV
 from tests.helpers import app_client, wait_for_task
 
@@ -42,10 +44,7 @@ async def client(tmp_path: Path) -> AsyncIterator[AsyncClient]:
         yield test_client
 
 
-async def new_project(client: AsyncClient) -> str:
-    response = await client.post("/api/v1/projects", json={"name": "upstream"})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+new_project = functools.partial(factories.new_project, name="upstream")
 
 
 async def test_the_status_listing_has_every_agent_idle_when_it_has_no_work(client: AsyncClient) -> None:

@@ -18,7 +18,7 @@ from app.config import Settings, load_settings
 from app.events.models import Event
 from app.tasks.models import AgentTask
 from tests.helpers import app_client
-from tests.test_executions import new_project, rows, start, wait_for_execution
+from tests.integration.workflows.test_executions import new_project, rows, start, wait_for_execution
 
 WORKFLOWS = {
     # Design: the architect and the tester both need only the PRD, so they run side by side; the

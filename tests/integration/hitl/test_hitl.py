@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.events.models import Event
+from tests import factories
 from tests.helpers import app_client, eventually, issue_token, start_worker, task_status, wait_for_task
 
 ClientFactory = Callable[[dict[str, str]], contextlib.AbstractAsyncContextManager[tuple[AsyncClient, Settings]]]
@@ -45,10 +47,7 @@ def make_client(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> Cl
     return factory
 
 
-async def new_project(client: AsyncClient, **fields: Any) -> str:
-    response = await client.post("/api/v1/projects", json={"name": "hitl", "oversight_level": "low", **fields})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+new_project = functools.partial(factories.new_project, name="hitl", oversight_level="low")
 
 
 async def submit(client: AsyncClient, project_id: str, agent_type: str, instructions: str) -> str:

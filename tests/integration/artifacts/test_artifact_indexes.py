@@ -16,7 +16,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.artifacts.models import Artifact
-from app.artifacts.services import ArtifactFilters, ArtifactService
+from app.artifacts.search import ArtifactFilters, page_statement
+from app.artifacts.services import ArtifactService
 from app.config import load_settings
 from app.projects.models import Project
 
@@ -64,7 +65,7 @@ async def plan_of(
     with artifact_selects(session) as sent:
         if filters.q:
             # Text search walks the first rows in id order, then asks the index with this statement.
-            await session.scalars(ArtifactService.page_statement(project.id, filters, None).limit(101))
+            await session.scalars(page_statement(project.id, filters, None).limit(101))
         else:
             await ArtifactService(session=session).list_page(project.id, filters, limit=100, cursor=None)
     assert len(sent) == 1

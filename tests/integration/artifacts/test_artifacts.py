@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from app.artifacts.models import Artifact
 from app.config import Settings
 from app.db.engine import build_db_config
 from app.events.models import Event
+from tests import factories
 from tests.helpers import wait_for_task
 
 SPEC = {
@@ -26,8 +28,7 @@ SPEC = {
 }
 
 
-async def new_project(client: AsyncClient) -> str:
-    return str((await client.post("/api/v1/projects", json={"name": "store"})).json()["id"])
+new_project = functools.partial(factories.new_project, name="store")
 
 
 async def create(client: AsyncClient, project_id: str, **body: Any) -> dict[str, Any]:
@@ -298,7 +299,7 @@ async def test_retention_never_purges_what_is_in_use(client: AsyncClient, settin
 
 async def test_text_search_pages_across_the_walked_window(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Search walks the first rows in id order, then asks the index past them: pages join up exactly."""
-    monkeypatch.setattr("app.artifacts.services.SEARCH_WINDOW", 3)
+    monkeypatch.setattr("app.artifacts.search.SEARCH_WINDOW", 3)
     project_id = await new_project(client)
     matching: list[str] = []
     for n in range(12):

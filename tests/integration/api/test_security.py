@@ -31,7 +31,7 @@ from tests.conftest import FAST_ENV, drop_redis_namespace, free_port
 from tests.helpers import BOTARMY, REPO_ROOT, Server, app_client, cli_token, issue_token, start_server
 
 OPEN_PATHS = {"/health", "/health/ready"}
-# The web console's sign-in, sign-out and its scripts and styles (tests/test_console.py).
+# The web console's sign-in, sign-out and its scripts and styles (tests/integration/console/test_console.py).
 CONSOLE_OPEN_PATHS = {"/login", "/logout", "/static/{file_path:path}"}
 DOCS_PREFIX = "/schema"
 
@@ -127,7 +127,7 @@ async def test_a_viewer_token_can_change_nothing(app_and_settings: tuple[AsyncCl
     changing = 0
     for method, path, handler in http_routes(app):
         if path in OPEN_PATHS | CONSOLE_OPEN_PATHS or is_docs(path) or handler.media_type == "text/event-stream":
-            continue  # a stream the viewer may read never ends: tests/test_stream_replay.py reads it
+            continue  # a stream the viewer may read never ends: tests/integration/events/test_stream_replay.py reads it
         # Use a real project where there is one, so that "not found" cannot hide a missing check.
         url = concrete(path.replace("{project_id:uuid}", project["id"]))
         response = await client.request(method, url, json={"name": "x", "agent_type": "coder", "instructions": "x"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -26,14 +27,11 @@ from app.config import Settings, load_settings
 from app.db.engine import build_db_config
 from app.hitl.models import HitlRequest
 from app.tasks.models import AgentType
+from tests import factories
 from tests.conftest import free_port, shared_path
 from tests.helpers import Server, app_client, eventually, start_server, start_worker, task_status, wait_for_task
 
-
-async def new_project(client: AsyncClient, **fields: Any) -> str:
-    response = await client.post("/api/v1/projects", json={"name": "agents", **fields})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+new_project = functools.partial(factories.new_project, name="agents")
 
 
 async def submit(client: AsyncClient, project_id: str, agent_type: str, instructions: str, **extra: Any) -> str:

@@ -15,6 +15,7 @@ from app.db.engine import build_db_config
 from app.events.models import Event
 from app.tasks.models import AgentTask
 from app.workflows.models import Handoff
+from tests import factories
 from tests.conftest import shared_path
 from tests.helpers import app_client, eventually
 
@@ -22,8 +23,7 @@ SIX = ["analyst", "orchestrator", "architect", "coder", "tester", "deployer"]
 
 
 async def new_project(client: AsyncClient, oversight: str = "low") -> str:
-    response = await client.post("/api/v1/projects", json={"name": "Recipe Box", "oversight_level": oversight})
-    return str(response.json()["id"])
+    return await factories.new_project(client, name="Recipe Box", oversight_level=oversight)
 
 
 async def start(

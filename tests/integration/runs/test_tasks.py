@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from httpx import AsyncClient
@@ -10,13 +11,10 @@ from sqlalchemy import select
 from app.config import Settings
 from app.db.engine import build_db_config
 from app.events.models import Event
+from tests import factories
 from tests.helpers import wait_for_task
 
-
-async def new_project(client: AsyncClient) -> str:
-    response = await client.post("/api/v1/projects", json={"name": "tasks"})
-    assert response.status_code == 201
-    return str(response.json()["id"])
+new_project = functools.partial(factories.new_project, name="tasks")
 
 
 async def events_of(settings: Settings, project_id: str) -> list[Event]:
