@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact, ArtifactType, Granularity
 from app.core.exceptions import TooLargeError
-from app.documents.render import markdown_to_html, render_markdown
+from app.documents.html_page import markdown_to_html
+from app.documents.render import render_markdown
 from app.documents.templates import Template, load_template
 from app.projects.models import Project
 
