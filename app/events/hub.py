@@ -37,8 +37,7 @@ from app.events.live import LiveEvent, Sink, decode_live
 from app.events.models import Event
 from app.events.outbox import encode_event
 
-# `LiveEvent` (from app.events.live) is still imported from here by app.tokens.revoked.
-__all__ = ["CHECK_SECONDS", "GAP_SECONDS", "SERVER_SEND_KEY", "LiveEvent", "LiveHub"]
+__all__ = ["CHECK_SECONDS", "GAP_SECONDS", "SERVER_SEND_KEY", "LiveHub"]
 
 logger = structlog.get_logger(__name__)
 
