@@ -26,6 +26,7 @@ from app import (
     __version__,
     models,  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 )
+from app.api.dependencies import provide_runtime, provide_settings
 from app.api.guards import project_scope_guard
 from app.api.metrics import start_metrics_server
 from app.api.routes import route_handlers
@@ -206,7 +207,11 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
             DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
         ],
         guards=[role_guard, project_scope_guard],
-        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
         cors_config=CORSConfig(
             allow_origins=origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],

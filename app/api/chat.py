@@ -6,12 +6,13 @@ import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 from msgspec import Meta
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.dependencies import RuntimeDependency, SettingsDependency
 from app.chat.services import ChatService
 from app.core.runtime import Runtime
 from app.core.schema import DEFAULT_PAGE_LIMIT, EVENT_CURSOR, MAX_PAGE_LIMIT, InputStruct, Page, Struct, event_cursor
@@ -87,18 +88,18 @@ class ChatController(Controller):
     @post("/", operation_id="PostChatMessage", status_code=202, opt=needs(Role.PRODUCT_OWNER))
     async def post(
         self,
-        request: Request[Any, Any, Any],
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
         project_id: FromPath[UUID],
         data: JSONBody[MessageIn],
     ) -> MessageAccepted:
         """The orchestrator answers as `agent_chat_message` events; a new idea may start the default workflow."""
-        return await post_message(request.app.state.runtime, principal, project_id, data.message)
+        return await post_message(runtime, principal, project_id, data.message)
 
     @get("/", operation_id="ListChatMessages")
     async def list_messages(
         self,
-        request: Request[Any, Any, Any],
+        settings: SettingsDependency,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
         project_id: FromPath[UUID],
@@ -108,6 +109,6 @@ class ChatController(Controller):
         ),
     ) -> Page[ChatMessage]:
         await visible_project(db_session, principal, project_id)
-        chat = ChatService(db_session, request.app.state.settings)
+        chat = ChatService(db_session, settings)
         rows, next_cursor = await chat.conversation(project_id, limit=limit, cursor=event_cursor(cursor))
         return Page(items=[to_message(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)

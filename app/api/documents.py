@@ -17,6 +17,7 @@ from litestar.params import FromPath, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.dependencies import SettingsDependency
 from app.config import ServerSettings
 from app.core.openapi import DOWNLOAD_KEY
 from app.core.schema import Struct
@@ -83,6 +84,7 @@ class DocumentController(Controller):
     @get("/export", operation_id="ExportProjectDocuments", opt={DOWNLOAD_KEY: EXPORT_MEDIA_TYPES})
     async def export(
         self,
+        settings: SettingsDependency,
         request: Request[Any, Any, Any],
         documents_service: NamedDependency[DocumentService],
         projects_service: NamedDependency[ProjectService],
@@ -93,7 +95,7 @@ class DocumentController(Controller):
         generated files. Larger than `BOTARMY_EXPORT_MAX_BYTES` / `_FILES`: 413 naming the limit."""
         project = await projects_service.get_project(project_id)
         rows = await documents_service.rows(project_id)
-        server: ServerSettings = request.app.state.settings.server
+        server: ServerSettings = settings.server
         limits = ExportLimits(max_bytes=server.export_max_bytes, max_files=server.export_max_files)
         build = functools.partial(build_export, rows, project.name, project.description, format.value, limits)
         name = _file_name(project.name)

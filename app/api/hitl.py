@@ -15,6 +15,7 @@ from litestar.openapi.spec import Schema
 from litestar.params import Body, FromPath, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.dependencies import RuntimeDependency
 from app.config import Settings
 from app.core.exceptions import AppError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
@@ -53,7 +54,7 @@ class HitlController(Controller):
     )
     async def respond(
         self,
-        request: Request[Any, Any, Any],
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
         decisions: NamedDependency[DecisionService],
         request_id: FromPath[UUID],
@@ -65,7 +66,7 @@ class HitlController(Controller):
         )
         hitl, follow_ups = await decisions.respond(request_id, answer, principal=principal)
         view = await HitlQueries(decisions.session).view(hitl)
-        await commit_and_dispatch(request.app.state.runtime, decisions.session, follow_ups)
+        await commit_and_dispatch(runtime, decisions.session, follow_ups)
         return view
 
     @post(
@@ -100,6 +101,7 @@ class HitlController(Controller):
     @post("/bulk/approve", operation_id="BulkApproveHitlRequests", status_code=200, opt=needs(Role.PRODUCT_OWNER))
     async def bulk_approve(
         self,
+        runtime: RuntimeDependency,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         decisions: NamedDependency[DecisionService],
@@ -113,7 +115,7 @@ class HitlController(Controller):
                     request_id, Answer(action="approve", comment=data.comment), principal=principal
                 )
                 status = hitl.status
-                await commit_and_dispatch(request.app.state.runtime, decisions.session, follow_ups)
+                await commit_and_dispatch(runtime, decisions.session, follow_ups)
             except AppError as exc:
                 await decisions.session.rollback()
                 results.append(

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
 
-from app.core.runtime import Runtime
+from app.api.dependencies import RuntimeDependency
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.projects import schemas
@@ -101,14 +100,13 @@ class ProjectController(Controller):
     @post("/{project_id:uuid}/stop", operation_id="StopProject", status_code=200, opt=needs(Role.PRODUCT_OWNER))
     async def stop(
         self,
-        request: Request[Any, Any, Any],
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
     ) -> schemas.ProjectStopped:
         """Emergency stop: the project's executions pause and its running model calls are cancelled."""
         session = projects_service.repository.session
-        runtime: Runtime = request.app.state.runtime
         halted = await stop_project(session, runtime.settings, project_id, actor=principal.name)
         await session.commit()
         return schemas.ProjectStopped(project_id=project_id, status=ProjectStatus.PAUSED, **halted)
@@ -116,7 +114,7 @@ class ProjectController(Controller):
     @post("/{project_id:uuid}/resume", operation_id="ResumeProject", status_code=200, opt=needs(Role.PRODUCT_OWNER))
     async def resume(
         self,
-        request: Request[Any, Any, Any],
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
         projects_service: NamedDependency[ProjectService],
         tasks_service: NamedDependency[TaskService],
@@ -124,7 +122,6 @@ class ProjectController(Controller):
     ) -> schemas.ProjectResumed:
         """Undo an emergency stop: executions resume and the waiting tasks are queued again."""
         session = projects_service.repository.session
-        runtime: Runtime = request.app.state.runtime
         queued = await resume_project(session, runtime.settings.hitl, project_id, actor=principal.name)
         await session.commit()
         await dispatch_all(tasks_service, queued, agent_task_enqueuer(runtime.broker))
@@ -133,13 +130,12 @@ class ProjectController(Controller):
     @post("/{project_id:uuid}/tasks", operation_id="CreateTask", status_code=201, opt=needs(Role.PRODUCT_OWNER))
     async def create_task(
         self,
-        request: Request[Any, Any, Any],
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
         tasks_service: NamedDependency[TaskService],
         project_id: FromPath[UUID],
         data: JSONBody[TaskCreate],
     ) -> TaskSubmitted:
-        runtime: Runtime = request.app.state.runtime
         task_id, job_id = await tasks_service.submit(
             project_id,
             data,

@@ -9,6 +9,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 
+from app.api.dependencies import SettingsDependency
 from app.core.schema import Page
 from app.core.security import Principal, Role, needs
 from app.tokens.cache import RevocationNotice
@@ -42,10 +43,11 @@ class TokenController(Controller):
     @delete("/{token_id:uuid}", operation_id="RevokeToken", status_code=200)
     async def revoke_token(
         self,
+        settings: SettingsDependency,
         request: Request[Principal, Any, Any],
         tokens_service: NamedDependency[TokenService],
         token_id: FromPath[UUID],
     ) -> Token:
-        notice = RevocationNotice(request.app.state.settings.redis)
+        notice = RevocationNotice(settings.redis)
         token = await tokens_service.revoke(token_id=token_id, actor=request.user.name, announce=notice.announce)
         return tokens_service.to_schema(token, schema_type=Token)

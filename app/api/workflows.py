@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.dependencies import RuntimeDependency, SettingsDependency
 from app.artifacts.models import Artifact, Granularity
 from app.bmad.services import BmadService, loaded_bmad_core
 from app.config import Settings
@@ -113,7 +113,8 @@ class ExecutionController(Controller):
     @post("/executions", operation_id="StartExecution", status_code=202, opt=needs(Role.PRODUCT_OWNER))
     async def start(
         self,
-        request: Request[Any, Any, Any],
+        runtime: RuntimeDependency,
+        settings: SettingsDependency,
         principal: NamedDependency[Principal],
         executions: NamedDependency[ExecutionService],
         data: JSONBody[schemas.ExecutionStart],
@@ -122,16 +123,15 @@ class ExecutionController(Controller):
         project = await executions.session.get(Project, data.project_id)
         if project is None:
             raise NotFoundError(f"Project {data.project_id} does not exist.")
-        core = await loaded_bmad_core(request.app.state.settings.app.bmad_dir)
+        core = await loaded_bmad_core(settings.app.bmad_dir)
         workflow = BmadService(core).workflow(data.workflow_id)
         inputs = {
             "idea": data.inputs.idea,
             "include_optional": data.inputs.include_optional,
-            "task_timeout_seconds": data.inputs.task_timeout_seconds
-            or request.app.state.settings.models.task_timeout_seconds,
+            "task_timeout_seconds": data.inputs.task_timeout_seconds or settings.models.task_timeout_seconds,
         }
         execution, task_ids = await executions.start(project, workflow, inputs, actor=principal.name, core=core)
-        await commit_and_dispatch(request.app.state.runtime, executions.session, task_ids)
+        await commit_and_dispatch(runtime, executions.session, task_ids)
         return await to_execution(executions.session, execution)
 
     @get("/executions/{execution_id:uuid}", operation_id="GetExecution")
@@ -213,14 +213,14 @@ class ExecutionController(Controller):
     )
     async def resume(
         self,
-        request: Request[Any, Any, Any],
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
         executions: NamedDependency[ExecutionService],
         execution_id: FromPath[UUID],
     ) -> schemas.Execution:
         await self._visible(principal, executions, execution_id)
         execution, task_ids = await executions.resume(execution_id, actor=principal.name)
-        await commit_and_dispatch(request.app.state.runtime, executions.session, task_ids)
+        await commit_and_dispatch(runtime, executions.session, task_ids)
         return await to_execution(executions.session, execution)
 
     @post(

@@ -26,7 +26,8 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.events.eager import start_now
-from app.events.hub import LiveEvent, LiveHub, Sink
+from app.events.hub import LiveHub
+from app.events.live import LiveEvent, Sink
 from app.events.models import Event
 from app.events.outbox import encode_event
 

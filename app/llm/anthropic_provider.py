@@ -12,22 +12,10 @@ The SDK never retries (`max_retries=0`).
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import anthropic
-import httpx2
-import pydantic
 
-from app.llm.base import (
-    ModelError,
-    ModelRequest,
-    ModelResponse,
-    OnDelta,
-    PermanentModelError,
-    TransientModelError,
-)
-from app.llm.errors import int_attr, redact, status_error, str_attr
+from app.llm.base import ModelError, ModelRequest, ModelResponse, OnDelta
+from app.llm.errors import ProviderErrors, error_detail, int_attr, str_attr
 
 # Error types of the Messages API, for errors that arrive inside a stream (HTTP status 200).
 _ERROR_TYPE_STATUS = {
@@ -49,8 +37,8 @@ class AnthropicProvider:
 
     def __init__(self, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0) -> None:
         self.name = "anthropic"
-        self._timeout = timeout
         self._api_key = api_key or None
+        self._errors = ProviderErrors(self.name, api_key=self._api_key, timeout=timeout)
         # Without a key the client is not built (the SDK would go looking for credentials in the
         # environment and in profiles): `complete` reports the missing key.
         self._client: anthropic.AsyncAnthropic | None = None
@@ -66,31 +54,20 @@ class AnthropicProvider:
 
     async def complete(self, request: ModelRequest, *, model: str, on_delta: OnDelta | None = None) -> ModelResponse:
         if self._client is None:
-            raise PermanentModelError(
-                f"{self.name}: no API key configured (set ANTHROPIC_API_KEY)", code="missing_api_key"
-            )
-        try:
-            if on_delta is None:
-                message = await self._client.messages.create(
-                    model=model,
-                    system=request.system,
-                    messages=[{"role": "user", "content": request.prompt}],
-                    max_tokens=request.max_output_tokens,
-                )
-                return self._from_message(message, model)
-            return await self._stream(self._client, request, model, on_delta)
-        except anthropic.APIError as exc:
-            raise self._map_error(exc) from exc
-        except httpx2.TimeoutException as exc:
-            # The SDK's stream iterator lets transport errors through unwrapped.
-            raise self._timeout_error() from exc
-        except httpx2.TransportError as exc:
-            raise self._connection_error(exc) from exc
-        except (json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError) as exc:
-            raise PermanentModelError(
-                f"{self.name}: malformed response: {type(exc).__name__}: {self._redact(str(exc))}",
-                code="malformed_response",
-            ) from exc
+            raise self._errors.missing_key("ANTHROPIC_API_KEY")
+        with self._errors.transport_and_parsing():
+            try:
+                if on_delta is None:
+                    message = await self._client.messages.create(
+                        model=model,
+                        system=request.system,
+                        messages=[{"role": "user", "content": request.prompt}],
+                        max_tokens=request.max_output_tokens,
+                    )
+                    return self._from_message(message, model)
+                return await self._stream(self._client, request, model, on_delta)
+            except anthropic.APIError as exc:
+                raise self._map_error(exc) from exc
 
     async def _stream(
         self, client: anthropic.AsyncAnthropic, request: ModelRequest, model: str, on_delta: OnDelta
@@ -131,9 +108,7 @@ class AnthropicProvider:
                     tokens_in = int_attr(usage, "input_tokens", tokens_in)
                     tokens_out = int_attr(usage, "output_tokens", tokens_out)
         if not started:
-            raise PermanentModelError(
-                f"{self.name}: malformed response: the stream had no message_start event", code="malformed_response"
-            )
+            raise self._errors.malformed("the stream had no message_start event")
         return self._response("".join(pieces), tokens_in, tokens_out, answered_by, None)
 
     def _from_message(self, message: object, requested_model: str) -> ModelResponse:
@@ -160,51 +135,26 @@ class AnthropicProvider:
     ) -> ModelResponse:
         if not text:
             why = f" (stop_reason={stop_reason})" if stop_reason else ""
-            raise PermanentModelError(
-                f"{self.name}: malformed response: no text in the answer{why}", code="malformed_response"
-            )
+            raise self._errors.malformed(f"no text in the answer{why}")
         return ModelResponse(text=text, tokens_in=tokens_in, tokens_out=tokens_out, model=model)
 
     def _map_error(self, exc: anthropic.APIError) -> ModelError:
         if isinstance(exc, anthropic.APITimeoutError):
-            return self._timeout_error()
+            return self._errors.timed_out()
         if isinstance(exc, anthropic.APIConnectionError):
-            return self._connection_error(exc.__cause__ or exc)
+            return self._errors.connection_error(exc.__cause__ or exc)
         if isinstance(exc, anthropic.APIResponseValidationError):
-            return PermanentModelError(
-                f"{self.name}: malformed response: {self._redact(exc.message)}", code="malformed_response"
-            )
-        detail = self._redact(_detail(exc.body, exc.message))
+            return self._errors.malformed(self._errors.redact(exc.message))
+        detail = self._errors.redact(error_detail(exc.body, exc.message))
         status = exc.status_code if isinstance(exc, anthropic.APIStatusError) else 0
         if status < 400:
             # An `error` event inside a stream that had started with HTTP 200: its type says what it was.
             status = _ERROR_TYPE_STATUS.get(_error_type(exc.body), 500)
             detail = f"{detail} (during the stream)"
-        return status_error(self.name, status, detail)
-
-    def _timeout_error(self) -> TransientModelError:
-        return TransientModelError(f"{self.name}: no answer within {self._timeout:g}s", code="timeout")
-
-    def _connection_error(self, cause: BaseException) -> TransientModelError:
-        reason = self._redact(str(cause) or type(cause).__name__)
-        return TransientModelError(f"{self.name}: connection error: {reason}", code="connection_error")
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
+        return self._errors.status(status, detail)
 
 
 def _error_type(body: object) -> str:
     error = body.get("error") if isinstance(body, dict) else None
     kind = error.get("type") if isinstance(error, dict) else None
     return kind if isinstance(kind, str) else ""
-
-
-def _detail(body: object, fallback: str) -> str:
-    """The provider's own error message from an error body, else the SDK's."""
-    if isinstance(body, dict):
-        error: Any = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-    if isinstance(body, str) and body.strip():
-        return body.strip()
-    return fallback

@@ -13,24 +13,15 @@ timeout into a limit on the whole call, cutting long streams) and the errors are
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx2
-import pydantic
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from app.llm.base import (
-    ModelError,
-    ModelRequest,
-    ModelResponse,
-    OnDelta,
-    PermanentModelError,
-    TransientModelError,
-)
-from app.llm.errors import int_attr, redact, status_error, str_attr
+from app.llm.base import ModelError, ModelRequest, ModelResponse, OnDelta, PermanentModelError
+from app.llm.errors import ProviderErrors, int_attr, str_attr
 
 
 class GeminiProvider:
@@ -38,8 +29,8 @@ class GeminiProvider:
 
     def __init__(self, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0) -> None:
         self.name = "gemini"
-        self._timeout = timeout
         self._api_key = api_key or None
+        self._errors = ProviderErrors(self.name, api_key=self._api_key, timeout=timeout)
         # Without a key the client is not built (the SDK would read GOOGLE_API_KEY / GEMINI_API_KEY
         # itself, or raise): `complete` reports the missing key.
         self._client: genai.Client | None = None
@@ -67,9 +58,7 @@ class GeminiProvider:
 
     async def complete(self, request: ModelRequest, *, model: str, on_delta: OnDelta | None = None) -> ModelResponse:
         if self._client is None:
-            raise PermanentModelError(
-                f"{self.name}: no API key configured (set GEMINI_API_KEY)", code="missing_api_key"
-            )
+            raise self._errors.missing_key("GEMINI_API_KEY")
         config = types.GenerateContentConfig(
             system_instruction=request.system,
             response_mime_type="application/json",
@@ -78,49 +67,33 @@ class GeminiProvider:
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
-        try:
-            if on_delta is None:
-                response = await self._client.aio.models.generate_content(
+        with self._errors.transport_and_parsing(genai_errors.UnknownApiResponseError):
+            try:
+                if on_delta is None:
+                    response = await self._client.aio.models.generate_content(
+                        model=model, contents=request.prompt, config=config
+                    )
+                    return self._response(_text(response), getattr(response, "usage_metadata", None), response, model)
+                pieces: list[str] = []
+                usage: object = None
+                last: object = None
+                stream = await self._client.aio.models.generate_content_stream(
                     model=model, contents=request.prompt, config=config
                 )
-                return self._response(_text(response), getattr(response, "usage_metadata", None), response, model)
-            pieces: list[str] = []
-            usage: object = None
-            last: object = None
-            stream = await self._client.aio.models.generate_content_stream(
-                model=model, contents=request.prompt, config=config
-            )
-            async for chunk in stream:
-                last = chunk
-                usage = getattr(chunk, "usage_metadata", None) or usage
-                piece = _text(chunk)
-                if piece:
-                    pieces.append(piece)
-                    await on_delta(piece)
-            return self._response("".join(pieces), usage, last, model)
-        except genai_errors.APIError as exc:
-            raise self._map_error(exc) from exc
-        except httpx2.TimeoutException as exc:
-            raise TransientModelError(f"{self.name}: no answer within {self._timeout:g}s", code="timeout") from exc
-        except httpx2.TransportError as exc:
-            reason = self._redact(str(exc) or type(exc).__name__)
-            raise TransientModelError(f"{self.name}: connection error: {reason}", code="connection_error") from exc
-        except (
-            genai_errors.UnknownApiResponseError,
-            json.JSONDecodeError,
-            UnicodeDecodeError,
-            pydantic.ValidationError,
-        ) as exc:
-            raise PermanentModelError(
-                f"{self.name}: malformed response: {type(exc).__name__}: {self._redact(str(exc))}",
-                code="malformed_response",
-            ) from exc
+                async for chunk in stream:
+                    last = chunk
+                    usage = getattr(chunk, "usage_metadata", None) or usage
+                    piece = _text(chunk)
+                    if piece:
+                        pieces.append(piece)
+                        await on_delta(piece)
+                return self._response("".join(pieces), usage, last, model)
+            except genai_errors.APIError as exc:
+                raise self._map_error(exc) from exc
 
     def _response(self, text: str, usage: object, last: object, requested_model: str) -> ModelResponse:
         if not text:
-            raise PermanentModelError(
-                f"{self.name}: malformed response: no text in the answer{_why_empty(last)}", code="malformed_response"
-            )
+            raise self._errors.malformed(f"no text in the answer{_why_empty(last)}")
         return ModelResponse(
             text=text,
             tokens_in=int_attr(usage, "prompt_token_count"),
@@ -129,17 +102,14 @@ class GeminiProvider:
         )
 
     def _map_error(self, exc: genai_errors.APIError) -> ModelError:
-        detail = self._redact(str(exc.message or exc.status or exc))
+        detail = self._errors.redact(str(exc.message or exc.status or exc))
         status = exc.code if isinstance(exc.code, int) else 500
         # An invalid key is HTTP 400 INVALID_ARGUMENT for the Gemini API, not 401.
         if status == 400 and _is_bad_key(exc.details):
             return PermanentModelError(
                 f"{self.name}: HTTP 400 authentication failed: {detail}", code="auth_failed", status_code=400
             )
-        return status_error(self.name, status, detail)
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
+        return self._errors.status(status, detail)
 
 
 def _text(response: object) -> str:

@@ -11,11 +11,7 @@ here is one attempt, the caller owns retries.
 
 from __future__ import annotations
 
-import json
-
-import httpx2
 import openai
-import pydantic
 from openai.types.chat import ChatCompletionMessageParam
 
 from app.llm.base import (
@@ -26,11 +22,10 @@ from app.llm.base import (
     PermanentModelError,
     TransientModelError,
 )
-from app.llm.errors import error_detail, int_attr, redact, status_error, str_attr
+from app.llm.errors import ProviderErrors, error_detail, int_attr, str_attr
 
 # Sent as the key to OpenAI-compatible servers that need none (the SDK refuses an empty key).
 PLACEHOLDER_API_KEY = "not-needed"
-# Provider messages are quoted in errors, cut to this length.
 
 
 class OpenAIProvider:
@@ -45,8 +40,8 @@ class OpenAIProvider:
         name: str = "openai",
     ) -> None:
         self.name = name
-        self._timeout = timeout
         self._api_key = api_key or None
+        self._errors = ProviderErrors(self.name, api_key=self._api_key, timeout=timeout)
         key = self._api_key
         if key is None and name != "openai":
             key = PLACEHOLDER_API_KEY
@@ -62,9 +57,7 @@ class OpenAIProvider:
 
     async def complete(self, request: ModelRequest, *, model: str, on_delta: OnDelta | None = None) -> ModelResponse:
         if self._client is None:
-            raise PermanentModelError(
-                f"{self.name}: no API key configured (set OPENAI_API_KEY)", code="missing_api_key"
-            )
+            raise self._errors.missing_key("OPENAI_API_KEY")
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": _system_message(request.system)},
             {"role": "user", "content": request.prompt},
@@ -73,50 +66,42 @@ class OpenAIProvider:
         official = self.name == "openai"
         max_completion_tokens = request.max_output_tokens if official else openai.omit
         max_tokens = openai.omit if official else request.max_output_tokens
-        try:
-            if on_delta is None:
-                completion = await self._client.chat.completions.create(
+        with self._errors.transport_and_parsing():
+            try:
+                if on_delta is None:
+                    completion = await self._client.chat.completions.create(
+                        model=model,
+                        messages=messages,
+                        response_format={"type": "json_object"},
+                        max_completion_tokens=max_completion_tokens,
+                        max_tokens=max_tokens,
+                        temperature=request.temperature,
+                    )
+                    return self._from_completion(completion, model)
+                stream = await self._client.chat.completions.create(
                     model=model,
                     messages=messages,
                     response_format={"type": "json_object"},
                     max_completion_tokens=max_completion_tokens,
                     max_tokens=max_tokens,
                     temperature=request.temperature,
+                    stream=True,
+                    stream_options={"include_usage": True},
                 )
-                return self._from_completion(completion, model)
-            stream = await self._client.chat.completions.create(
-                model=model,
-                messages=messages,
-                response_format={"type": "json_object"},
-                max_completion_tokens=max_completion_tokens,
-                max_tokens=max_tokens,
-                temperature=request.temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            pieces: list[str] = []
-            usage: object = None
-            answered_by = model
-            async with stream:
-                async for chunk in stream:
-                    answered_by = str_attr(chunk, "model") or answered_by
-                    usage = getattr(chunk, "usage", None) or usage
-                    piece = _delta_text(chunk)
-                    if piece:
-                        pieces.append(piece)
-                        await on_delta(piece)
-            return self._response("".join(pieces), usage, answered_by)
-        except openai.APIError as exc:
-            raise self._map_error(exc) from exc
-        except httpx2.TimeoutException as exc:
-            raise self._timeout_error() from exc
-        except httpx2.TransportError as exc:
-            raise self._connection_error(exc) from exc
-        except (json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError) as exc:
-            raise PermanentModelError(
-                f"{self.name}: malformed response: {type(exc).__name__}: {self._redact(str(exc))}",
-                code="malformed_response",
-            ) from exc
+                pieces: list[str] = []
+                usage: object = None
+                answered_by = model
+                async with stream:
+                    async for chunk in stream:
+                        answered_by = str_attr(chunk, "model") or answered_by
+                        usage = getattr(chunk, "usage", None) or usage
+                        piece = _delta_text(chunk)
+                        if piece:
+                            pieces.append(piece)
+                            await on_delta(piece)
+                return self._response("".join(pieces), usage, answered_by)
+            except openai.APIError as exc:
+                raise self._map_error(exc) from exc
 
     def _from_completion(self, completion: object, requested_model: str) -> ModelResponse:
         # Without strict validation the SDK builds models leniently (or hands back a plain string
@@ -130,18 +115,14 @@ class OpenAIProvider:
             refusal = str_attr(message, "refusal")
         if not text:
             detail = f"the model refused: {refusal}" if refusal else "no text in the answer"
-            raise PermanentModelError(
-                f"{self.name}: malformed response: {self._redact(detail)}", code="malformed_response"
-            )
+            raise self._errors.malformed(self._errors.redact(detail))
         return self._response(
             text, getattr(completion, "usage", None), str_attr(completion, "model") or requested_model
         )
 
     def _response(self, text: str, usage: object, model: str) -> ModelResponse:
         if not text:
-            raise PermanentModelError(
-                f"{self.name}: malformed response: no text in the answer", code="malformed_response"
-            )
+            raise self._errors.malformed("no text in the answer")
         # Some compatible servers report no usage; the call still counts, with zero tokens.
         return ModelResponse(
             text=text,
@@ -152,33 +133,21 @@ class OpenAIProvider:
 
     def _map_error(self, exc: openai.APIError) -> ModelError:
         if isinstance(exc, openai.APITimeoutError):
-            return self._timeout_error()
+            return self._errors.timed_out()
         if isinstance(exc, openai.APIConnectionError):
-            return self._connection_error(exc.__cause__ or exc)
+            return self._errors.connection_error(exc.__cause__ or exc)
         if isinstance(exc, openai.APIStatusError):
-            return status_error(self.name, exc.status_code, self._redact(error_detail(exc.body, exc.message)))
+            return self._errors.status(exc.status_code, self._errors.redact(error_detail(exc.body, exc.message)))
         if isinstance(exc, openai.APIResponseValidationError):
-            return PermanentModelError(
-                f"{self.name}: malformed response: {self._redact(exc.message)}", code="malformed_response"
-            )
+            return self._errors.malformed(self._errors.redact(exc.message))
         # An error event inside a stream that had started with HTTP 200.
-        detail = self._redact(error_detail(exc.body, exc.message))
+        detail = self._errors.redact(error_detail(exc.body, exc.message))
         kind = str(getattr(exc, "type", None) or getattr(exc, "code", None) or "")
         if "rate_limit" in kind:
             return TransientModelError(f"{self.name}: rate limited during the stream: {detail}", code="rate_limited")
         if "invalid_request" in kind:
             return PermanentModelError(f"{self.name}: request rejected during the stream: {detail}", code="bad_request")
         return TransientModelError(f"{self.name}: error during the stream: {detail}", code="server_error")
-
-    def _timeout_error(self) -> TransientModelError:
-        return TransientModelError(f"{self.name}: no answer within {self._timeout:g}s", code="timeout")
-
-    def _connection_error(self, cause: BaseException) -> TransientModelError:
-        reason = self._redact(str(cause) or type(cause).__name__)
-        return TransientModelError(f"{self.name}: connection error: {reason}", code="connection_error")
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
 
 
 def _system_message(system: str) -> str:

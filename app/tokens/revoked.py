@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 import structlog
 
-from app.events.hub import LiveEvent
+from app.events.live import LiveEvent
 
 logger = structlog.get_logger(__name__)
 

@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 
 from app.llm.base import ModelRequest, ModelResponse, OnDelta, PermanentModelError, TransientModelError
+from app.llm.offline._job import MAX_ARTIFACTS, Job
 from app.llm.offline._product import Product, analyse
-from app.llm.offline._writers import MAX_ARTIFACTS, WRITERS, Job
+from app.llm.offline._writers import WRITERS
 
 __all__ = ["OfflineProvider", "estimate_tokens"]
 

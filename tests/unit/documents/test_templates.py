@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.documents.render import markdown_to_html, missing_variables, render_markdown, validate_values
+from app.documents.html_page import markdown_to_html
+from app.documents.render import missing_variables, render_markdown, validate_values
 from app.documents.templates import (
     Template,
     TemplateError,
