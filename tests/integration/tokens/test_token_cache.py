@@ -27,7 +27,7 @@ from app.tokens.cache import TokenCache, revocations_key
 from app.tokens.models import ApiToken
 from tests.conftest import free_port
 from tests.helpers import BOTARMY, REPO_ROOT, cli_token, start_server
-from tests.test_stream_doors import two_servers
+from tests.integration.events.test_stream_doors import two_servers
 
 WARM_REQUESTS = 5
 
