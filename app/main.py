@@ -27,7 +27,7 @@ from app import (
     models,  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 )
 from app.api.dependencies import provide_runtime, provide_settings
-from app.api.guards import project_scope_guard
+from app.api.guards import access_guard
 from app.api.metrics import start_metrics_server
 from app.api.routes import route_handlers
 from app.config import Settings, get_settings
@@ -41,7 +41,7 @@ from app.core.logging import configure_logging
 from app.core.openapi import complete_openapi
 from app.core.ratelimit import RateLimitMiddleware, build_request_counter
 from app.core.runtime import Runtime
-from app.core.security import provide_principal, role_guard
+from app.core.security import provide_principal
 from app.db.engine import build_db_config, upgrade_database_async
 from app.events.hub import SERVER_SEND_KEY, LiveHub
 from app.events.limits import StreamLimits
@@ -206,7 +206,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
             RateLimitMiddleware(settings.server, request_counter),
             DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
         ],
-        guards=[role_guard, project_scope_guard],
+        guards=[access_guard],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "runtime": Provide(provide_runtime, sync_to_thread=False),

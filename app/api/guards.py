@@ -16,7 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
-from app.core.security import Principal
+from app.core.security import Principal, role_guard
 
 
 def project_scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
@@ -27,3 +27,13 @@ def project_scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
     principal = connection.scope.get("user")
     if isinstance(project_id, UUID) and isinstance(principal, Principal):
         principal.ensure_can_see(project_id)
+
+
+async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The role, then the project scope: the one app-wide guard.
+
+    One coroutine, because Litestar runs a plain function guard in a worker thread and hands each
+    guard its own copy of the handler: two sync guards were two thread hops and two copies per request.
+    """
+    role_guard(connection, handler)
+    project_scope_guard(connection, handler)

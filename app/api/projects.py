@@ -84,16 +84,11 @@ class ProjectController(Controller):
         tasks_service: NamedDependency[TaskService],
         project_id: FromPath[UUID],
     ) -> schemas.ProjectTaskStatus:
-        tasks = await tasks_service.tasks_of_project(project_id)
         rows = [
-            schemas.TaskStatusRow(
-                task_id=task.id,
-                agent_type=task.agent_type,
-                status=task.status,
-                created_at=task.created_at,
-                updated_at=task.updated_at,
+            schemas.TaskStatusRow(task_id, agent_type, status, created_at, updated_at)
+            for task_id, agent_type, status, created_at, updated_at in await tasks_service.status_rows_of_project(
+                project_id
             )
-            for task in tasks
         ]
         return schemas.ProjectTaskStatus(project_id=project_id, tasks=rows)
 

@@ -6,7 +6,8 @@ A `before_send` hook, not a middleware: Litestar sends the errors raised in midd
 
 from __future__ import annotations
 
-from litestar.datastructures import MutableScopeHeaders
+from typing import Any
+
 from litestar.types import Message, Scope
 
 # The API serves JSON only: nothing in it may run script, be framed or sniffed into HTML.
@@ -22,13 +23,19 @@ SECURITY_HEADERS = {
 DOCS_PREFIX = "/schema"
 
 
+# Encoded once: this runs on every response, /health included.
+_ENCODED = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+_ENCODED_FOR_DOCS = [(name, value) for name, value in _ENCODED if name != b"content-security-policy"]
+
+
 async def add_security_headers(message: Message, scope: Scope) -> None:
     if message["type"] != "http.response.start":
         return
-    headers = MutableScopeHeaders.from_message(message)
-    is_docs = scope["path"].startswith(DOCS_PREFIX)
-    for name, value in SECURITY_HEADERS.items():
-        if is_docs and name == "Content-Security-Policy":
-            continue
-        if name not in headers:
-            headers[name] = value
+    start: dict[str, Any] = message  # type: ignore[assignment]
+    headers = start.get("headers")
+    if not isinstance(headers, list):
+        headers = start["headers"] = list(headers or ())
+    present = {name.lower() for name, _ in headers}
+    for name, value in _ENCODED_FOR_DOCS if scope["path"].startswith(DOCS_PREFIX) else _ENCODED:
+        if name not in present:
+            headers.append((name, value))

@@ -38,7 +38,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 # True while the code running only reads (an HTTP GET, see `reading_only`): its SQLite transactions
-# begin deferred, beside the writer (WAL), instead of queuing for the write lock.
+# begin deferred, beside the writer (WAL), instead of queuing for the write lock; on PostgreSQL its
+# statements run without BEGIN and COMMIT (`_postgres_begin`).
 _reading_only: ContextVar[bool] = ContextVar("reading_only", default=False)
 
 
@@ -57,6 +58,15 @@ def _sqlite_begin(connection: Any) -> None:
     # and then writes fails at once ("database is locked") if another connection wrote in between,
     # an immediate one waits its turn (busy timeout) instead. One that only reads takes no lock.
     connection.exec_driver_sql("BEGIN" if _reading_only.get() else "BEGIN IMMEDIATE")
+
+
+def _postgres_begin(connection: Any) -> None:
+    # A transaction that only reads needs no BEGIN and COMMIT (two round trips of its four for a
+    # status read): under READ COMMITTED each statement sees its own snapshot either way. The
+    # driver's adapter then starts no transaction and its commit and rollback send nothing. A
+    # transaction that may write gets the pool's isolation back (the adapter's `_isolation_setting`).
+    adapter = connection.connection.dbapi_connection
+    adapter.isolation_level = "autocommit" if _reading_only.get() else adapter._isolation_setting
 
 
 def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
@@ -97,6 +107,7 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
         event.listen(engine, "begin", _sqlite_begin)
     else:
         event.listen(engine.pool, "checkout", _refuse_closed_connection)
+        event.listen(engine, "begin", _postgres_begin)
     return config
 
 

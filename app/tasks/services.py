@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import (
@@ -32,6 +32,16 @@ from app.tasks.state import TASK_MOVES
 
 Enqueue = Callable[[UUID, str], Awaitable[None]]
 LEASE_EXPIRED = "worker lost; requeued"
+
+
+# Built once: the statement and its cache key are reused by every status read.
+_STATUS_ROWS = (
+    select(AgentTask.id, AgentTask.agent_type, AgentTask.status, AgentTask.created_at, AgentTask.updated_at)
+    .select_from(Project)
+    .outerjoin(AgentTask, AgentTask.project_id == Project.id)
+    .where(Project.id == bindparam("project_id"))
+    .order_by(AgentTask.id)
+)
 
 
 def utcnow() -> datetime.datetime:
@@ -68,6 +78,18 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         statement = select(AgentTask).where(AgentTask.project_id == project_id).order_by(AgentTask.id)
         return list(await self.repository.session.scalars(statement))
 
+    async def status_rows_of_project(
+        self, project_id: UUID
+    ) -> list[tuple[UUID, str, str, datetime.datetime, datetime.datetime]]:
+        """(id, agent_type, status, created_at, updated_at) of the project's tasks in id order, in one
+        round trip: the project left-joined to its tasks (no row: no such project). Columns, not
+        entities: the status read is the hottest endpoint and needs no ORM objects."""
+        connection = await self.repository.session.connection()
+        rows = (await connection.execute(_STATUS_ROWS, {"project_id": project_id})).all()
+        if not rows:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        return [row._tuple() for row in rows if row[0] is not None]
+
     # -- creation ---------------------------------------------------------------------------
 
     async def submit(
@@ -79,15 +101,28 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         default_timeout: int,
         actor: str | None = None,
     ) -> tuple[UUID, str]:
-        """Store the task (pending) and commit, then queue it: the answer of the create endpoint.
+        """Store the task and mark it queued in one transaction, commit, then queue its job: the
+        answer of the create endpoint.
 
-        The commit comes first so that a worker never receives a job for a row it cannot see.
+        The commit comes first so that a worker never receives a job for a row it cannot see. One
+        transaction, not two: each commit that writes events holds the event-order lock until it
+        ends (`app.events.outbox`), so a submission takes it once. If the broker refuses, the task
+        goes back to pending for the sweep to retry, as in `dispatch`.
         """
         task = await self.create_task(project_id, data, default_timeout=default_timeout, actor=actor)
-        await self.repository.session.commit()
         task_id = task.id
+        job_id = uuid4().hex
+        await self._transition(
+            task_id,
+            [TaskStatus.PENDING],
+            self._queued_values(job_id),
+            message="queued",
+            progress=0,
+            commit=False,
+        )
+        await self.repository.session.commit()
         try:
-            job_id = await self.dispatch(task_id, [TaskStatus.PENDING], enqueue)
+            await self._enqueue_or_fall_back(task_id, job_id, enqueue)
         except Exception as exc:
             if not is_unavailable_error(exc):
                 raise
@@ -96,7 +131,31 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 "when the queue is back.",
                 extra={"task_id": str(task_id), "component": "broker"},
             ) from exc
-        return task_id, job_id or ""
+        return task_id, job_id
+
+    @staticmethod
+    def _queued_values(job_id: str) -> dict[str, Any]:
+        return {
+            "status": TaskStatus.QUEUED.value,
+            "job_id": job_id,
+            "queued_at": utcnow(),
+            "lease_token": None,
+            "lease_expires_at": None,
+        }
+
+    async def _enqueue_or_fall_back(self, task_id: UUID, job_id: str, enqueue: Enqueue) -> None:
+        """Send the job of a task committed as queued; if the broker refuses, back to pending (and raise)."""
+        try:
+            await enqueue(task_id, job_id)
+        except Exception:
+            await self._transition(
+                task_id,
+                [TaskStatus.QUEUED],
+                {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None},
+                where=AgentTask.job_id == job_id,
+                message="task queue unavailable; will retry",
+            )
+            raise
 
     async def dispatch(
         self,
@@ -115,32 +174,11 @@ class TaskService(SQLAlchemyAsyncRepositoryService[AgentTask]):
         """
         job_id = uuid4().hex
         queued = await self._transition(
-            task_id,
-            source,
-            {
-                "status": TaskStatus.QUEUED.value,
-                "job_id": job_id,
-                "queued_at": utcnow(),
-                "lease_token": None,
-                "lease_expires_at": None,
-            },
-            where=where,
-            message=message,
-            progress=0,
+            task_id, source, self._queued_values(job_id), where=where, message=message, progress=0
         )
         if queued is None:
             return None
-        try:
-            await enqueue(task_id, job_id)
-        except Exception:
-            await self._transition(
-                task_id,
-                [TaskStatus.QUEUED],
-                {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None},
-                where=AgentTask.job_id == job_id,
-                message="task queue unavailable; will retry",
-            )
-            raise
+        await self._enqueue_or_fall_back(task_id, job_id, enqueue)
         return job_id
 
     async def create_task(
