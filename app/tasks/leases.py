@@ -1,0 +1,177 @@
+"""A worker's lease on a task: claiming it, holding it, and ending the attempt (complete, fail, hand back)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+
+from app.tasks.models import AgentTask, TaskStatus
+from app.tasks.moves import Enqueue, Lease, TaskMoves, _lost, _not_stopped, utcnow
+
+
+class TaskLeases(TaskMoves):
+    async def claim(self, task_id: UUID, lease_seconds: float) -> Lease | None:
+        """Start an attempt: pending/queued, or working with a lease that ran out, becomes ours."""
+        now = utcnow()
+        token = str(uuid4())
+        claimable = and_(
+            or_(
+                AgentTask.status.in_([TaskStatus.PENDING.value, TaskStatus.QUEUED.value]),
+                and_(_lost(now), AgentTask.at_most_once.is_(False)),
+            ),
+            _not_stopped(),
+        )
+        task = await self._transition(
+            task_id,
+            [TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.WORKING],
+            {
+                "status": TaskStatus.WORKING.value,
+                "lease_token": token,
+                "lease_expires_at": now + datetime.timedelta(seconds=lease_seconds),
+                "heartbeat_at": now,
+                "started_at": now,
+                "attempts": AgentTask.attempts + 1,
+            },
+            where=claimable,
+            message="working",
+            progress=0,
+        )
+        return Lease(task, token) if task is not None else None
+
+    @staticmethod
+    def _held(lease: Lease) -> ColumnElement[bool]:
+        """With source `working`: the attempt is still this lease's."""
+        return AgentTask.lease_token == lease.token
+
+    async def renew_lease(self, lease: Lease, lease_seconds: float) -> bool:
+        """Heartbeat. False: the lease is gone (the sweep gave the task away, or it was cancelled)."""
+        now = utcnow()
+        statement = (
+            update(AgentTask)
+            .where(AgentTask.id == lease.task.id, self._held(lease))
+            .values(heartbeat_at=now, lease_expires_at=now + datetime.timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.repository.session.execute(statement)
+        await self.repository.session.commit()
+        return bool(result.rowcount)
+
+    async def lock_held(self, lease: Lease) -> bool:
+        """Lock the task's row if the lease still holds (no commit): the finish that follows cannot lose it."""
+        statement = select(AgentTask.id).where(AgentTask.id == lease.task.id, self._held(lease)).with_for_update()
+        return await self.repository.session.scalar(statement) is not None
+
+    async def holds(self, lease: Lease) -> bool:
+        """Is the task still running under this lease? (Cancelled, timed out or reassigned: no.)"""
+        statement = select(AgentTask.id).where(AgentTask.id == lease.task.id, self._held(lease))
+        held = await self.repository.session.scalar(statement) is not None
+        await self.repository.session.commit()
+        return held
+
+    async def report_progress(self, lease: Lease, lease_seconds: float, progress: int | None, message: str) -> bool:
+        now = utcnow()
+        task = await self._transition(
+            lease.task.id,
+            [TaskStatus.WORKING],
+            {"heartbeat_at": now, "lease_expires_at": now + datetime.timedelta(seconds=lease_seconds)},
+            where=self._held(lease),
+            message=message,
+            progress=progress,
+        )
+        return task is not None
+
+    async def complete(
+        self,
+        lease: Lease,
+        output: dict[str, Any],
+        *,
+        status: TaskStatus = TaskStatus.COMPLETED,
+        error: str | None = None,
+        commit: bool = True,
+    ) -> AgentTask | None:
+        """Finish the attempt. Accepted only from the current lease holder, so a task completes once.
+
+        `status` is `waiting_for_hitl` when the agent asked a question: the work is stored, a person answers.
+        """
+        done = status == TaskStatus.COMPLETED
+        return await self._transition(
+            lease.task.id,
+            [TaskStatus.WORKING],
+            {
+                "status": status.value,
+                "output": output,
+                "error": error,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "finished_at": utcnow() if done else None,
+            },
+            where=self._held(lease),
+            message="completed" if done else "waiting for a human answer",
+            progress=100 if done else None,
+            commit=commit,
+        )
+
+    async def hand_back(self, lease: Lease, enqueue: Enqueue) -> str | None:
+        """A stopping worker gives up its attempt: queued again under a new job, at once, not after
+        its lease runs out. None: the lease no longer held (the task finished or moved on)."""
+        return await self.dispatch(
+            lease.task.id, [TaskStatus.WORKING], enqueue, "worker stopping; handed back", where=self._held(lease)
+        )
+
+    async def requeue_unstarted(self, task_id: UUID, enqueue: Enqueue) -> str | None:
+        """A stopping worker got a job it will not start: the task is queued again for another worker."""
+        return await self.dispatch(
+            task_id, [TaskStatus.PENDING, TaskStatus.QUEUED], enqueue, "worker stopping; requeued"
+        )
+
+    async def fail(self, lease: Lease, error: str, *, commit: bool = True) -> AgentTask | None:
+        return await self._transition(
+            lease.task.id,
+            [TaskStatus.WORKING],
+            {
+                "status": TaskStatus.FAILED.value,
+                "error": error,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "finished_at": utcnow(),
+            },
+            where=self._held(lease),
+            message=f"failed: {error}",
+            commit=commit,
+        )
+
+    async def fail_timed_out(self, now: datetime.datetime | None = None) -> list[AgentTask]:
+        """Fail every attempt that has been working longer than its task's timeout.
+
+        Its worker may be alive (and renewing the lease) but stuck; the failure takes the lease
+        away, which is how that worker learns to stop.
+        """
+        now = now or utcnow()
+        statement = select(AgentTask.id, AgentTask.started_at, AgentTask.timeout_seconds).where(
+            AgentTask.status == TaskStatus.WORKING.value
+        )
+        rows = list(await self.repository.session.execute(statement))
+        await self.repository.session.commit()
+        failed: list[AgentTask] = []
+        for task_id, started_at, timeout in rows:
+            if started_at is None or now - started_at <= datetime.timedelta(seconds=timeout):
+                continue
+            task = await self._transition(
+                task_id,
+                [TaskStatus.WORKING],
+                {
+                    "status": TaskStatus.FAILED.value,
+                    "error": f"timed out: no result within {timeout} s",
+                    "lease_token": None,
+                    "lease_expires_at": None,
+                    "finished_at": now,
+                },
+                where=AgentTask.started_at == started_at,
+                message=f"failed: timed out after {timeout} s",
+            )
+            if task is not None:
+                failed.append(task)
+        return failed

@@ -1,0 +1,159 @@
+"""Agent tasks' state transitions, the base of the task services.
+
+Transitions are compare-and-set UPDATEs (`... WHERE status = … AND lease_token = …`), so that
+concurrent workers, the sweep and redelivered jobs can never both win: the database decides.
+Each transition writes its event in the same transaction and commits it (unless told not to), and
+every new status is checked against the table of moves (`app.tasks.state`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+from uuid import UUID, uuid4
+
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import ColumnElement, and_, select, update
+
+from app.events.services import EventService
+from app.projects.models import Project, ProjectStatus
+from app.tasks.models import AgentTask, TaskStatus
+from app.tasks.state import TASK_MOVES
+
+Enqueue = Callable[[UUID, str], Awaitable[None]]
+LEASE_EXPIRED = "worker lost; requeued"
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class Lease:
+    """A worker's claim on a running task; only its holder may report progress or finish it."""
+
+    def __init__(self, task: AgentTask, token: str) -> None:
+        self.task = task
+        self.token = token
+
+
+class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
+    class Repo(SQLAlchemyAsyncRepository[AgentTask]):
+        model_type = AgentTask
+
+    repository_type = Repo
+
+    @property
+    def events(self) -> EventService:
+        return EventService(session=self.repository.session)
+
+    # -- transitions ------------------------------------------------------------------------
+
+    async def _transition(
+        self,
+        task_id: UUID,
+        source: Collection[TaskStatus],
+        values: dict[str, Any],
+        *,
+        where: ColumnElement[bool] | None = None,
+        message: str,
+        progress: int | None = None,
+        event_type: str = "task_progress_updated",
+        commit: bool = True,
+    ) -> AgentTask | None:
+        """Apply `values` if the task is still in one of the `source` statuses (and `where` holds); record
+        the event and commit. None: lost the race. A new status must be a move TASK_MOVES allows from
+        every source status.
+
+        With `commit=False` the caller adds more to the same transaction and commits (or rolls back) itself.
+        """
+        if "status" in values:
+            for status in source:
+                TASK_MOVES.check(status, TaskStatus(values["status"]))
+        condition = AgentTask.status.in_([status.value for status in source])
+        statement = (
+            update(AgentTask)
+            .where(AgentTask.id == task_id, condition, *(() if where is None else (where,)))
+            .values(updated_at=utcnow(), **values)
+            .returning(AgentTask)
+            # the session may hold this task already: take the row as the UPDATE left it
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        session = self.repository.session
+        task: AgentTask | None = (await session.execute(statement)).scalar_one_or_none()
+        if task is None:
+            if commit:
+                await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
+            return None
+        data: dict[str, Any] = {
+            "task_id": str(task.id),
+            "agent_type": task.agent_type,
+            "status": task.status,
+            "message": message,
+        }
+        if progress is not None:
+            data["progress_percentage"] = progress
+        await self.events.record(event_type, project_id=task.project_id, task_id=task.id, data=data)
+        if commit:
+            await session.commit()
+        return task
+
+    @staticmethod
+    def _queued_values(job_id: str) -> dict[str, Any]:
+        return {
+            "status": TaskStatus.QUEUED.value,
+            "job_id": job_id,
+            "queued_at": utcnow(),
+            "lease_token": None,
+            "lease_expires_at": None,
+        }
+
+    async def _enqueue_or_fall_back(self, task_id: UUID, job_id: str, enqueue: Enqueue) -> None:
+        """Send the job of a task committed as queued; if the broker refuses, back to pending (and raise)."""
+        try:
+            await enqueue(task_id, job_id)
+        except Exception:
+            await self._transition(
+                task_id,
+                [TaskStatus.QUEUED],
+                {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None},
+                where=AgentTask.job_id == job_id,
+                message="task queue unavailable; will retry",
+            )
+            raise
+
+    async def dispatch(
+        self,
+        task_id: UUID,
+        source: Collection[TaskStatus],
+        enqueue: Enqueue,
+        message: str = "queued",
+        *,
+        where: ColumnElement[bool] | None = None,
+    ) -> str | None:
+        """Mark the task queued (if in `source` and `where` holds) under a new job id, commit, then enqueue it.
+
+        Queued is committed before the job exists, so a worker can never find the task in an
+        earlier state than its job. If the broker refuses, the task goes back to pending for the
+        sweep to retry. None: the condition no longer held (someone else moved the task).
+        """
+        job_id = uuid4().hex
+        queued = await self._transition(
+            task_id, source, self._queued_values(job_id), where=where, message=message, progress=0
+        )
+        if queued is None:
+            return None
+        await self._enqueue_or_fall_back(task_id, job_id, enqueue)
+        return job_id
+
+
+def _not_stopped() -> ColumnElement[bool]:
+    """Tasks of a project under an emergency stop (paused) are neither claimed nor requeued."""
+    paused = select(Project.id).where(Project.status == ProjectStatus.PAUSED.value)
+    return AgentTask.project_id.not_in(paused)
+
+
+def _lost(now: datetime.datetime) -> ColumnElement[bool]:
+    """An attempt whose worker stopped renewing its lease: the worker died (or hangs)."""
+    return and_(AgentTask.status == TaskStatus.WORKING.value, AgentTask.lease_expires_at < now)
