@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.chat import ChatMessage, to_message
 from app.api.workflows import to_execution
 from app.artifacts.models import Artifact
-from app.artifacts.services import ArtifactService
 from app.bmad.services import bmad_core
 from app.chat.services import ChatService
 from app.config import Settings
@@ -24,8 +23,8 @@ from app.hitl.models import HitlRequest, HitlStatus
 from app.hitl.queries import HitlQueries, status_filter, to_summary
 from app.projects.models import Project
 from app.projects.services import ProjectService
+from app.runs.provider import services
 from app.tasks.models import AgentTask
-from app.tasks.services import TaskService
 from app.workflows import schemas as workflow_schemas
 from app.workflows.services import ExecutionService
 
@@ -112,7 +111,7 @@ async def panels(session: AsyncSession, settings: Settings, principal: Principal
         executions.append((execution, phases_of(execution)))
     executions.reverse()  # the newest first
     agents: dict[str, AgentStatus] = {}
-    for task in await TaskService(session=session).tasks_of_project(project_id):
+    for task in await services(session).tasks.tasks_of_project(project_id):
         seen = agents.get(task.agent_type)
         if seen is None or task.updated_at >= seen.updated_at:
             agents[task.agent_type] = AgentStatus(
@@ -134,7 +133,7 @@ async def panels(session: AsyncSession, settings: Settings, principal: Principal
         executions=executions,
         agents=sorted(agents.values(), key=lambda agent: agent.agent_type),
         pending=[to_summary(row) for row in pending],
-        documents=await ArtifactService(session=session).tree(project_id),
+        documents=await services(session).artifacts.tree(project_id),
     )
 
 

@@ -18,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.agents.models import AgentState
 from app.config import HitlSettings, Settings
 from app.core.exceptions import ConflictError, NotFoundError
-from app.events.services import EventService
 from app.hitl.models import HitlKind, HoldKind, HoldRef, Urgency
 from app.projects.models import Project, ProjectStatus
 from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
+from app.runs.provider import services
 from app.tasks.models import AgentTask, TaskStatus
-from app.tasks.services import TaskService
 from app.workflows.models import ExecutionStatus, WorkflowExecution
 from app.workflows.services import ExecutionService
 
@@ -34,7 +33,7 @@ async def park_interrupted_task(
     session: AsyncSession, settings: Settings, task_id: UUID, *, grace_seconds: float | None, why: str
 ) -> bool:
     """Hold an at-most-once task cut off mid-attempt for a human, with a `task_failure` request (no commit)."""
-    task = await TaskService(session=session).park_interrupted(task_id, grace_seconds)
+    task = await services(session).tasks.park_interrupted(task_id, grace_seconds)
     if task is None:
         return False
     question = (
@@ -69,7 +68,7 @@ async def park_interrupted_task(
 
 async def park_interrupted(session: AsyncSession, settings: Settings, *, grace_seconds: float) -> None:
     """The sweep: at-most-once tasks whose worker died are not requeued; each is put to a human."""
-    for task_id in await TaskService(session=session).interrupted(grace_seconds):
+    for task_id in await services(session).tasks.interrupted(grace_seconds):
         if await park_interrupted_task(
             session, settings, task_id, grace_seconds=grace_seconds, why="its worker stopped"
         ):
@@ -100,7 +99,7 @@ async def stop_project(session: AsyncSession, settings: Settings, project_id: UU
     for execution_id in list(await session.scalars(open_executions)):
         await executions.pause(execution_id, actor=actor, stop=True)
         paused += 1
-    tasks = TaskService(session=session)
+    tasks = services(session).tasks
     halted = parked = 0
     working = select(AgentTask.id, AgentTask.at_most_once).where(
         AgentTask.project_id == project_id, AgentTask.status == TaskStatus.WORKING.value
@@ -111,7 +110,7 @@ async def stop_project(session: AsyncSession, settings: Settings, project_id: UU
         elif await tasks.halt(task_id, actor=actor) is not None:
             halted += 1
     summary = {"executions_paused": paused, "tasks_halted": halted, "tasks_put_to_a_human": parked}
-    await EventService(session=session).record("project_stopped", project_id=project_id, actor=actor, data=summary)
+    await services(session).events.record("project_stopped", project_id=project_id, actor=actor, data=summary)
     return summary
 
 
@@ -139,7 +138,7 @@ async def resume_project(session: AsyncSession, policy: HitlSettings, project_id
         AgentTask.project_id == project_id, AgentTask.status == TaskStatus.PENDING.value
     )
     follow_ups += [task_id for task_id in await session.scalars(waiting) if task_id not in follow_ups]
-    await EventService(session=session).record(
+    await services(session).events.record(
         "project_resumed", project_id=project_id, actor=actor, data={"tasks_queued": len(follow_ups)}
     )
     return follow_ups

@@ -27,18 +27,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.schemas import ArtifactUpdate
-from app.artifacts.services import ArtifactService
 from app.config import HitlSettings
 from app.core.exceptions import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from app.core.security import ROLE_RANK, Principal, Role
-from app.events.services import EventService
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus, HoldKind, HoldRef, Urgency
 from app.hitl.queries import effective_status
-from app.hitl.services import HitlService
 from app.hitl.state import move as move_request
+from app.runs.provider import services
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import TaskCreate
-from app.tasks.services import TaskService
 from app.workflows.services import ExecutionService
 
 ANSWERED = {"approve": HitlStatus.APPROVED, "reject": HitlStatus.REJECTED, "amend": HitlStatus.AMENDED}
@@ -83,8 +80,8 @@ class DecisionService:
         self.session = session
         self.policy = policy
         self.executions = ExecutionService(session, policy)
-        self.tasks = TaskService(session=session)
-        self.events = EventService(session=session)
+        self.tasks = services(session).tasks
+        self.events = services(session).events
 
     async def locked(self, request_id: UUID, principal: Principal | None = None) -> HitlRequest:
         statement = select(HitlRequest).where(HitlRequest.id == request_id).with_for_update()
@@ -215,7 +212,7 @@ class DecisionService:
     ) -> HitlRequest:
         """A person's own request: a question, a hold on a task that has not started, or a review of a
         finished one (about its artifacts). The caller commits."""
-        artifacts = await ArtifactService(session=self.session).by_ids(project_id, artifact_ids)
+        artifacts = await services(self.session).artifacts.by_ids(project_id, artifact_ids)
         if len(artifacts) != len(set(artifact_ids)):
             raise InvalidInputError("artifact_ids: every artifact must exist in this project")
         options: tuple[str, ...] = ("approve", "reject")
@@ -238,7 +235,7 @@ class DecisionService:
                     extra={"status": task.status},
                 )
             hold = HoldRef(HoldKind.REVIEW, task.status)
-        return await HitlService(session=self.session).open_request(
+        return await services(self.session).hitl.open_request(
             policy=self.policy,
             project_id=project_id,
             kind=HitlKind.MANUAL,
@@ -301,7 +298,7 @@ class DecisionService:
         content = answer.amended_content
         if not isinstance(content, dict | str):
             raise InvalidInputError("amended_content: a JSON object (or text for free-form artifacts)")
-        await ArtifactService(session=self.session).update_artifact(
+        await services(self.session).artifacts.update_artifact(
             target,
             ArtifactUpdate(content=content, change_note=f"amended: {answer.comment}"),
             actor=f"human:{actor}",
@@ -338,7 +335,7 @@ class DecisionService:
 
     async def escalate(self, request: HitlRequest, reason: str) -> HitlRequest:
         """A new, critical request for an admin, in place of `request` (which keeps its own status)."""
-        new = await HitlService(session=self.session).open_request(
+        new = await services(self.session).hitl.open_request(
             policy=self.policy,
             project_id=request.project_id,
             kind=HitlKind(request.kind),

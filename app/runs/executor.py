@@ -25,9 +25,8 @@ from app.agents.models import AgentState
 from app.agents.outputs import AgentAnswer, InvalidAnswerError, parse_answer
 from app.agents.personas import AGENT_ARTIFACTS, Persona, persona_for
 from app.agents.prompts import ContextItem, PromptContext, build_prompt
-from app.agents.services import AgentService, BudgetExceededError
+from app.agents.services import BudgetExceededError
 from app.artifacts.models import ArtifactType
-from app.artifacts.services import ArtifactService
 from app.chat.services import is_chat_task
 from app.config import HitlSettings
 from app.core.runtime import Runtime
@@ -38,9 +37,10 @@ from app.llm.pricing import cost_usd
 from app.llm.registry import build_provider
 from app.projects.models import OversightLevel, Project
 from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
+from app.runs.provider import services
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import StepBrief
-from app.tasks.services import Lease, TaskService
+from app.tasks.services import Lease
 
 logger = structlog.get_logger(__name__)
 
@@ -95,7 +95,7 @@ class AgentExecutor:
             project = await session.get(Project, self.task.project_id)
             if project is None:  # deleted meanwhile: nothing to work for
                 raise TaskFailedError(f"project {self.task.project_id} no longer exists", code="project_gone")
-            artifacts = await ArtifactService(session=session).by_ids(
+            artifacts = await services(session).artifacts.by_ids(
                 project.id, [UUID(value) for value in self.task.context_ids]
             )
             context = [
@@ -130,7 +130,7 @@ class AgentExecutor:
         estimate_cost = cost_usd(self.model, estimate - OUTPUT_TOKENS_ESTIMATE, OUTPUT_TOKENS_ESTIMATE)
         async with self.runtime.session() as session:
             try:
-                await AgentService(session=session).check_budget(
+                await services(session).agents.check_budget(
                     project,
                     agent_type=self.agent_type.value,
                     task_id=self.task.id,
@@ -221,7 +221,7 @@ class AgentExecutor:
             delay = delays[attempt - 1]
             self.log.info("model_call_retry", attempt=attempt, outcome=outcome, delay_s=delay)
             async with self.runtime.session() as session:
-                await TaskService(session=session).report_progress(
+                await services(session).tasks.report_progress(
                     self.lease,
                     self.runtime.settings.worker.lease_seconds,
                     0,
@@ -239,7 +239,7 @@ class AgentExecutor:
         self.tokens_out += tokens_out
         self.cost += cost
         async with self.runtime.session() as session:
-            AgentService(session=session).record_usage(
+            services(session).agents.record_usage(
                 project_id=self.task.project_id,
                 task_id=self.task.id,
                 agent_type=self.agent_type.value,
@@ -294,14 +294,14 @@ class AgentExecutor:
         asks = (bool(answer.open_questions) or unsure) and not disputes and not chatting
         self.finishing.set()
         async with self.runtime.session() as session:
-            tasks = TaskService(session=session)
+            tasks = services(session).tasks
             # Hold the task's row first: if the lease is gone, nothing of this attempt is written.
             if not await tasks.lock_held(self.lease):
                 await session.rollback()
                 self.log.info("task_result_discarded")
                 return []
             task = self.task
-            store = ArtifactService(session=session)
+            store = services(session).artifacts
             artifact_ids: list[UUID] = []
             derived_from = [str(artifact_id) for artifact_id in prompt.injected]
             parent_id = UUID(self.brief.parent_id) if self.brief.parent_id else None
@@ -359,7 +359,7 @@ class AgentExecutor:
 
     async def _park(self, session: Any, outcome: AttemptOutcome, output: dict[str, Any]) -> None:
         """Stop the attempt on a question for a human, in one transaction with its request."""
-        task = await TaskService(session=session).complete(
+        task = await services(session).tasks.complete(
             self.lease, output, status=TaskStatus.WAITING_FOR_HITL, commit=False
         )
         if task is None:

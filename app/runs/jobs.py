@@ -9,8 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskiq import AsyncBroker, Context, TaskiqDepends, async_shared_broker
 
 from app.core.runtime import Runtime
+from app.runs.provider import services
 from app.runs.runner import TaskRunner
-from app.tasks.services import Enqueue, TaskService, dispatch_all
+from app.tasks.services import Enqueue, dispatch_all
 
 
 @async_shared_broker.task(task_name="tasks.run_agent_task")
@@ -30,4 +31,4 @@ async def commit_and_dispatch(runtime: Runtime, session: AsyncSession, task_ids:
     """Commit, then queue the tasks the transaction wrote: a worker must never get a job for a row it
     cannot see yet (a queue that is down leaves them to the sweep)."""
     await session.commit()
-    await dispatch_all(TaskService(session=session), task_ids, agent_task_enqueuer(runtime.broker))
+    await dispatch_all(services(session).tasks, task_ids, agent_task_enqueuer(runtime.broker))

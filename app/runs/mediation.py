@@ -19,12 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact
 from app.config import HitlSettings
-from app.events.services import EventService
 from app.hitl.models import HitlKind, HoldRef, Urgency
-from app.hitl.services import HitlService
+from app.runs.provider import services
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import TaskCreate
-from app.tasks.services import TaskService
 from app.workflows.services import ExecutionService
 
 MAX_ROUNDS = 3
@@ -64,7 +62,7 @@ async def start_mediation(session: AsyncSession, disputed: AgentTask, round_numb
         f"The {disputed.agent_type}'s task was: {disputed.instructions}"
     )
     context_ids = list(dict.fromkeys([*await _disputed_ids(session, disputed, conflicts), *produced]))
-    return await TaskService(session=session).create_task(
+    return await services(session).tasks.create_task(
         disputed.project_id,
         TaskCreate(agent_type=AgentType.ORCHESTRATOR, instructions=instructions[:20_000], context_ids=context_ids),
         default_timeout=disputed.timeout_seconds,
@@ -82,8 +80,8 @@ async def after_mediation(
     disputed = await session.scalar(select(AgentTask).where(AgentTask.id == mediation.mediates).with_for_update())
     if disputed is None or disputed.status != TaskStatus.WAITING_FOR_HITL.value:
         return []  # cancelled, stopped or answered meanwhile
-    events = EventService(session=session)
-    tasks = TaskService(session=session)
+    events = services(session).events
+    tasks = services(session).tasks
     if not unresolved:
         settled = await tasks.accept_parked(disputed.id, actor="orchestrator")
         await events.record(
@@ -120,7 +118,7 @@ async def after_mediation(
         "amend the document."
     )
     produced = [UUID(value) for value in output.get("artifact_ids", [])]
-    await HitlService(session=session).open_request(
+    await services(session).hitl.open_request(
         policy=policy,
         project_id=disputed.project_id,
         kind=HitlKind.CONFLICT,

@@ -18,13 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.models import AgentState
 from app.agents.outputs import AgentAnswer
-from app.agents.services import AgentService
 from app.chat.services import ChatService, is_chat_task
 from app.config import Settings
-from app.events.services import EventService
 from app.hitl.models import HitlKind, HitlRequest, HoldRef, Urgency
-from app.hitl.services import HitlService
 from app.runs.mediation import after_mediation, start_mediation
+from app.runs.provider import services
 from app.tasks.models import AgentTask
 from app.workflows.services import ExecutionService
 
@@ -75,14 +73,14 @@ async def on_attempt_outcome(
         follow_ups.append((await start_mediation(session, task, round_number=1)).id)
     if outcome.hold is not None:
         request = await _open_hold(session, settings, task, outcome.hold)
-    await AgentService(session=session).set_status(
+    await services(session).agents.set_status(
         task.project_id,
         task.agent_type,
         outcome.agent_state,
         task_id=task.id if outcome.agent_names_task and outcome.agent_state != AgentState.IDLE else None,
     )
     if outcome.notice is not None:
-        await EventService(session=session).notify_error(
+        await services(session).events.notify_error(
             project_id=task.project_id,
             severity=outcome.notice.severity,
             message=outcome.notice.message,
@@ -103,7 +101,7 @@ async def on_attempt_outcome(
 
 
 async def _open_hold(session: AsyncSession, settings: Settings, task: AgentTask, hold: HumanHold) -> HitlRequest:
-    request = await HitlService(session=session).open_request(
+    request = await services(session).hitl.open_request(
         policy=settings.hitl,
         project_id=task.project_id,
         task_id=task.id,
@@ -117,7 +115,7 @@ async def _open_hold(session: AsyncSession, settings: Settings, task: AgentTask,
         actor=hold.actor,
     )
     for question in hold.chat_questions:
-        await EventService(session=session).record(
+        await services(session).events.record(
             "agent_chat_message",
             project_id=task.project_id,
             task_id=task.id,

@@ -22,15 +22,15 @@ import structlog
 from sqlalchemy import select
 
 from app.agents.models import AgentState
-from app.agents.services import AgentService
 from app.core.exceptions import is_unavailable_error
 from app.core.runtime import Runtime
 from app.hitl.models import HitlKind, Urgency
 from app.runs.control import park_interrupted_task
 from app.runs.executor import AgentExecutor, TaskFailedError
 from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
+from app.runs.provider import services
 from app.tasks.models import AgentTask, TaskStatus
-from app.tasks.services import Enqueue, Lease, TaskService, dispatch_all
+from app.tasks.services import Enqueue, Lease, dispatch_all
 
 logger = structlog.get_logger(__name__)
 
@@ -47,15 +47,13 @@ class TaskRunner:
         if self.runtime.attempts.draining:
             # The worker is stopping: another one starts the task (this job is acknowledged).
             async with self.runtime.session() as session:
-                await self._dispatch_safely(
-                    TaskService(session=session).requeue_unstarted(task_id, self.enqueue), task_id
-                )
+                await self._dispatch_safely(services(session).tasks.requeue_unstarted(task_id, self.enqueue), task_id)
             logger.info("task_left_to_another_worker", task_id=str(task_id))
             return
         async with self.runtime.session() as session:
-            lease = await TaskService(session=session).claim(task_id, self.lease_seconds)
+            lease = await services(session).tasks.claim(task_id, self.lease_seconds)
             if lease is not None:
-                await AgentService(session=session).set_status(
+                await services(session).agents.set_status(
                     lease.task.project_id, lease.task.agent_type, AgentState.WORKING, task_id=task_id
                 )
                 await session.commit()
@@ -109,13 +107,13 @@ class TaskRunner:
             # Only now, with the watcher gone: nothing may cancel a half-sent job (the sweep would
             # find it queued only after BOTARMY_QUEUED_REQUEUE_SECONDS).
             async with self.runtime.session() as session:
-                await dispatch_all(TaskService(session=session), follow_ups, self.enqueue)
+                await dispatch_all(services(session).tasks, follow_ups, self.enqueue)
 
     async def _hand_back(self, lease: Lease) -> None:
         """The worker stops before the attempt finished: the task is queued again at once, for another
         worker. An at-most-once task may have partly acted outside the server: a person decides."""
         async with self.runtime.session() as session:
-            tasks = TaskService(session=session)
+            tasks = services(session).tasks
             if not await tasks.lock_held(lease):
                 await session.rollback()  # it finished, or is no longer ours
                 return
@@ -127,7 +125,7 @@ class TaskRunner:
                 await session.commit()
                 return
             # In the transaction that queues it again: the next worker's WORKING comes after this.
-            await AgentService(session=session).set_status(task.project_id, task.agent_type, AgentState.IDLE)
+            await services(session).agents.set_status(task.project_id, task.agent_type, AgentState.IDLE)
             await self._dispatch_safely(tasks.hand_back(lease, self.enqueue), task.id)
         await self.runtime.counters.add("tasks_handed_back")
 
@@ -143,7 +141,7 @@ class TaskRunner:
 
     async def _fail(self, lease: Lease, error: str, *, code: str) -> None:
         async with self.runtime.session() as session:
-            task = await TaskService(session=session).fail(lease, error, commit=False)
+            task = await services(session).tasks.fail(lease, error, commit=False)
             if task is None:
                 await session.rollback()
                 return
@@ -155,7 +153,7 @@ class TaskRunner:
         """Every attempt failed: the task waits for a human with the failure (approve: try again)."""
         async with self.runtime.session() as session:
             output = {"failed": str(exc), "code": exc.code}
-            task = await TaskService(session=session).complete(
+            task = await services(session).tasks.complete(
                 lease, output, status=TaskStatus.WAITING_FOR_HITL, error=str(exc), commit=False
             )
             if task is None:
@@ -183,7 +181,7 @@ class TaskRunner:
         async with self.runtime.session() as session:
             status = await session.scalar(select(AgentTask.status).where(AgentTask.id == lease.task.id))
             state = AgentState.ERROR if status == TaskStatus.FAILED.value else AgentState.IDLE
-            await AgentService(session=session).set_status(lease.task.project_id, lease.task.agent_type, state)
+            await services(session).agents.set_status(lease.task.project_id, lease.task.agent_type, state)
             await session.commit()
 
     async def _watch(
@@ -197,7 +195,7 @@ class TaskRunner:
             now = time.monotonic()
             try:
                 async with self.runtime.session() as session:
-                    tasks = TaskService(session=session)
+                    tasks = services(session).tasks
                     if now - last_progress >= progress_every:
                         held = await tasks.report_progress(
                             lease, self.lease_seconds, None, "working: waiting for the model"

@@ -10,7 +10,6 @@ import structlog
 from sqlalchemy import select
 
 from app.agents.models import AgentState
-from app.artifacts.services import ArtifactService
 from app.core.exceptions import is_unavailable_error
 from app.core.runtime import Runtime
 from app.hitl.models import HitlRequest, HitlStatus
@@ -18,8 +17,9 @@ from app.runs.control import park_interrupted
 from app.runs.decisions import DecisionService
 from app.runs.jobs import agent_task_enqueuer
 from app.runs.outcome import AttemptOutcome, ErrorNotice, on_attempt_outcome
+from app.runs.provider import services
 from app.runs.retention import purge_artifacts
-from app.tasks.services import LEASE_EXPIRED, TaskService, dispatch_all
+from app.tasks.services import LEASE_EXPIRED, dispatch_all
 
 logger = structlog.get_logger(__name__)
 
@@ -27,7 +27,7 @@ logger = structlog.get_logger(__name__)
 async def sweep_once(runtime: Runtime) -> int:
     worker = runtime.settings.worker
     async with runtime.session() as session:
-        for task in await TaskService(session=session).fail_timed_out():
+        for task in await services(session).tasks.fail_timed_out():
             logger.warning("task_timed_out", task_id=str(task.id), timeout_s=task.timeout_seconds)
             await on_attempt_outcome(
                 session,
@@ -43,7 +43,7 @@ async def sweep_once(runtime: Runtime) -> int:
         await park_interrupted(session, runtime.settings, grace_seconds=worker.lease_seconds)
     await expire_hitl_requests(runtime)
     async with runtime.session() as session:
-        requeued = await TaskService(session=session).sweep_by_reason(
+        requeued = await services(session).tasks.sweep_by_reason(
             agent_task_enqueuer(runtime.broker),
             pending_after=worker.pending_requeue_seconds,
             queued_after=worker.queued_requeue_seconds,
@@ -74,7 +74,7 @@ async def expire_hitl_requests(runtime: Runtime) -> int:
             follow_ups = await DecisionService(session, policy).expire(request_id)
             await session.commit()
             expired += 1
-            await dispatch_all(TaskService(session=session), follow_ups, agent_task_enqueuer(runtime.broker))
+            await dispatch_all(services(session).tasks, follow_ups, agent_task_enqueuer(runtime.broker))
         await session.commit()
     if expired:
         logger.info("hitl_requests_expired", requests=expired)
@@ -86,7 +86,7 @@ async def purge_old_artifacts(runtime: Runtime) -> int:
     if days is None:
         return 0
     async with runtime.session() as session:
-        purged, kept = await purge_artifacts(ArtifactService(session=session), days, actor="retention")
+        purged, kept = await purge_artifacts(services(session).artifacts, days, actor="retention")
         await session.commit()
     if purged or kept:
         logger.info("retention_purge", purged=purged, kept_referenced=kept, older_than_days=days)
