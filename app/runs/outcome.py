@@ -2,8 +2,8 @@
 
 The caller has already written the task's new status (completed, failed, timed out, waiting for a
 human) under its lease or row lock. `on_attempt_outcome` then does the rest, in this order, always
-the same way: a question for a person (a HITL request, its questions in the chat too), the agent's
-status, an error notice, a dispute sent to the orchestrator, the workflow step's advance, a chat
+the same way: a dispute sent to the orchestrator, a question for a person (a HITL request, its
+questions in the chat too), the agent's status, an error notice, the workflow step's advance, a chat
 answer, the end of a mediation. It never commits: the caller's transaction holds the task's change
 and all of these together, so a crash cannot split them.
 """
@@ -42,7 +42,7 @@ class HumanHold(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ErrorNotice(msgspec.Struct, frozen=True, kw_only=True):
-    """An `error` event for the people watching the project."""
+    """An `error_notification` event for the people watching the project."""
 
     message: str
     code: str
