@@ -210,7 +210,8 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "runtime": Provide(provide_runtime, sync_to_thread=False),
-            "settings": Provide(provide_settings, sync_to_thread=False),
+            # Not "settings": a dependency must not share its name with a field of a body (a project's `settings`).
+            "app_settings": Provide(provide_settings, sync_to_thread=False),
         },
         cors_config=CORSConfig(
             allow_origins=origins,

@@ -99,7 +99,7 @@ class ChatController(Controller):
     @get("/", operation_id="ListChatMessages")
     async def list_messages(
         self,
-        settings: SettingsDependency,
+        app_settings: SettingsDependency,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
         project_id: FromPath[UUID],
@@ -109,6 +109,6 @@ class ChatController(Controller):
         ),
     ) -> Page[ChatMessage]:
         await visible_project(db_session, principal, project_id)
-        chat = ChatService(db_session, settings)
+        chat = ChatService(db_session, app_settings)
         rows, next_cursor = await chat.conversation(project_id, limit=limit, cursor=event_cursor(cursor))
         return Page(items=[to_message(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)

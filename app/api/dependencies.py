@@ -22,7 +22,8 @@ def provide_settings(state: State) -> Settings:
     return settings
 
 
-# Handlers take them as `runtime: RuntimeDependency`: already-built objects, not input to validate
+# Handlers take them as `runtime: RuntimeDependency` and `app_settings: SettingsDependency`:
+# already-built objects, not input to validate
 # (msgspec would try to convert them field by field on every request).
 RuntimeDependency = Annotated[Runtime, Dependency(skip_validation=True)]
 SettingsDependency = Annotated[Settings, Dependency(skip_validation=True)]

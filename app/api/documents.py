@@ -84,7 +84,7 @@ class DocumentController(Controller):
     @get("/export", operation_id="ExportProjectDocuments", opt={DOWNLOAD_KEY: EXPORT_MEDIA_TYPES})
     async def export(
         self,
-        settings: SettingsDependency,
+        app_settings: SettingsDependency,
         request: Request[Any, Any, Any],
         documents_service: NamedDependency[DocumentService],
         projects_service: NamedDependency[ProjectService],
@@ -95,7 +95,7 @@ class DocumentController(Controller):
         generated files. Larger than `BOTARMY_EXPORT_MAX_BYTES` / `_FILES`: 413 naming the limit."""
         project = await projects_service.get_project(project_id)
         rows = await documents_service.rows(project_id)
-        server: ServerSettings = settings.server
+        server: ServerSettings = app_settings.server
         limits = ExportLimits(max_bytes=server.export_max_bytes, max_files=server.export_max_files)
         build = functools.partial(build_export, rows, project.name, project.description, format.value, limits)
         name = _file_name(project.name)

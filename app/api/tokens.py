@@ -43,11 +43,11 @@ class TokenController(Controller):
     @delete("/{token_id:uuid}", operation_id="RevokeToken", status_code=200)
     async def revoke_token(
         self,
-        settings: SettingsDependency,
+        app_settings: SettingsDependency,
         request: Request[Principal, Any, Any],
         tokens_service: NamedDependency[TokenService],
         token_id: FromPath[UUID],
     ) -> Token:
-        notice = RevocationNotice(settings.redis)
+        notice = RevocationNotice(app_settings.redis)
         token = await tokens_service.revoke(token_id=token_id, actor=request.user.name, announce=notice.announce)
         return tokens_service.to_schema(token, schema_type=Token)

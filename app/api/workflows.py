@@ -114,7 +114,7 @@ class ExecutionController(Controller):
     async def start(
         self,
         runtime: RuntimeDependency,
-        settings: SettingsDependency,
+        app_settings: SettingsDependency,
         principal: NamedDependency[Principal],
         executions: NamedDependency[ExecutionService],
         data: JSONBody[schemas.ExecutionStart],
@@ -123,12 +123,12 @@ class ExecutionController(Controller):
         project = await executions.session.get(Project, data.project_id)
         if project is None:
             raise NotFoundError(f"Project {data.project_id} does not exist.")
-        core = await loaded_bmad_core(settings.app.bmad_dir)
+        core = await loaded_bmad_core(app_settings.app.bmad_dir)
         workflow = BmadService(core).workflow(data.workflow_id)
         inputs = {
             "idea": data.inputs.idea,
             "include_optional": data.inputs.include_optional,
-            "task_timeout_seconds": data.inputs.task_timeout_seconds or settings.models.task_timeout_seconds,
+            "task_timeout_seconds": data.inputs.task_timeout_seconds or app_settings.models.task_timeout_seconds,
         }
         execution, task_ids = await executions.start(project, workflow, inputs, actor=principal.name, core=core)
         await commit_and_dispatch(runtime, executions.session, task_ids)
