@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -92,19 +93,35 @@ class Server(Process):
 
 
 def start_server(env: dict[str, str], port: int, log_path: Path) -> Server:
-    server = Server(env, port, log_path)
-    deadline = time.monotonic() + 30
+    return start_servers(env, [(port, log_path)])[0]
+
+
+def start_servers(env: dict[str, str], places: list[tuple[int, Path]]) -> list[Server]:
+    """`botarmy serve` processes on one database, started side by side (each spends seconds importing)."""
+    servers = [Server(env, port, log_path) for port, log_path in places]
+    try:
+        for server in servers:
+            _wait_until_up(server)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    for server in servers:
+        server.token = issued_token(env)
+    return servers
+
+
+def _wait_until_up(server: Server) -> None:
+    deadline = time.monotonic() + 60  # a busy machine: two test processes and their servers on two cores
     while time.monotonic() < deadline:
         if server.popen.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
         try:
             if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                server.token = cli_token(env)
-                return server
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    server.stop()
     raise RuntimeError(f"server did not start:\n{server.log()}")
 
 
@@ -119,6 +136,16 @@ def cli_token(env: dict[str, str], role: str = "admin", projects: tuple[str, ...
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
+
+
+def issued_token(env: dict[str, str], role: str = "admin") -> str:
+    """A new token written straight to the database of `env` (schema there), from sync or async code.
+
+    Not `botarmy token create`: a process of its own costs 3 s of start-up, for every server a test
+    starts. The command itself is tested where it is the subject (`cli_token`).
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, issue_token(load_settings(env), role)).result()
 
 
 async def migrated_database(env: dict[str, str]) -> SQLAlchemyAsyncConfig:

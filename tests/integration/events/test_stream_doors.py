@@ -21,7 +21,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import FAST_ENV, free_port
-from tests.helpers import Server, clear_of_a_minute_boundary, start_server
+from tests.helpers import Server, clear_of_a_minute_boundary, start_server, start_servers
 
 CUT_BOUND_SECONDS = 2.0  # the requirement is a second; a margin for a loaded CI machine
 
@@ -57,14 +57,11 @@ async def sse_cut_at(http: httpx.AsyncClient, path: str, headers: dict[str, str]
 
 @contextlib.contextmanager
 def two_servers(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    first = start_server(env, free_port(), tmp_path / "api-1.log")
+    first, second = start_servers(env, [(free_port(), tmp_path / "api-1.log"), (free_port(), tmp_path / "api-2.log")])
     try:
-        second = start_server(env, free_port(), tmp_path / "api-2.log")
-        try:
-            yield first, second
-        finally:
-            second.stop()
+        yield first, second
     finally:
+        second.stop()
         first.stop()
 
 

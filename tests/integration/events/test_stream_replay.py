@@ -27,7 +27,15 @@ from app.core.channels import GLOBAL_CHANNEL
 from app.events.hub import LiveHub
 from app.events.streams import Feed, FeedItem, FeedOverflowError, Filters
 from tests.conftest import free_port
-from tests.helpers import Server, eventually, migrated_database, start_server, start_worker, wait_for_task
+from tests.helpers import (
+    Server,
+    eventually,
+    migrated_database,
+    start_server,
+    start_servers,
+    start_worker,
+    wait_for_task,
+)
 
 
 @pytest.fixture
@@ -362,8 +370,7 @@ async def test_two_api_processes_each_client_sees_every_event_once(
     own_services_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**own_services_env, "BOTARMY_RATE_LIMIT_PER_MINUTE": "100000"}
-    first = start_server(env, free_port(), tmp_path / "api-1.log")
-    second = start_server(env, free_port(), tmp_path / "api-2.log")
+    first, second = start_servers(env, [(free_port(), tmp_path / "api-1.log"), (free_port(), tmp_path / "api-2.log")])
     worker = start_worker(env, tmp_path / "worker.log")
     try:
         async with (
