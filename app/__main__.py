@@ -61,6 +61,8 @@ def serve(host: str | None, port: int | None) -> None:
         log_config=None,  # uvicorn's loggers go through ours, which redact secrets
         log_level=settings.app.log_level.lower(),
         lifespan="on",
+        # Without a bound uvicorn waits for every request in flight, a stalled upload too.
+        timeout_graceful_shutdown=max(1, round(settings.server.grace_seconds)),
         **serving_options(settings.server),  # trusted proxies, connection cap, idle and header timeouts
     )
 

@@ -103,6 +103,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     export_max_bytes: Annotated[int, Meta(ge=1024, le=4 * 1024 * 1024 * 1024)] = 64 * 1024 * 1024
     export_max_files: Annotated[int, Meta(ge=1, le=1_000_000)] = 5000
     export_concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
+    # On SIGTERM/SIGINT `botarmy serve` closes its streams (1001) and then waits at most this long
+    # for requests still in flight before it stops (under podman's default 10 s before it kills).
+    grace_seconds: Annotated[float, Meta(ge=0, le=3600)] = 8.0
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -276,6 +279,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "export_max_bytes": "BOTARMY_EXPORT_MAX_BYTES",
         "export_max_files": "BOTARMY_EXPORT_MAX_FILES",
         "export_concurrency": "BOTARMY_EXPORT_CONCURRENCY",
+        "grace_seconds": "BOTARMY_API_GRACE_SECONDS",
     },
     "worker": {
         "lease_seconds": "BOTARMY_TASK_LEASE_SECONDS",

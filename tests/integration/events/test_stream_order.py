@@ -209,7 +209,8 @@ async def test_resuming_clients_get_every_event_once_in_order_under_concurrent_w
 async def test_the_api_closes_its_streams_with_1001_on_sigterm_and_exits(
     own_services_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = start_server(own_services_env, free_port(), tmp_path / "api.log")
+    """Within its grace, although an upload stalls in flight (uvicorn waits for those without one)."""
+    server = start_server({**own_services_env, "BOTARMY_API_GRACE_SECONDS": "2"}, free_port(), tmp_path / "api.log")
     try:
         async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=20) as http:
             project_id = (await http.post("/api/v1/projects", json={"name": "going away"})).json()["id"]
@@ -220,6 +221,13 @@ async def test_the_api_closes_its_streams_with_1001_on_sigterm_and_exits(
         for ws in sockets:  # the replay (project_created) or a heartbeat-free idle stream: both attached
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.recv(), 1)
+        _, stalled = await asyncio.open_connection("127.0.0.1", server.port)
+        stalled.write(
+            f"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+        )
+        await stalled.drain()
+        await asyncio.sleep(0.3)
         began = time.monotonic()
         os.killpg(server.popen.pid, signal.SIGTERM)
         codes = []
@@ -231,6 +239,7 @@ async def test_the_api_closes_its_streams_with_1001_on_sigterm_and_exits(
             codes.append(ws.close_code)
         exit_code = await asyncio.to_thread(server.popen.wait, 15)
         took = time.monotonic() - began
+        stalled.close()
     finally:
         server.stop()
     assert codes == [1001, 1001], server.log()
