@@ -203,6 +203,8 @@ class ExecutionCore:
         phase = stage[0].phase
         if not is_gated(project.oversight_level, phase):
             return None
+        if not any(step_state(execution, step.index).status == StepStatus.COMPLETED for step in stage):
+            return None  # every step of the phase was skipped: there is no work to approve
         request, opened = await self.gates.pending(execution, key, stage)
         if opened and request is not None:
             move(execution, ExecutionStatus.WAITING_FOR_HITL)
