@@ -6,7 +6,8 @@ documents". A step's `requires` resolves, in order, to what an earlier step of t
 else to the project's newest artifacts of that type; what is found for neither is reported as a
 missing input. What a step writes comes from its `creates`/`updates` names; a validation or review
 step (`validates:`, `review_*` actions, a retrospective) writes a review, linked to what it
-reviewed, and never a new version of the reviewed document.
+reviewed, and never a new version of the reviewed document. A step that updates a document also
+reads the latest review of it and the stories it was written for (a fix after QA).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any, Final
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.personas import AGENT_ARTIFACTS
 from app.artifacts.models import Artifact, ArtifactType, Granularity
+from app.artifacts.search import quoted_element
 from app.bmad.loader import BmadCore, Workflow, WorkflowStep, template_of
 from app.tasks.models import AgentType
 
@@ -120,9 +122,60 @@ def depends_on(step: WorkflowStep, earlier: WorkflowStep) -> bool:
     return False
 
 
-def repeat_nouns(step: WorkflowStep) -> list[str]:
+def repeat_nouns(repeats: str | None) -> list[str]:
     """`for_each_epic_or_enhancement` → [epic, enhancement]."""
-    return [noun for noun in (step.repeats or "").removeprefix("for_each_").split("_or_") if noun]
+    return [noun for noun in (repeats or "").removeprefix("for_each_").split("_or_") if noun]
+
+
+# BMAD closes its development cycle with a marker (`step: repeat_development_cycle`, `action:
+# continue_for_all_stories`): SM → Dev → QA again for every story. We run that repetition as the
+# cycle's dev steps repeating: the one that implements a story once per story, the one that
+# fixes code once per story's code. The QA review between them reviews the whole set at once.
+CYCLE_MARKERS = frozenset({"repeat_development_cycle", "continue_for_all_stories"})
+
+
+def is_cycle_marker(step: WorkflowStep) -> bool:
+    return step.agent_type is None and bool({step.step, step.action} & CYCLE_MARKERS)
+
+
+def cycle_repeats(workflow: Workflow) -> dict[int, str]:
+    """Per step index, the `repeats` the cycle marker gives a dev step of its cycle (the steps after
+    the last one that writes stories, up to the marker) that has none of its own."""
+    repeats: dict[int, str] = {}
+    start = 0
+    for step in workflow.steps:
+        if is_cycle_marker(step):
+            for earlier in workflow.steps[start : step.index]:
+                if earlier.agent_type != AgentType.CODER or earlier.repeats:
+                    continue
+                reads = {kind_of(name) for name in [*earlier.requires, *earlier.updates]}
+                if ArtifactType.STORY in reads:
+                    repeats[earlier.index] = "for_each_story"
+                elif ArtifactType.SOURCE_CODE in reads:
+                    repeats[earlier.index] = "for_each_source_code"
+            start = step.index + 1
+        elif ArtifactType.STORY in output_types(step):
+            start = step.index + 1
+    return repeats
+
+
+def repeats_of(workflow: Workflow, step: WorkflowStep) -> str | None:
+    """What the step repeats over: its own `repeats`, else what the development cycle gives it."""
+    return step.repeats or cycle_repeats(workflow).get(step.index)
+
+
+def cycle_note(workflow: Workflow, step: WorkflowStep) -> str | None:
+    """Why a cycle marker is skipped: the steps it repeats already ran once per item."""
+    if not is_cycle_marker(step):
+        return None
+    repeated = sorted(cycle_repeats(workflow).items())
+    if not repeated:
+        return None
+    runs = ", ".join(
+        f"{workflow.steps[index].action or f'step {index}'} runs {repeats.replace('_', ' ')}"
+        for index, repeats in repeated
+    )
+    return f"the development cycle repeats as its dev steps do: {runs}"
 
 
 def noun_kind(noun: str) -> ArtifactType | None:
@@ -140,6 +193,9 @@ class Inputs(msgspec.Struct, kw_only=True):
     missing: list[str]
     # Each input artifact's type, to pick a run's own item out of the shared context.
     kinds: dict[UUID, str] = msgspec.field(default_factory=dict)
+    # What belongs to one of the documents the step updates (its latest review, the story it was
+    # written for): the document's id. A run over one of them gets only what belongs to it.
+    belongs_to: dict[UUID, list[UUID]] = msgspec.field(default_factory=dict)
 
 
 class StepInputs:
@@ -167,6 +223,7 @@ class StepInputs:
         found: dict[UUID, str] = {}
         missing: list[str] = []
         reviews: list[UUID] = []
+        belongs_to: dict[UUID, list[UUID]] = {}
         names = [(name, True) for name in step.requires]
         names += [(name, False) for name in step.updates]  # what a step updates it reads, if it exists
         if step.validates:
@@ -187,6 +244,11 @@ class StepInputs:
                 found.setdefault(artifact_id, artifact_type)
             if step.validates == name or (is_review(step) and required):
                 reviews += [artifact_id for artifact_id, _ in rows]
+            elif name in step.updates and not is_review(step):  # a fix reads what was said of it
+                for artifact_id, _ in rows:
+                    for extra_id, extra_type in await self._belonging_to(project_id, artifact_id):
+                        found.setdefault(extra_id, extra_type)
+                        belongs_to.setdefault(extra_id, []).append(artifact_id)
         if step.agent_type is not None:
             for kind in ALWAYS_READS.get(step.agent_type, ()):
                 for artifact_id, artifact_type in await self._of_kind(project_id, kind, made_by_earlier):
@@ -199,7 +261,34 @@ class StepInputs:
             reviews=list(dict.fromkeys(reviews)),
             missing=missing,
             kinds={**found, idea_id: ArtifactType.USER_INPUT.value},
+            belongs_to={artifact_id: owners for artifact_id, owners in belongs_to.items() if artifact_id != idea_id},
         )
+
+    async def _belonging_to(self, project_id: UUID, artifact_id: UUID) -> list[tuple[UUID, str]]:
+        """What a step that updates `artifact_id` reads besides it: its latest review (QA's findings
+        on the code it fixes) and the stories it was written for (so a fix keeps to its story)."""
+        rows: list[tuple[UUID, str]] = []
+        review = (
+            await self.session.execute(
+                self._documents(project_id)
+                .where(
+                    Artifact.artifact_type == ArtifactType.REVIEW.value,
+                    cast(Artifact.meta["related_artifacts"], Text).like(quoted_element(str(artifact_id))),
+                )
+                .order_by(Artifact.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if review is not None:
+            rows.append((review.id, review.artifact_type))
+        meta = await self.session.scalar(select(Artifact.meta).where(Artifact.id == artifact_id))
+        made_from = [UUID(str(value)) for value in (meta or {}).get("derived_from") or []]
+        if made_from:
+            stories = self._documents(project_id).where(
+                Artifact.id.in_(made_from), Artifact.artifact_type == ArtifactType.STORY.value
+            )
+            rows += [(row.id, row.artifact_type) for row in (await self.session.execute(stories.order_by(Artifact.id)))]
+        return rows
 
     async def _of_kind(
         self, project_id: UUID, kind: DocumentKind, made_by_earlier: dict[ArtifactType, list[UUID]]

@@ -34,7 +34,7 @@ from app.hitl.state import move as move_request
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.services import TaskService
-from app.workflows.context import step_resources
+from app.workflows.context import cycle_note, step_resources
 from app.workflows.gates import Gates
 from app.workflows.graph import ASK, decide, is_gated, may_start, phase_stages, stage_keys
 from app.workflows.models import ExecutionStatus, WorkflowExecution
@@ -203,6 +203,8 @@ class ExecutionCore:
         phase = stage[0].phase
         if not is_gated(project.oversight_level, phase):
             return None
+        if not any(step_state(execution, step.index).status == StepStatus.COMPLETED for step in stage):
+            return None  # every step of the phase was skipped: there is no work to approve
         request, opened = await self.gates.pending(execution, key, stage)
         if opened and request is not None:
             move(execution, ExecutionStatus.WAITING_FOR_HITL)
@@ -233,7 +235,7 @@ class ExecutionCore:
                 ]
                 if not may_start(step, unfinished, execution.variables):
                     continue
-                decision = decide(
+                decision = cycle_note(workflow, step) or decide(
                     step,
                     oversight_level=project.oversight_level,
                     include_optional=list(execution.inputs.get("include_optional", [])),

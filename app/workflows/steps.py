@@ -24,6 +24,7 @@ from app.workflows.context import (
     noun_kind,
     output_types,
     repeat_nouns,
+    repeats_of,
 )
 from app.workflows.graph import handing_over, instructions, item_label, item_text
 from app.workflows.models import Handoff, HandoffStatus, WorkflowExecution
@@ -49,6 +50,7 @@ class RepeatItem(msgspec.Struct, kw_only=True, frozen=True):
     content: Any = None
     artifact_id: UUID | None = None
     kind: str | None = None
+    title: str | None = None  # an artifact's, to name its run
 
 
 def resources_of(execution: WorkflowExecution) -> dict[str, StepResources]:
@@ -65,7 +67,7 @@ class StepStarter:
     ) -> list[UUID]:
         """One task per run: one run, or one per item of the list the step `repeats` over."""
         inputs = await self._inputs(execution, workflow, step)
-        items, note = await self._repeat_items(step, inputs)
+        items, note = await self._repeat_items(repeats_of(workflow, step), inputs)
         text = instructions(workflow, step, str(execution.inputs.get("idea", "")))
         previous = step_state(execution, step.index)
         feedback = previous.feedback  # a redo of a phase a human rejected
@@ -79,7 +81,11 @@ class StepStarter:
                 context_ids = [
                     artifact_id
                     for artifact_id in inputs.context_ids
-                    if artifact_id == item.artifact_id or inputs.kinds.get(artifact_id) != item.kind
+                    if artifact_id == item.artifact_id
+                    or (
+                        inputs.kinds.get(artifact_id) != item.kind
+                        and item.artifact_id in inputs.belongs_to.get(artifact_id, [item.artifact_id])
+                    )
                 ]
             brief = StepBrief(
                 output_types=[kind.value for kind in outputs],
@@ -109,7 +115,9 @@ class StepStarter:
                 feedback=feedback,
                 brief=msgspec.to_builtins(brief),
             )
-            runs.append(RunState(task_id=task.id, status=RunStatus.RUNNING, item=item_label(item.content)))
+            runs.append(
+                RunState(task_id=task.id, status=RunStatus.RUNNING, item=item.title or item_label(item.content))
+            )
         set_step(
             execution,
             step.index,
@@ -152,18 +160,22 @@ class StepStarter:
         )
         return [run.task_id for run in runs]
 
-    async def _repeat_items(self, step: WorkflowStep, inputs: Inputs) -> tuple[list[RepeatItem], str | None]:
+    async def _repeat_items(self, repeats: str | None, inputs: Inputs) -> tuple[list[RepeatItem], str | None]:
         """The items of `repeats: for_each_<x>`: the <x> artifacts among the step's inputs (each epic
-        of the sharding), else the first list of <x>s in its required documents (a plan's tasks)."""
-        if not step.repeats:
+        of the sharding, each story), else the first list of <x>s in its required documents (a plan's
+        tasks)."""
+        if not repeats:
             return [RepeatItem()], None
-        nouns = repeat_nouns(step)
+        nouns = repeat_nouns(repeats)
         for noun in nouns:
             kind = noun_kind(noun)
             ids = [artifact_id for artifact_id in inputs.context_ids if kind and inputs.kinds.get(artifact_id) == kind]
             if ids:
                 rows = await self.session.scalars(select(Artifact).where(Artifact.id.in_(ids)).order_by(Artifact.id))
-                items = [RepeatItem(content=row.content, artifact_id=row.id, kind=row.artifact_type) for row in rows]
+                items = [
+                    RepeatItem(content=row.content, artifact_id=row.id, kind=row.artifact_type, title=row.title)
+                    for row in rows
+                ]
                 if len(items) > MAX_RUNS:
                     return items[:MAX_RUNS], f"{len(items)} {noun} artifacts; the first {MAX_RUNS} run"
                 return items, None

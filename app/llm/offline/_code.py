@@ -25,6 +25,21 @@ from app.llm.offline._product import (
     slug,
 )
 
+_API = '''"""HTTP routes of {product}: every module of app/ brings its own ROUTES."""
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+import app
+
+ROUTES: dict[tuple[str, str], Callable[..., Any]] = {{}}
+for _module in pkgutil.iter_modules(app.__path__):
+    if _module.name != "api":
+        ROUTES.update(getattr(importlib.import_module(f"app.{{_module.name}}"), "ROUTES", {{}}))
+'''
+
 # -- coder, tester, deployer -----------------------------------------------------------------
 
 
@@ -78,6 +93,10 @@ def _module(name: str, idea: FeatureIdea, about: str, fields: list[str]) -> tupl
         f"    {store}[item.id] = item",
         "    return item",
         "",
+        "",
+        "# Collected by app/api.py.",
+        f'ROUTES = {{("GET", "/{name}"): list_{many}, ("POST", "/{name}"): create_{single}}}',
+        "",
     ]
     test = (
         f"import pytest\n\nfrom app.{name} import create_{single}, list_{many}\n\n\n"
@@ -91,15 +110,35 @@ def _module(name: str, idea: FeatureIdea, about: str, fields: list[str]) -> tupl
     return "\n".join(lines), test
 
 
+def _scope(job: Job) -> tuple[list[str], str | None]:
+    """The components the code is for, and the stories it implements: the stories given (each
+    run of a dev step that repeats gets one), else the modules of the code it fixes; none: all."""
+    stories = [item["content"] for item in job.items("story") if isinstance(item.get("content"), dict)]
+    if stories:
+        wanted = [str(name) for given in stories for name in given.get("components") or []]
+        ids = [str(given.get("id")) for given in stories]
+        label = f"story {ids[0]}" if len(ids) == 1 else f"stories {', '.join(ids)}"
+        return list(dict.fromkeys(wanted)), label
+    fixed = job.content("source_code")
+    if fixed:
+        paths = [str(file.get("path") or "") for file in fixed.get("files") or [] if isinstance(file, dict)]
+        modules = [path.removeprefix("app/").removesuffix(".py") for path in paths if path.startswith("app/")]
+        return [module for module in modules if module not in ("__init__", "api")], None
+    return [], None
+
+
 def source_code(job: Job) -> Produced:
-    given_story = job.content("story")
     components = _components(job)
-    if given_story and given_story.get("components"):
-        wanted = {str(name) for name in given_story["components"]}
-        chosen = [c for c in components if str(c["name"]) in wanted]
-        known = {str(c["name"]) for c in chosen}
-        chosen += [{"name": name, "responsibility": given_story.get("title", name)} for name in wanted - known]
-        components = sorted(chosen, key=lambda c: str(c["name"]))
+    wanted, stories = _scope(job)
+    if wanted:
+        known = {str(c["name"]): c for c in components}
+        titles = {
+            str(name): str(item["content"].get("title") or name)
+            for item in job.items("story")
+            if isinstance(item.get("content"), dict)
+            for name in item["content"].get("components") or []
+        }
+        components = [known.get(name) or {"name": name, "responsibility": titles.get(name, name)} for name in wanted]
     architecture_given = job.content("system_architecture") or {}
     data_model = {
         str(entity.get("name")): [str(f) for f in entity.get("fields") or []]
@@ -108,7 +147,7 @@ def source_code(job: Job) -> Produced:
     }
     files: list[dict[str, str]] = []
     tests: list[dict[str, str]] = []
-    routed: list[tuple[str, FeatureIdea]] = []
+    names: list[str] = []
     for component in components[:100]:
         raw = str(component["name"])
         if raw in INFRASTRUCTURE:
@@ -119,41 +158,40 @@ def source_code(job: Job) -> Produced:
         code, test = _module(name, idea, about, data_model.get(class_name(idea.entity), []))
         files.append({"path": f"app/{name}.py", "language": "python", "content": code})
         tests.append({"path": f"tests/test_{name}.py", "language": "python", "content": test})
-        routed.append((name, idea))
-    if not routed:
+        names.append(name)
+    if not names:
         feature = job.product.features[0]
         code, test = _module(feature.module, feature, feature.name, [])
         files.append({"path": f"app/{feature.module}.py", "language": "python", "content": code})
         tests.append({"path": f"tests/test_{feature.module}.py", "language": "python", "content": test})
-        routed.append((feature.module, feature))
-    names = [name for name, _ in routed]
-    routes = "".join(
-        f'    ("GET", "/{name}"): {name}.list_{_identifier(idea.things)},\n'
-        f'    ("POST", "/{name}"): {name}.create_{_identifier(idea.entity)},\n'
-        for name, idea in routed
-    )
+        names.append(feature.module)
+    # The same two files in every story's code: the code of all the stories together is one app.
     files.append(
         {"path": "app/__init__.py", "language": "python", "content": f'"""{_docstring(job.product.name)}."""\n'}
     )
     files.append(
-        {
-            "path": "app/api.py",
-            "language": "python",
-            "content": f'"""HTTP routes of {job.product.name}: each path goes to its module."""\n\n'
-            f"from collections.abc import Callable\nfrom typing import Any\n\nfrom app import {', '.join(names)}\n\n"
-            f"ROUTES: dict[tuple[str, str], Callable[..., Any]] = {{\n{routes}}}\n",
-        }
+        {"path": "app/api.py", "language": "python", "content": _API.format(product=_docstring(job.product.name))}
     )
-    subject = f"story {given_story.get('id')}: {given_story.get('title')}" if given_story else job.product.name
+    reviewed = [item for item in job.items("review") if isinstance(item.get("content"), dict)]
+    addressed = ""
+    if reviewed:
+        open_items = [
+            str(finding.get("item"))
+            for finding in reviewed[0]["content"].get("findings") or []
+            if isinstance(finding, dict) and finding.get("status") != "pass"
+        ]
+        addressed = f" Addresses {reviewed[0].get('title')}" + (
+            f": {len(open_items)} open items, first {open_items[0][:120]!r}." if open_items else "."
+        )
     content = {
         "files": files[:200],
         "tests": tests[:200],
         "dependencies": ["pytest"],
-        "notes": f"Implements {subject} with the modules {', '.join(names)}."
+        "notes": f"Implements {stories or job.product.name} with the modules {', '.join(names)}."
+        + addressed
         + (f" {job.feedback}" if job.feedback else ""),
     }
-    label = f"Code for story {given_story.get('id')}" if given_story else "Code"
-    return [(job.title(label), content)]
+    return [(job.title(f"Code for {stories}" if stories else "Code"), content)]
 
 
 def test_results(job: Job) -> Produced:
@@ -237,19 +275,22 @@ def review(job: Job) -> Produced:
     titles = [str(item.get("title") or item.get("artifact_type")) for item in documents]
     texts = [_words(f"{item.get('title', '')} {_encoder.encode(item.get('content')).decode()}") for item in documents]
     items = [str(item) for item in job.hints.get("checklist_items") or [] if str(item).strip()]
-    if not items:
+    # Without a checklist, one item per document, checked against that document only.
+    own = not items
+    if own:
         items = [f"{title} is complete and about {job.product.name}" for title in titles] or [
             f"The documents of {job.product.name} are present"
         ]
     findings = []
-    for item in items[:500]:
+    for position, item in enumerate(items[:500]):
         asked = _words(item)
-        overlaps = [sorted(asked & text) for text in texts]
+        overlaps = [sorted(asked & text) if not own or index == position else [] for index, text in enumerate(texts)]
         best = max(range(len(overlaps)), key=lambda index: len(overlaps[index]), default=None)
         if best is not None and overlaps[best]:
             status, note = "pass", f"{titles[best]} covers {', '.join(overlaps[best][:4])}."
         elif documents:
-            status, note = "partial", f"Not addressed explicitly in {', '.join(titles[:3])}; to confirm."
+            named = titles[position : position + 1] if own else titles[:3]
+            status, note = "partial", f"Not addressed explicitly in {', '.join(named)}; to confirm."
         else:
             status, note = "not_applicable", "No document was given to check."
         findings.append({"item": item, "status": status, "note": note})

@@ -76,7 +76,18 @@ _LEXICON = {
     "shopping": "item",
     "grocery": "item",
 }
-_IRREGULAR = {"person": "people", "child": "children", "man": "men", "woman": "women", "mouse": "mice"}
+_IRREGULAR = {
+    "person": "people",
+    "child": "children",
+    "man": "men",
+    "woman": "women",
+    "mouse": "mice",
+    # Plurals in -us whose singular ends in -u (not "status", "bonus"): "meal menus", not "menuses".
+    "menu": "menus",
+    "guru": "gurus",
+    "emu": "emus",
+    "haiku": "haikus",
+}
 _UNCOUNTABLE = frozenset("chess news data information equipment feedback inventory software money music".split())
 _LINK = r"and|or|with|for|where|that|which|who|whose|so|to|while|including|plus|by|via|using|in|on|of|from|at|&"
 _SPLIT = re.compile(rf"\s*([:;,.!?()\n]|—| - |\b(?:{_LINK})\b)\s*", re.IGNORECASE)

@@ -63,6 +63,42 @@ workflow:
       creates: deployment_log
       optional: true
 """,
+    # Medium oversight gates design and build: the design phase's one step is skipped (its condition
+    # is not set), so there is nothing to approve after it; after build there is.
+    "skipped-phase": """
+workflow:
+  id: skipped-phase
+  name: Skipped phase
+  sequence:
+    - agent: analyst
+      phase: plan
+      creates: software_specification
+    - agent: architect
+      phase: design
+      creates: system_architecture
+      condition: needs_design
+    - agent: coder
+      phase: build
+      creates: source_code
+    - agent: tester
+      phase: validate
+      creates: test_results
+""",
+    # A coder that requires an architecture (no earlier step makes one: the project's newest),
+    # a PRD (there is none) and a name we have no type for.
+    "reads-inputs": """
+workflow:
+  id: reads-inputs
+  name: Reads inputs
+  sequence:
+    - agent: coder
+      phase: build
+      creates: source_code
+      requires:
+        - architecture.md
+        - prd.md
+        - mockups.fig
+""",
 }
 
 
@@ -190,3 +226,55 @@ async def test_a_bad_answer_to_a_gate_is_refused_and_changes_nothing(client: Asy
     assert (await client.get(f"/api/v1/executions/{started['id']}")).json()["gates"]["discovery"] == gate
     request = (await client.get(f"/api/v1/hitl/{gate['request_id']}")).json()
     assert (request["status"], [entry["action"] for entry in request["history"]]) == ("pending", ["created"])
+
+
+async def test_no_gate_after_a_phase_whose_every_step_was_skipped(client: AsyncClient) -> None:
+    project_id = await new_project(client, "medium")
+    started = await start(client, project_id, "skipped-phase")
+    waiting = await wait_for_execution(client, started["id"], "waiting_for_hitl")
+    assert [step["status"] for step in waiting["steps"]] == ["completed", "skipped", "completed", "pending"]
+    assert list(waiting["gates"]) == ["build"]
+    answer = await client.post(
+        f"/api/v1/hitl/{waiting['gates']['build']['request_id']}/respond", json={"action": "approve"}
+    )
+    assert answer.status_code == 200, answer.text
+    done = await wait_for_execution(client, started["id"], "completed")
+    assert list(done["gates"]) == ["build"]
+
+
+ARCHITECTURE = {
+    "overview": "A recipe box.",
+    "components": [{"name": "recipes", "responsibility": "Recipes and their steps", "technology": "Python"}],
+    "api_spec": [],
+    "data_model": [],
+    "risks": [],
+}
+
+
+async def test_a_step_reads_the_projects_newest_artifact_and_says_which_inputs_are_missing(
+    client: AsyncClient, settings: Settings
+) -> None:
+    """No earlier step makes the architecture the coder requires: it reads the project's newest
+    one. Nothing anywhere is a PRD, and `mockups.fig` is no type of ours: the step says so, on the
+    execution and in its `workflow_step_started` event, and runs with what there is."""
+    project_id = await new_project(client)
+    for title in ("Architecture v1", "Architecture v2"):
+        response = await client.post(
+            f"/api/v1/projects/{project_id}/artifacts",
+            json={"artifact_type": "system_architecture", "title": title, "content": ARCHITECTURE},
+        )
+        assert response.status_code == 201, response.text
+    newest = response.json()["id"]
+    started = await start(client, project_id, "reads-inputs")
+    done = await wait_for_execution(client, started["id"], "completed")
+    step = done["steps"][0]
+    missing = [
+        "prd.md: no software_specification in the project yet",
+        "mockups.fig: no artifact type of ours stands for it",
+    ]
+    assert step["missing_inputs"] == missing
+    task = (await client.get(f"/api/v1/tasks/{step['task_id']}")).json()
+    types = {(await client.get(f"/api/v1/artifacts/{a}")).json()["artifact_type"]: a for a in task["context_ids"]}
+    assert types == {"system_architecture": newest, "user_input": types["user_input"]}
+    [event] = [e for e in await events_of(settings, project_id) if e.event_type == "workflow_step_started"]
+    assert event.data["missing_inputs"] == missing

@@ -179,7 +179,50 @@ async def test_the_code_implements_the_architectures_modules() -> None:
         assert module.list_invoices() == [created]
     finally:
         del sys.modules[module.__name__]
-    assert '("GET", "/clients"): clients.list_clients' in files["app/api.py"]
+    assert '("GET", "/clients"): list_clients' in files["app/clients.py"]  # app/api.py collects them
+
+
+def write_code(root: Path, *codes: dict[str, Any]) -> None:
+    for code in codes:
+        for file in [*code["content"]["files"], *code["content"]["tests"]]:
+            (root / file["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (root / file["path"]).write_text(file["content"])
+
+
+async def test_each_storys_code_is_part_of_one_app_and_a_fix_keeps_to_its_story(tmp_path: Path) -> None:
+    """A dev step runs once per story: the code of the stories, put together, is one app whose
+    routes are every story's; fixing one after QA keeps its story's modules and answers the review."""
+    prd = (await ask(["software_specification"], [idea(TODO)]))[0]
+    architecture = (await ask(["system_architecture"], [prd]))[0]
+    epics = await ask(["epic"], [prd, architecture])
+    stories = [(await ask(["story"], [prd, epic], item=epic["content"]))[0] for epic in epics[:3]]
+    codes = [(await ask(["source_code"], [story, architecture], agent="coder"))[0] for story in stories]
+    assert [code["title"].split(":")[0] for code in codes] == [
+        "Code for story 1.1",
+        "Code for story 2.1",
+        "Code for story 3.1",
+    ]
+    write_code(tmp_path, *codes)
+    # Run in a process of its own, from the folder of the code (its `app` is not ours).
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from app.api import ROUTES; print(sorted(path for _, path in ROUTES))",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    routes, _ = await process.communicate()
+    assert process.returncode == 0
+    assert routes.decode().strip() == str(sorted(["/due_dates", "/tasks", "/teams"] * 2))
+    # Several stories in one run: all of them, and it says so.
+    [both] = await ask(["source_code"], [stories[0], stories[2], architecture], agent="coder")
+    assert both["title"].startswith("Code for stories 1.1, 3.1")
+    assert [f["path"] for f in both["content"]["files"]][:2] == ["app/tasks.py", "app/due_dates.py"]
+
+    [qa] = await ask(["review"], [codes[2]], agent="tester", reviews=[codes[2]["artifact_id"]])
+    [fixed] = await ask(["source_code"], [codes[2], qa, architecture], agent="coder")
+    assert [f["path"] for f in fixed["content"]["files"]] == ["app/due_dates.py", "app/__init__.py", "app/api.py"]
+    assert f"Addresses {qa['title']}" in fixed["content"]["notes"]
 
 
 async def test_epics_come_from_the_prd_and_a_story_from_its_epic() -> None:
@@ -252,6 +295,13 @@ async def test_review_findings_are_the_checklist_items_in_order() -> None:
         prd["title"],
         architecture["title"],
     ]
+    # Each finding is about its own document: the review of three stories names each in its note.
+    epics = await ask(["epic"], [prd, architecture])
+    stories = [(await ask(["story"], [prd, epic], item=epic["content"]))[0] for epic in epics[:3]]
+    [of_stories] = await ask(["review"], [idea(TODO), *stories])
+    assert [finding["note"].split(" covers ")[0] for finding in of_stories["content"]["findings"]] == [
+        story["title"] for story in stories
+    ]
 
 
 async def test_feedback_shows_in_the_redo() -> None:
@@ -303,3 +353,9 @@ async def test_the_written_code_passes_its_own_tests(tmp_path: Path) -> None:
     output = (await asyncio.wait_for(ran.communicate(), timeout=120))[0].decode()
     assert ran.returncode == 0, output
     assert "6 passed" in output
+
+
+async def test_a_plural_in_us_of_a_word_in_u_is_not_doubled() -> None:
+    [prd] = await ask(["software_specification"], [idea("A meal planner: weekly meal menus and shopping lists")])
+    text = msgspec.json.encode(prd["content"]).decode()
+    assert "meal menus" in text and "menuses" not in text

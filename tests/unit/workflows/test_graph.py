@@ -8,6 +8,7 @@ import pytest
 
 from app.bmad.loader import Workflow, WorkflowStep
 from app.tasks.models import AgentType
+from app.workflows.context import cycle_note, cycle_repeats, repeats_of
 from app.workflows.graph import (
     ASK,
     decide,
@@ -104,3 +105,33 @@ def test_item_labels() -> None:
     assert item_label({"id": "E1", "title": "Login"}) == "E1: Login"
     assert item_label({"x": 1}) == '{"x":1}'
     assert item_label("a" * 400) == "a" * 300
+
+
+def test_the_development_cycle_marker_repeats_its_dev_steps_per_story_then_per_code() -> None:
+    """BMAD's `repeat_development_cycle` (continue_for_all_stories): the dev step that implements a
+    story runs once per story, the one that fixes code once per code; QA and the steps before the
+    stories are written keep their own repeats (none)."""
+    flow = workflow(
+        step(0, "build", AgentType.CODER, creates=["implementation_files"], requires=["prd.md"]),
+        step(1, "plan", AgentType.ORCHESTRATOR, creates=["story.md"], repeats="for_each_epic"),
+        step(2, "build", AgentType.CODER, action="implement_story", requires=["story.md"]),
+        step(3, "validate", AgentType.TESTER, action="review_implementation", requires=["implementation_files"]),
+        step(4, "build", AgentType.CODER, action="address_qa_feedback", updates=["implementation_files"]),
+        step(5, "build", None, step="repeat_development_cycle", action="continue_for_all_stories"),
+    )
+    assert cycle_repeats(flow) == {2: "for_each_story", 4: "for_each_source_code"}
+    assert [repeats_of(flow, s) for s in flow.steps] == [
+        None,
+        "for_each_epic",
+        "for_each_story",
+        None,
+        "for_each_source_code",
+        None,
+    ]
+    assert cycle_note(flow, flow.steps[5]) == (
+        "the development cycle repeats as its dev steps do: implement_story runs for each story, "
+        "address_qa_feedback runs for each source code"
+    )
+    assert cycle_note(flow, flow.steps[2]) is None
+    # Without the marker, nothing repeats that does not say so.
+    assert cycle_repeats(workflow(*flow.steps[:5])) == {}
