@@ -370,11 +370,23 @@ class Tally:
         return self.ids[-1] if self.ids else 0
 
     def problems(self, expected: list[int]) -> dict[str, Any]:
+        """The first (up to 20) ids missing, doubled, and the pairs that went backwards."""
         seen: set[int] = set()
         doubled = [i for i in self.ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
         backwards = [(a, b) for a, b in zip(self.ids, self.ids[1:], strict=False) if b <= a]
         missing = sorted(set(expected) - seen)
         return {"missing": missing[:20], "doubled": doubled[:20], "backwards": backwards[:20]}
+
+    def counts(self, expected: list[int]) -> dict[str, int]:
+        """How many ids were received, missing, doubled, and went backwards (for a drill's totals)."""
+        doubled = len(self.ids) - len(set(self.ids))
+        backwards = sum(1 for a, b in zip(self.ids, self.ids[1:], strict=False) if b <= a)
+        return {
+            "received": len(self.ids),
+            "lost": len(set(expected) - set(self.ids)),
+            "doubled": doubled,
+            "out_of_order": backwards,
+        }
 
 
 NO_PROBLEMS: dict[str, Any] = {"missing": [], "doubled": [], "backwards": []}
