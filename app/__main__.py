@@ -18,7 +18,15 @@ from app.cli.tokens import token_group
 from app.config import Settings, SettingsError, get_settings
 from app.core.exceptions import is_schema_error, is_unavailable_error
 from app.core.serving import serving_options
-from app.db.schema import check_database, database_errors_in_one_line, explain_database_error
+from app.db.engine import ensure_sqlite_directory
+from app.db.schema import (
+    UPGRADE_HINT,
+    check_database,
+    current_revisions,
+    database_errors_in_one_line,
+    explain_database_error,
+    head_revisions,
+)
 from app.tokens.bootstrap import TOKEN_FILE
 
 __version__ = version("botarmy")
@@ -153,7 +161,14 @@ def downgrade(revision: str) -> None:
 @db.command()
 def current() -> None:
     """Show the database's current revision."""
-    _alembic(lambda commands: commands.current(verbose=False))
+    settings = _settings()
+    ensure_sqlite_directory(settings.db)
+    with database_errors_in_one_line():
+        revisions = asyncio.run(current_revisions(settings.db))
+    if not revisions:  # Alembic itself prints nothing here, which reads as "all is well"
+        click.echo(f"no revision: {UPGRADE_HINT}")
+    for revision in sorted(revisions):
+        click.echo(f"{revision} (head)" if revision in head_revisions() else revision)
 
 
 cli.add_command(token_group(_settings))

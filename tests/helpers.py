@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx
+import websockets
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from sqlalchemy import select
 
 from app.config import Settings, load_settings
 from app.core.security import Role
 from app.db.engine import build_db_config, upgrade_database_async
+from app.events.models import Event
 from app.main import create_app
 from app.tokens.services import TokenService
 
@@ -328,3 +332,88 @@ async def clear_of_a_minute_boundary(seconds_needed: float = 20) -> None:
     into_minute = time.time() % 60
     if into_minute > 60 - seconds_needed:
         await asyncio.sleep(60 - into_minute + 0.5)
+
+
+async def table_ids(env: dict[str, str], project_id: str | None = None) -> list[int]:
+    """The event ids of the database of `env` (of one project, or all), in id order."""
+    config = build_db_config(load_settings(env).db)
+    try:
+        async with config.get_session() as session:
+            statement = select(Event.id).order_by(Event.id)
+            if project_id is not None:
+                statement = statement.where(Event.project_id == uuid.UUID(project_id))
+            return list(await session.scalars(statement))
+    finally:
+        await config.get_engine().dispose()
+
+
+class Tally:
+    """What a stream client received over all its connections: ids in arrival order."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.reconnections = 0
+        self.connections = 0
+        self.close_codes: list[int | None] = []
+        self.slowest_close = 0.0
+
+    def add(self, message: str | bytes) -> bool:
+        """Count an event (True); heartbeats and live model output carry no id."""
+        event = json.loads(message)
+        if event.get("id") is None:
+            return False
+        self.ids.append(event["id"])
+        return True
+
+    @property
+    def last(self) -> int:
+        return self.ids[-1] if self.ids else 0
+
+    def problems(self, expected: list[int]) -> dict[str, Any]:
+        """The first (up to 20) ids missing, doubled, and the pairs that went backwards."""
+        seen: set[int] = set()
+        doubled = [i for i in self.ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+        backwards = [(a, b) for a, b in zip(self.ids, self.ids[1:], strict=False) if b <= a]
+        missing = sorted(set(expected) - seen)
+        return {"missing": missing[:20], "doubled": doubled[:20], "backwards": backwards[:20]}
+
+    def counts(self, expected: list[int]) -> dict[str, int]:
+        """How many ids were received, missing, doubled, and went backwards (for a drill's totals)."""
+        doubled = len(self.ids) - len(set(self.ids))
+        backwards = sum(1 for a, b in zip(self.ids, self.ids[1:], strict=False) if b <= a)
+        return {
+            "received": len(self.ids),
+            "lost": len(set(expected) - set(self.ids)),
+            "doubled": doubled,
+            "out_of_order": backwards,
+        }
+
+
+NO_PROBLEMS: dict[str, Any] = {"missing": [], "doubled": [], "backwards": []}
+
+
+async def follow(
+    url: Callable[[], str], tally: Tally, stop: asyncio.Event, *, after: int | None = None, drop_every: int = 0
+) -> None:
+    """Read one stream until `stop`, over as many connections as it takes, as a client should.
+
+    `url()` is asked afresh for every connection (the api to use may change). A connection that
+    ends (the server went away, or this client drops it every `drop_every` events) is resumed with
+    `after=<the last id received>` (the first one with `after`, if given); one that cannot be opened
+    (the server is down, or refuses for now) is tried again shortly after.
+    """
+    while not stop.is_set():
+        resume = tally.last if tally.ids else after
+        address = url() + ("" if resume is None else f"&after={resume}")
+        try:
+            async with websockets.connect(address, max_size=None, open_timeout=10) as ws:
+                tally.connections += 1
+                received = 0
+                while not stop.is_set() and not (drop_every and received >= drop_every):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.3):  # not wait_for: on 3.11 it can swallow a cancellation
+                            received += tally.add(await ws.recv())
+        except websockets.ConnectionClosed as closed:
+            tally.close_codes.append(closed.rcvd.code if closed.rcvd else None)
+        except (OSError, websockets.InvalidHandshake, TimeoutError):
+            await asyncio.sleep(0.1)

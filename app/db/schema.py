@@ -70,6 +70,16 @@ async def schema_problem(engine: AsyncEngine) -> str | None:
     return describe_problem(current, head_revisions())
 
 
+async def current_revisions(settings: DatabaseSettings) -> frozenset[str]:
+    """The database's revisions: empty when it was never migrated."""
+    engine = build_db_config(settings).get_engine()
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_current_revisions)
+    finally:
+        await engine.dispose()
+
+
 async def require_schema(engine: AsyncEngine) -> None:
     problem = await schema_problem(engine)
     if problem is not None:

@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from app.config import load_settings
 from app.db.engine import build_db_config, upgrade_database
 from app.events.models import Event
-from app.tasks.models import AgentTask
+from app.tasks.models import AgentTask, TaskStatus
+from app.tasks.state import TASK_MOVES
 from tests.conftest import REDIS_TEST_URL, create_pg_database, drop_pg_database, drop_redis_namespace, require_services
 from tests.helpers import Process
 
@@ -76,14 +77,49 @@ class Audit:
     requeued_lost: int = 0
     handed_back: int = 0
     attempts: int = 0
+    out_of_order: int = 0  # tasks whose events are not in order
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
+CLAIMED = "working"  # the message of the event that starts an attempt (`TaskLeases.claim`)
+
+
+def order_problems(task: AgentTask, rows: list[tuple[int, str, datetime.datetime, dict[str, Any]]]) -> list[str]:
+    """What is out of order in one task's story, told by its events in id order.
+
+    `task_created` comes first; every later status is a move the task's table allows from the one
+    before (`app.tasks.state.TASK_MOVES`: no `working` after `completed`, no attempt that skips being
+    queued or claimed); nothing follows the completion; one claim per attempt the row counts; and
+    the events' times never go back. Each of the task's transitions updates its row first, so they
+    commit one after another, and ids are given in commit order: a time going back means ids are not.
+    """
+    story = [row for row in rows if row[1] in {"task_created", "task_progress_updated"}]
+    problems: list[str] = []
+    if not story or story[0][1] != "task_created":
+        return [f"task {task.id}: its first event is {story[0][1] if story else 'missing'}, not task_created"]
+    status, claims, finished_at = TaskStatus.PENDING, 0, None
+    for (event_id, _, at, data), (before_id, _, before_at, _) in zip(story[1:], story, strict=False):
+        if finished_at is not None:
+            problems.append(f"task {task.id}: event {event_id} after its completion (event {finished_at})")
+        if at < before_at:
+            problems.append(f"task {task.id}: event {event_id} is older than event {before_id} before it")
+        new_status = TaskStatus(data["status"])
+        if not TASK_MOVES.allows(status, new_status):
+            problems.append(f"task {task.id}: event {event_id} moves it from {status} to {new_status}")
+        claims += data.get("message") == CLAIMED
+        if new_status == TaskStatus.COMPLETED:
+            finished_at = event_id
+        status = new_status
+    if claims != task.attempts:
+        problems.append(f"task {task.id}: {claims} attempts started in its events, {task.attempts} on its row")
+    return problems
+
+
 async def audit(env: dict[str, str], task_ids: list[str]) -> Audit:
-    """Every task completed, and exactly once (one `completed` event); out-of-order events per task."""
+    """Every task completed, exactly once (one `completed` event), and its events in order (`order_problems`)."""
     config = build_db_config(load_settings(env).db)
     result = Audit(tasks=len(task_ids))
     try:
@@ -93,17 +129,23 @@ async def audit(env: dict[str, str], task_ids: list[str]) -> Audit:
                 if task is None:
                     result.problems.append(f"task {task_id} was accepted (201) but is not stored")
                     continue
-                rows = list(
-                    await session.execute(
-                        select(Event.id, Event.data).where(Event.task_id == task.id).order_by(Event.id)
+                rows = [
+                    row._tuple()
+                    for row in await session.execute(
+                        select(Event.id, Event.event_type, Event.created_at, Event.data)
+                        .where(Event.task_id == task.id)
+                        .order_by(Event.id)
                     )
-                )
-                completions = sum(1 for _, data in rows if data.get("status") == "completed")
-                result.requeued_lost += sum(1 for _, data in rows if data.get("message") == "worker lost; requeued")
-                result.handed_back += sum(
-                    1 for _, data in rows if data.get("message") == "worker stopping; handed back"
-                )
+                ]
+                progress = [data for _, event_type, _, data in rows if event_type == "task_progress_updated"]
+                completions = sum(1 for data in progress if data.get("status") == "completed")
+                messages = [data.get("message") for data in progress]
+                result.requeued_lost += messages.count("worker lost; requeued")
+                result.handed_back += messages.count("worker stopping; handed back")
                 result.attempts += task.attempts
+                out_of_order = order_problems(task, rows)
+                result.out_of_order += bool(out_of_order)
+                result.problems += out_of_order
                 if task.status != "completed":
                     result.problems.append(f"task {task_id} is {task.status}, not completed")
                 elif completions != 1:
@@ -163,6 +205,7 @@ def report(title: str, rows: list[tuple[str, str]], result: Audit) -> int:
     for name, value in rows:
         print(f"  {name:<40} {value}")
     print(f"  {'tasks completed exactly once':<40} {result.completed}/{result.tasks}")
+    print(f"  {'tasks with events out of order':<40} {result.out_of_order}")
     for problem in result.problems[:20]:
         print(f"  PROBLEM: {problem}")
     print("  RESULT: " + ("ok" if result.ok else f"FAILED ({len(result.problems)} problems)"))

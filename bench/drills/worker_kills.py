@@ -8,7 +8,9 @@ namespace of the drill's own. Tasks (offline model, 1-2 s each) are submitted al
 nothing runs a shutdown handler) and started again at once; the next kill comes `--interval`
 seconds after that worker is up again. At the end every task must be
 completed exactly once. Reported: for each task a kill took away, the time from the kill to the
-start of its next attempt (lease expiry + sweep + claim). Exit code 1 if anything was lost or doubled.
+start of its next attempt (lease expiry + sweep + claim). Exit code 1 if anything was lost, doubled
+or out of order (`tasks_common.order_problems`: each task's events, in id order, a story that could
+have happened).
 """
 
 from __future__ import annotations

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,17 @@ from app.events.outbox import encode_event
 from app.events.services import EventService
 from app.events.streams import Feed, FeedItem, Filters
 from tests.conftest import free_port
-from tests.helpers import Server, eventually, migrated_database, start_server
+from tests.helpers import (
+    NO_PROBLEMS,
+    Server,
+    Tally,
+    eventually,
+    follow,
+    migrated_database,
+    start_server,
+    start_servers,
+    table_ids,
+)
 
 CHURN_SECONDS = 4.0
 
@@ -80,39 +89,6 @@ async def http_writers(server: Server, project_id: str, stop: asyncio.Event, cli
                 assert response.status_code == 200, response.text
 
         await asyncio.gather(*(one() for _ in range(clients)))
-
-
-async def table_ids(env: dict[str, str], project_id: str | None = None) -> list[int]:
-    config = build_db_config(load_settings(env).db)
-    try:
-        async with config.get_session() as session:
-            statement = select(Event.id).order_by(Event.id)
-            if project_id is not None:
-                statement = statement.where(Event.project_id == uuid.UUID(project_id))
-            return list(await session.scalars(statement))
-    finally:
-        await config.get_engine().dispose()
-
-
-class Tally:
-    """What a client received over all its connections: ids in arrival order."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.reconnections = 0
-        self.slowest_close = 0.0
-
-    def add(self, message: str | bytes) -> None:
-        event = json.loads(message)
-        if event.get("id") is not None:
-            self.ids.append(event["id"])
-
-    def problems(self, expected: list[int]) -> dict[str, Any]:
-        seen: set[int] = set()
-        doubled = [i for i in self.ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
-        backwards = [(a, b) for a, b in zip(self.ids, self.ids[1:], strict=False) if b <= a]
-        missing = sorted(set(expected) - seen)
-        return {"missing": missing[:20], "doubled": doubled[:20], "backwards": backwards[:20]}
 
 
 async def churn_client(url: str, tally: Tally, stop: asyncio.Event, every: int) -> None:
@@ -245,6 +221,66 @@ async def test_the_api_closes_its_streams_with_1001_on_sigterm_and_exits(
     assert codes == [1001, 1001], server.log()
     assert exit_code in (0, -signal.SIGTERM), server.log()  # uvicorn ends by the signal it caught
     assert took < 8, took
+
+
+async def test_clients_of_a_killed_api_resume_on_another_and_miss_and_double_nothing(
+    own_services_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The api holding the sockets is SIGKILLed while events are written (no close frame, no
+    shutdown): its project-stream and `/ws` clients reconnect to a second api with
+    `after=<the last id received>`, and between them have every event once, in order."""
+    env = {**own_services_env, "BOTARMY_RATE_LIMIT_PER_MINUTE": "1000000"}
+    first, second = start_servers(env, [(free_port(), tmp_path / "api-1.log"), (free_port(), tmp_path / "api-2.log")])
+    serving = [first]  # where clients (re)connect: the second api once the first is gone
+    try:
+        async with httpx.AsyncClient(base_url=second.url, headers=second.headers, timeout=20) as http:
+            projects = [(await http.post("/api/v1/projects", json={"name": f"kill {n}"})).json()["id"] for n in (1, 2)]
+        project_tallies = [(f"/ws/projects/{projects[n % 2]}", Tally()) for n in range(4)]  # two per project
+        everything = Tally()
+        stop_reading = asyncio.Event()
+
+        def on_serving_api(path: str) -> Callable[[], str]:
+            return lambda: serving[0].ws_url(path)
+
+        readers = [
+            asyncio.create_task(follow(on_serving_api(path), tally, stop_reading, after=0))
+            for path, tally in [*project_tallies, ("/ws", everything)]
+        ]
+        tallies = [tally for _, tally in project_tallies] + [everything]
+        await eventually(lambda: asyncio.sleep(0, [t.connections for t in tallies]), lambda c: min(c) == 1)
+        async with (
+            direct_writers(env, projects[0], writers=2) as committed_one,
+            direct_writers(env, projects[1], writers=2) as committed_two,
+        ):
+            stop_writing = asyncio.Event()
+            http_load = asyncio.create_task(http_writers(second, projects[1], stop_writing, clients=2))
+            await asyncio.sleep(1.0)
+            first.kill()  # SIGKILL: the sockets just drop
+            serving[0] = second
+            await eventually(lambda: asyncio.sleep(0, [t.connections for t in tallies]), lambda c: min(c) >= 2)
+            await asyncio.sleep(1.0)
+            stop_writing.set()
+            await http_load
+        expected = {project_id: await table_ids(env, project_id) for project_id in projects}
+        all_ids = await table_ids(env)
+
+        async def caught_up() -> bool:
+            behind = [t for path, t in project_tallies if t.last < expected[path.rsplit("/", 1)[1]][-1]]
+            return not behind and everything.last >= all_ids[-1]
+
+        await eventually(caught_up, bool, timeout=20)
+        stop_reading.set()
+        await asyncio.gather(*readers)
+    finally:
+        first.stop()
+        second.stop()
+    assert min(committed_one[0], committed_two[0]) > 10, (committed_one, committed_two)
+    assert all(None in t.close_codes for t in tallies), [t.close_codes for t in tallies]  # dropped, not closed
+    for path, tally in project_tallies:
+        assert tally.problems(expected[path.rsplit("/", 1)[1]]) == NO_PROBLEMS, path
+    assert everything.problems(all_ids) == NO_PROBLEMS
+    # Nothing foreign either: each project event reached its project's two clients, and every event /ws.
+    assert sum(len(t.ids) for t in tallies) == len(all_ids) + 2 * sum(len(ids) for ids in expected.values())
 
 
 async def test_the_hub_hands_events_on_in_id_order_and_reads_a_lost_one_from_the_table(

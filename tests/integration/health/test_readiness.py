@@ -1,6 +1,7 @@
 """A database that is not at the head revision: readiness says so (503, naming the reason), the
 api answers 503 saying what to run, and every command that needs the database says it in one line
-instead of a stack trace; an unreachable database is one line too."""
+instead of a stack trace (`db current`: that there is no revision yet); an unreachable database is
+one line too."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 
+import app.__main__ as botarmy
 from app.config import load_settings
 from app.db.engine import upgrade_database
+from app.db.schema import head_revisions
 from tests.conftest import FAST_ENV, REDIS_TEST_URL, create_pg_database, drop_pg_database, free_port, require_services
 from tests.helpers import BOTARMY, REPO_ROOT, app_client
 
@@ -95,3 +99,19 @@ def test_commands_say_what_to_run_in_one_line(unmigrated_env: dict[str, str]) ->
             assert lines[0].startswith("botarmy: The database is unreachable ("), (name, stderr)
         else:
             assert lines[0] == "botarmy: The database has no schema yet: run `botarmy db upgrade`.", (name, stderr)
+
+
+def test_db_current_names_the_revision_or_what_to_run(
+    unmigrated_env: dict[str, str], embedded_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alembic alone prints nothing for a database never migrated, which reads as "all is well".
+    In this process (a `botarmy` start-up costs seconds), on the settings of each database."""
+
+    def current(env: dict[str, str]) -> tuple[int, str]:
+        monkeypatch.setattr(botarmy, "get_settings", lambda: load_settings(env))
+        result = CliRunner().invoke(botarmy.cli, ["db", "current"])
+        return result.exit_code, result.output
+
+    assert current(unmigrated_env) == (0, "no revision: run `botarmy db upgrade`\n")
+    heads = "".join(f"{head} (head)\n" for head in sorted(head_revisions()))
+    assert current(embedded_env) == (0, heads)
