@@ -86,6 +86,19 @@ class BotArmyClient:
         execution: dict[str, Any] = await self.call("GET", f"/api/v1/executions/{execution_id}")
         return execution
 
+    async def project(self, project_id: str) -> dict[str, Any]:
+        project: dict[str, Any] = await self.call("GET", f"/api/v1/projects/{project_id}")
+        return project
+
+    async def stop_project(self, project_id: str) -> dict[str, Any]:
+        """The emergency stop: executions pause and running attempts are taken away (back to pending)."""
+        stopped: dict[str, Any] = await self.call("POST", f"/api/v1/projects/{project_id}/stop")
+        return stopped
+
+    async def resume_project(self, project_id: str) -> dict[str, Any]:
+        resumed: dict[str, Any] = await self.call("POST", f"/api/v1/projects/{project_id}/resume")
+        return resumed
+
     async def steer(self, execution_id: str, action: str) -> dict[str, Any]:
         execution: dict[str, Any] = await self.call("POST", f"/api/v1/executions/{execution_id}/{action}")
         return execution

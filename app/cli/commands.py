@@ -91,7 +91,11 @@ def run_command(idea: str | None, workflow_id: str, oversight: str, out: Path, a
     options = RunOptions(
         idea=idea, workflow_id=workflow_id, oversight=oversight, out=out, approve_all=approve_all, resume=resume
     )
-    sys.exit(_execute(run(options, settings)))
+    try:
+        sys.exit(_execute(run(options, settings)))
+    except KeyboardInterrupt:  # Ctrl-C while starting, before the run handles it itself
+        click.echo("\nbotarmy: interrupted while starting", err=True)
+        sys.exit(130)
 
 
 @click.command()

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -102,12 +103,35 @@ def test_run_asks_at_the_terminal_and_writes_the_project(tmp_path: Path) -> None
     assert (out / "src" / "Containerfile").is_file()
 
 
+def test_ctrl_c_halts_a_running_step_at_once(tmp_path: Path) -> None:
+    """A step in a long model call is halted, not waited for: the stop takes a moment, says nothing
+    alarming, and leaves the step pending for --resume (not `working`, to be found by a sweep)."""
+    out = tmp_path / "out"
+    child = spawn_run(tmp_path, f"{IDEA} [[offline:delay=30]]", "--oversight", "low", "--out", str(out), "--yes")
+    child.expect(r"step 1/6")
+    signalled = time.monotonic()
+    child.kill(signal.SIGINT)
+    child.expect(f"Stopped. Continue with: botarmy run --out {out} --resume --yes", timeout=20)
+    child.expect(pexpect.EOF)
+    stopped_in = time.monotonic() - signalled
+    output = child.before or ""
+    child.close()
+    assert child.exitstatus == 130
+    assert stopped_in < 8, stopped_in  # it took 15 s, the running step's wait and a shutdown that cut it
+    assert "Traceback" not in output and "CancelledError" not in output, output
+    with sqlite3.connect(out / ".botarmy" / "botarmy.db") as db:
+        assert db.execute("select status from agent_task").fetchall() == [("pending",)]
+
+
 def test_ctrl_c_pauses_and_resume_finishes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     child = spawn_run(tmp_path, f"{IDEA} [[offline:delay=0.5]]", "--oversight", "low", "--out", str(out), "--yes")
     child.expect(r"step 2/6")
+    # Twice: the second Ctrl-C does not wait for the stop. What was running, --resume runs again.
     child.kill(signal.SIGINT)
-    child.expect("Stopped. Continue with: botarmy run")
+    time.sleep(0.02)
+    child.kill(signal.SIGINT)
+    child.expect(f"Stopped at once. Continue with: botarmy run --out {out} --resume --yes")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130
