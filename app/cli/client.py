@@ -133,8 +133,10 @@ class BotArmyClient:
         answer: dict[str, Any] = await self.call("POST", f"/api/v1/hitl/{request_id}/respond", json=body)
         return answer
 
-    async def usage(self, project_id: str) -> dict[str, Any]:
-        usage: dict[str, Any] = await self.call("GET", f"/api/v1/projects/{project_id}/usage")
+    async def usage(self, project_id: str, *, until: str | None = None) -> dict[str, Any]:
+        """What the project's model calls cost (`until`: those made up to an event's timestamp)."""
+        params = {"until": until} if until else None
+        usage: dict[str, Any] = await self.call("GET", f"/api/v1/projects/{project_id}/usage", params=params)
         return usage
 
     async def export_zip(self, project_id: str) -> bytes:

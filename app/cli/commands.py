@@ -94,7 +94,7 @@ def run_command(idea: str | None, workflow_id: str, oversight: str, out: Path, a
     try:
         sys.exit(_execute(run(options, settings)))
     except KeyboardInterrupt:  # Ctrl-C while starting, before the run handles it itself
-        click.echo("\nbotarmy: interrupted while starting", err=True)
+        click.echo("\nbotarmy: interrupted", err=True)
         sys.exit(130)
 
 
