@@ -92,10 +92,16 @@ def run_command(idea: str | None, workflow_id: str, oversight: str, out: Path, a
         idea=idea, workflow_id=workflow_id, oversight=oversight, out=out, approve_all=approve_all, resume=resume
     )
     try:
-        sys.exit(_execute(run(options, settings)))
+        code = _execute(run(options, settings))
     except KeyboardInterrupt:  # Ctrl-C while starting, before the run handles it itself
         click.echo("\nbotarmy: interrupted", err=True)
         sys.exit(130)
+    # The outputs are written and every change committed (SQLite keeps a commit across any exit):
+    # the interpreter's teardown of the whole server's modules and objects would only add most of a
+    # second before the prompt comes back.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.command()

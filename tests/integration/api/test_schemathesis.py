@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
 from litestar import Litestar
-from litestar._openapi.plugin import OpenAPIPlugin
 from schemathesis import Case, HookContext
 from schemathesis.python import asgi
 
 from app.config import Settings, load_settings
+from app.core.openapi import openapi_document
 from app.main import create_app
 from tests.conftest import (
     FAST_ENV,
@@ -55,11 +55,7 @@ PREVIOUS_HYPOTHESIS_HOME = storage_directory(intent_to_write=False).home_directo
 set_hypothesis_home_dir(HYPOTHESIS_HOME.name)
 
 # The document an app serves, built, never started: known at collection, before any fixture runs.
-DOCUMENT: dict[str, Any] = (
-    create_app(load_settings({**TEST_ENV, "BOTARMY_DATA_DIR": "unused"}))
-    .plugins.get(OpenAPIPlugin)
-    .provide_openapi_schema()
-)
+DOCUMENT: dict[str, Any] = openapi_document(create_app(load_settings({**TEST_ENV, "BOTARMY_DATA_DIR": "unused"})))
 CONFIG = schemathesis.Config.from_dict(
     {"checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_DATA_ACCEPTED}}}
 )
