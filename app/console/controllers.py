@@ -184,7 +184,7 @@ class ConsoleController(Controller):
             project=project,
             hitl=hitl,
             artifacts=[
-                (artifact, views.text_of(artifact.content)[0], await views.readable(artifact, project.name))
+                (artifact, views.text_of(artifact.content)[0], await views.readable(artifact, project.name, under=2))
                 for artifact in artifacts
             ],
             task=task,
@@ -211,7 +211,7 @@ class ConsoleController(Controller):
             principal=principal,
             project=project,
             artifact=artifact,
-            document=await views.readable(artifact, project.name),
+            document=await views.readable(artifact, project.name, under=1),
         )
 
     @get("/artifacts/{artifact_id:uuid}/download")

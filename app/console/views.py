@@ -173,14 +173,15 @@ async def artifact(session: AsyncSession, principal: Principal, artifact_id: UUI
     return row
 
 
-async def readable(artifact: Artifact, project_name: str) -> Markup:
+async def readable(artifact: Artifact, project_name: str, *, under: int) -> Markup:
     """An artifact as the export writes it (its stage's document, or its fields), as HTML safe to put
     in a page: raw HTML in it is shown as text, no script links, no image from elsewhere. Rendered
-    in a worker thread, as the export is: generated code can be large."""
+    in a worker thread, as the export is: generated code can be large. Its headings go below the
+    page's heading of level `under`."""
 
     def render() -> str:
         markdown = artifact_markdown(artifact.artifact_type, artifact.title, artifact.content, project_name)
-        return markdown_fragment(markdown)
+        return markdown_fragment(markdown, heading_offset=under)
 
     return Markup(await asyncio.to_thread(render))  # noqa: S704 - markdown-it escapes what it does not render
 

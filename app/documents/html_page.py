@@ -63,10 +63,17 @@ a { color: #0969da; }
 _CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
-def markdown_fragment(markdown: str) -> str:
+def markdown_fragment(markdown: str, *, heading_offset: int = 0) -> str:
     """``markdown`` as HTML to put inside a page of ours: the same safe rendering as a standalone page
-    (raw HTML shown as text, no script links, only inline images), without the page around it."""
-    rendered: str = _md.render(markdown)
+    (raw HTML shown as text, no script links, only inline images), without the page around it; its
+    headings `heading_offset` levels deeper (at most h6), under the page's own."""
+    env: EnvType = {}
+    tokens = _md.parse(markdown, env)
+    if heading_offset:
+        for token in tokens:
+            if token.type in ("heading_open", "heading_close"):
+                token.tag = f"h{min(int(token.tag[1:]) + heading_offset, 6)}"
+    rendered: str = _md.renderer.render(tokens, _md.options, env)
     return rendered
 
 

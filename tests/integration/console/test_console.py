@@ -126,7 +126,7 @@ def test_a_product_owner_runs_a_project_from_the_browser(browser: Browser, serve
     # Approve the first gate.
     first = open_pending_request(page)
     expect(page.locator("h1")).to_contain_text("phase")
-    expect(page.locator(".document h1").first).to_be_visible()  # what the gate is about, as a document
+    expect(page.locator(".document h3").first).to_be_visible()  # what the gate is about, as a document
     page.click("#hitl-form button[value=approve]")
     page.wait_for_url(f"**/projects/{project_id}")
 
@@ -235,6 +235,7 @@ def test_an_artifact_page_shows_its_document_with_nothing_active(server: Server)
         page = http.get(f"/artifacts/{artifact['id']}")
     assert page.status_code == 200
     document = page.text.split('<div class="document">', 1)[1].split("</div>", 1)[0]
-    assert "<h2>Verdict</h2>" in document and "<p>passes</p>" in document
+    assert "<h2>Checklist</h2>" in document  # under the page's own h1
+    assert "<h3>Verdict</h3>" in document and "<p>passes</p>" in document
     assert "&lt;script&gt;" in document and "<script" not in document
     assert "<a " not in document and "<img" not in document and "evil.example" not in document

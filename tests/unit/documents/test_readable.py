@@ -44,3 +44,9 @@ def test_the_html_is_safe_to_put_in_a_page() -> None:
         assert "<a " not in html  # a script link is no link
         assert "<img" not in html and "evil.example" not in html  # nothing is fetched from elsewhere
         assert "[image: tracker]" in html
+
+
+def test_a_fragment_sits_under_the_pages_headings() -> None:
+    html = markdown_fragment("# A\n\n##### B\n\n```py\n# not a heading\n```", heading_offset=2)
+    assert html.startswith("<h3>A</h3>\n<h6>B</h6>\n")
+    assert "# not a heading" in html
