@@ -19,6 +19,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
 from app import (
@@ -37,7 +38,7 @@ from app.core.exceptions import exception_handlers, is_unavailable_error
 from app.core.headers import DOCS_PREFIX, add_security_headers
 from app.core.instruments import HTTP_METRICS, SharedCounters, websocket_connection
 from app.core.logging import configure_logging
-from app.core.openapi import openapi_config
+from app.core.openapi import docs_router
 from app.core.ratelimit import RateLimitMiddleware, build_request_counter
 from app.core.runtime import Runtime
 from app.core.security import provide_principal
@@ -222,7 +223,10 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         if origins
         else None,
         request_max_body_size=settings.server.max_body_bytes,
-        openapi_config=openapi_config(title="BotArmy", version=__version__, path=DOCS_PREFIX),
+        # The document is built when first asked for, not here (app.core.openapi).
+        openapi_config=OpenAPIConfig(
+            title="BotArmy", version=__version__, path=DOCS_PREFIX, openapi_router=docs_router(DOCS_PREFIX)
+        ),
         template_config=console_templates(),
         debug=False,
         logging_config=None,  # ours (app.core.logging): structured, and it redacts secrets

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
@@ -187,7 +187,8 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
                     estimate=estimate,
                 )
 
-    async def usage_summary(self, project_id: UUID) -> UsageSummary:
+    async def usage_summary(self, project_id: UUID, *, until: datetime.datetime | None = None) -> UsageSummary:
+        """The project's model calls, in total, by agent and by model (`until`: those made up to then)."""
         session = self.repository.session
         columns = (
             func.count(LlmUsage.id),
@@ -202,6 +203,8 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
             )
 
         where = LlmUsage.project_id == project_id
+        if until is not None:
+            where = and_(where, LlmUsage.created_at <= until)
         total = (await session.execute(select(*columns).where(where))).one()
         by_agent = await session.execute(
             select(LlmUsage.agent_type, *columns)

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import datetime
+from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, Parameter
 
 from app.agents.schemas import AgentStatusList, UsageSummary
 from app.agents.services import AgentService
 from app.core.exceptions import NotFoundError
+from app.core.schema import check_iso_datetimes
 from app.core.security import Principal, Role, needs
 from app.projects.services import ProjectService
 
@@ -42,9 +45,14 @@ class AgentController(Controller):
     @get("/projects/{project_id:uuid}/usage", operation_id="GetProjectUsage")
     async def get_project_usage(
         self,
+        request: Request[Any, Any, Any],
         agents_service: NamedDependency[AgentService],
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
+        until: datetime.datetime | None = Parameter(
+            default=None, description="only the model calls made up to this time (an event's timestamp)"
+        ),
     ) -> UsageSummary:
+        check_iso_datetimes(request.query_params, "until")
         await projects_service.get_project(project_id)  # 404 for an unknown project
-        return await agents_service.usage_summary(project_id)
+        return await agents_service.usage_summary(project_id, until=until)

@@ -44,6 +44,8 @@ CLOSE_TOO_SLOW = 4429  # fell too far behind: reconnect with the ?after=<id> its
 # Also 4401 (app.tokens.auth): the token is unknown, or was revoked while the stream was open; 4429
 # too for too many messages or streams of one token, 1013 for a process at its streams' cap.
 CLOSE_TIMEOUT_SECONDS = 5.0
+# The handshake's answer carries the id the stream starts after (the hub's position for a live-only one).
+STREAM_POSITION_HEADER = "x-stream-position"
 _NAME = re.compile(r"^[a-z_]{1,64}$")
 
 
@@ -145,7 +147,8 @@ async def _open_stream(
             await socket.accept()
             await socket.close(code=CLOSE_UNAUTHORIZED, reason=REVOKED_REASON)
             return
-        await socket.accept()
+        # Where the stream starts, for a client to reconnect `?after=` even if it receives nothing first.
+        await socket.accept(headers={STREAM_POSITION_HEADER: str(feed.resume_point())})
         # The hub calls this for every stream at once on shutdown (1001, going away), before the
         # server closes the connections, and for a token's streams when it is revoked (4401): the
         # close frame is written in that same pass.
@@ -157,7 +160,7 @@ async def _open_stream(
         async def send_all() -> None:
             async for item in items:
                 if isinstance(item, Heartbeat):
-                    await socket.send_json({"event_type": "heartbeat", "last_id": feed.last_id})
+                    await socket.send_json({"event_type": "heartbeat", "last_id": feed.resume_point()})
                 else:
                     await socket.send(item.asgi_message())  # `send_text` would build the same message per socket
                     feed.wrote(item)

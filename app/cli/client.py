@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import msgspec
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+MAX_RECONNECTS = 30  # failed tries in a row before giving up: about 2 minutes with the delays above
+STREAM_POSITION_HEADER = "x-stream-position"  # the handshake's answer: the id the stream starts after
 
 
 class ClientError(Exception):
@@ -83,6 +86,19 @@ class BotArmyClient:
         execution: dict[str, Any] = await self.call("GET", f"/api/v1/executions/{execution_id}")
         return execution
 
+    async def project(self, project_id: str) -> dict[str, Any]:
+        project: dict[str, Any] = await self.call("GET", f"/api/v1/projects/{project_id}")
+        return project
+
+    async def stop_project(self, project_id: str) -> dict[str, Any]:
+        """The emergency stop: executions pause and running attempts are taken away (back to pending)."""
+        stopped: dict[str, Any] = await self.call("POST", f"/api/v1/projects/{project_id}/stop")
+        return stopped
+
+    async def resume_project(self, project_id: str) -> dict[str, Any]:
+        resumed: dict[str, Any] = await self.call("POST", f"/api/v1/projects/{project_id}/resume")
+        return resumed
+
     async def steer(self, execution_id: str, action: str) -> dict[str, Any]:
         execution: dict[str, Any] = await self.call("POST", f"/api/v1/executions/{execution_id}/{action}")
         return execution
@@ -117,8 +133,10 @@ class BotArmyClient:
         answer: dict[str, Any] = await self.call("POST", f"/api/v1/hitl/{request_id}/respond", json=body)
         return answer
 
-    async def usage(self, project_id: str) -> dict[str, Any]:
-        usage: dict[str, Any] = await self.call("GET", f"/api/v1/projects/{project_id}/usage")
+    async def usage(self, project_id: str, *, until: str | None = None) -> dict[str, Any]:
+        """What the project's model calls cost (`until`: those made up to an event's timestamp)."""
+        params = {"until": until} if until else None
+        usage: dict[str, Any] = await self.call("GET", f"/api/v1/projects/{project_id}/usage", params=params)
         return usage
 
     async def export_zip(self, project_id: str) -> bytes:
@@ -129,9 +147,17 @@ class BotArmyClient:
 
     # -- the event stream --------------------------------------------------------------------
 
-    async def events(self, project_id: str | None, *, after: int | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Every event of a project (or, without one, of the server) from `after` on, live, for ever:
-        a dropped connection is opened again with the last id received, so nothing is lost or repeated."""
+    async def events(
+        self,
+        project_id: str | None,
+        *,
+        after: int | None = None,
+        on_open: Callable[[int | None], None] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every event of a project (or, without one, of the server) from `after` on (None: from when
+        the stream opens), live: a dropped connection is opened again after the last id received, so
+        nothing is lost or repeated. Gives up after `MAX_RECONNECTS` failed tries in a row (about 2 min).
+        `on_open` is told each time the stream opens, with the id it resumes after."""
         path = f"/ws/projects/{project_id}" if project_id else "/ws"
         ws_url = "ws" + self.base_url.removeprefix("http") + path
         last = after
@@ -143,25 +169,41 @@ class BotArmyClient:
                     url, additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=10
                 ) as socket:
                     failures = 0
+                    if last is None:  # live from now: "now" is where the server started this stream
+                        last = _stream_position(socket.response.headers if socket.response else None)
+                    if on_open is not None:
+                        on_open(last)
                     async for raw in socket:
                         message = msgspec.json.decode(raw)
-                        if not isinstance(message, dict) or message.get("event_type") == "heartbeat":
+                        if not isinstance(message, dict):
+                            continue
+                        if message.get("event_type") == "heartbeat":
+                            if isinstance(message.get("last_id"), int):
+                                last = message["last_id"]
                             continue
                         if isinstance(message.get("id"), int):
                             last = message["id"]
                         yield message
             except InvalidStatus as exc:
-                raise ClientError(f"the event stream was refused: HTTP {exc.response.status_code}") from None
+                status = exc.response.status_code
+                if status < 500 and status != 429:  # refused for good (a server or proxy restarting: try again)
+                    raise ClientError(f"the event stream was refused: HTTP {status}") from None
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code in (4401, 4403, 4404, 4400):
                     raise ClientError(f"the event stream was closed: {exc.rcvd.reason or exc.rcvd.code}") from None
-            except OSError:
-                pass  # not reachable just now: try again below
+            except (OSError, InvalidHandshake):
+                pass  # not reachable just now, or cut off during the handshake: try again below
             delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
             failures += 1
-            if failures > 30:
+            if failures > MAX_RECONNECTS:
                 raise ClientError(f"lost the event stream of {self.base_url} and could not reconnect")
             await asyncio.sleep(delay)
+
+
+def _stream_position(headers: Headers | None) -> int | None:
+    """The id a stream starts after, from its handshake (a server that does not say: None, live)."""
+    value = headers.get(STREAM_POSITION_HEADER) if headers is not None else None
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _detail(response: httpx.Response) -> str:

@@ -91,7 +91,17 @@ def run_command(idea: str | None, workflow_id: str, oversight: str, out: Path, a
     options = RunOptions(
         idea=idea, workflow_id=workflow_id, oversight=oversight, out=out, approve_all=approve_all, resume=resume
     )
-    sys.exit(_execute(run(options, settings)))
+    try:
+        code = _execute(run(options, settings))
+    except KeyboardInterrupt:  # Ctrl-C while starting, before the run handles it itself
+        click.echo("\nbotarmy: interrupted", err=True)
+        sys.exit(130)
+    # The outputs are written and every change committed (SQLite keeps a commit across any exit):
+    # the interpreter's teardown of the whole server's modules and objects would only add most of a
+    # second before the prompt comes back.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.command()
@@ -111,13 +121,28 @@ def projects(url: str, token: str | None) -> None:
 
 @click.command()
 @click.argument("project_id", required=False)
-@click.option("--after", type=int, default=None, help="Start after this event id (default: live from now).")
+@click.option(
+    "--after", type=click.IntRange(min=0), default=None, help="Start after this event id (default: live from now)."
+)
 @with_server
 def watch(project_id: str | None, after: int | None, url: str, token: str | None) -> None:
-    """Follow the live events of PROJECT (or of every project), resuming after a dropped connection."""
+    """Follow the live events of PROJECT (or of every project).
+
+    A dropped connection is opened again where it stopped, so no event is lost or repeated; after
+    about 2 minutes of failed tries (30 in a row) it gives up with exit code 1.
+    """
+
+    opened: list[int | None] = []
+
+    def on_open(position: int | None) -> None:
+        # On standard error: standard output is the events alone, for whatever reads them.
+        where = f"after event {position}" if position is not None else "live"
+        what = f"project {project_id}" if project_id else "every project"
+        click.echo(f"{'reconnected' if opened else 'watching ' + what}, {where}", err=True)
+        opened.append(position)
 
     async def action(client: BotArmyClient) -> None:
-        async for event in client.events(project_id, after=after):
+        async for event in client.events(project_id, after=after, on_open=on_open):
             data = json.dumps(event.get("data"), ensure_ascii=False, separators=(",", ":"))
             click.echo(f"{event.get('id')}  {event.get('event_type')}  {data}")
 

@@ -13,6 +13,7 @@ import click
 import uvicorn
 
 from app.config import Settings
+from app.core.runtime import Runtime
 from app.core.security import Role
 from app.db.engine import build_db_config
 from app.main import create_app
@@ -27,14 +28,28 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+class EmbeddedServer:
+    """The running server: its URL, and the task attempts its in-process worker runs."""
+
+    def __init__(self, url: str, runtime: Runtime) -> None:
+        self.url = url
+        self.runtime = runtime
+
+    async def attempts_end(self) -> None:
+        """Once every task attempt running in this process has ended (after an emergency stop each
+        sees its lease gone within half a second, cancels its model call and ends)."""
+        await self.runtime.attempts.all_ended()
+
+
 @contextlib.asynccontextmanager
-async def embedded_server(settings: Settings) -> AsyncIterator[str]:
-    """The api on a free loopback port for as long as the block runs; yields its base URL."""
+async def embedded_server(settings: Settings) -> AsyncIterator[EmbeddedServer]:
+    """The api on a free loopback port for as long as the block runs."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -50,7 +65,7 @@ async def embedded_server(settings: Settings) -> AsyncIterator[str]:
                 await serving  # it failed to start: say why
                 raise click.ClickException("the embedded server stopped while starting")
             await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield EmbeddedServer(f"http://127.0.0.1:{port}", app.state.runtime)
     finally:
         server.should_exit = True
         await serving

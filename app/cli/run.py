@@ -4,8 +4,9 @@ The embedded server runs in this process on a free loopback port (its database i
 `DIR/.botarmy/`); the command is an ordinary client of it, the same one `botarmy watch` and
 `botarmy approve` are of a remote server. It starts the workflow, shows each step as its events
 arrive, puts each human request to the person at the terminal (or approves it with `--yes`), and
-writes the final documents and generated source to `DIR`. Ctrl-C pauses the execution and stops;
-the same command with `--resume` continues it.
+writes the final documents and generated source to `DIR`. Ctrl-C stops the project (the running
+steps are halted and run again later) and exits; a second Ctrl-C exits at once. The same command
+with `--resume` continues it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
+import shlex
 import signal
+import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import msgspec
 
 from app.cli.client import BotArmyClient, ClientError
-from app.cli.embedded import _issue_token, embedded_server
+from app.cli.embedded import EmbeddedServer, _issue_token, embedded_server
 from app.cli.terminal import Display, Terminal, answer_request
 from app.config import Settings, load_settings
 from app.db.engine import upgrade_database_async
@@ -31,6 +35,8 @@ from app.db.engine import upgrade_database_async
 STATE_DIR = ".botarmy"
 STATE_FILE = "run.json"
 FINISHED = ("completed", "failed", "cancelled")
+# After Ctrl-C, how long the halted steps have to end (each does within about a second).
+STOP_WAIT_SECONDS = 10.0
 
 
 class RunState(msgspec.Struct, kw_only=True):
@@ -49,10 +55,6 @@ class RunOptions(msgspec.Struct, kw_only=True, frozen=True):
     out: Path
     approve_all: bool
     resume: bool
-
-
-class Interrupted(Exception):
-    """Ctrl-C: pause, then stop."""
 
 
 def run_settings(out: Path, environ: dict[str, str]) -> Settings:
@@ -99,8 +101,10 @@ async def _start_or_resume(client: BotArmyClient, options: RunOptions) -> RunSta
     if options.resume:
         if previous is None:
             raise click.ClickException(f"nothing to resume in {options.out}: run without --resume first")
+        if (await client.project(previous.project_id))["status"] == "paused":
+            await client.resume_project(previous.project_id)  # what Ctrl-C's emergency stop halted
         execution = await client.execution(previous.execution_id)
-        if execution["status"] == "paused":
+        if execution["status"] == "paused":  # paused by hand, or by an older `botarmy run`
             await client.steer(previous.execution_id, "resume")
         click.echo(f"Resuming {previous.workflow_id} on: {previous.idea}")
         return previous
@@ -168,11 +172,17 @@ async def run(options: RunOptions, settings: Settings) -> int:
     started = time.monotonic()
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+
+    def on_ctrl_c() -> None:
+        if interrupted.is_set():
+            _stop_at_once(options)
+        interrupted.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
     # Answers come from the terminal, or from a pipe (`yes a | botarmy run ...`); --yes approves all.
     terminal = None if options.approve_all else Terminal()
     try:
-        async with embedded_server(settings) as url, BotArmyClient(url, token) as client:
+        async with embedded_server(settings) as server, BotArmyClient(server.url, token) as client:
             state = await _start_or_resume(client, options)
             following = asyncio.create_task(_follow(client, state, options, terminal))
             stopping = asyncio.create_task(interrupted.wait())
@@ -181,7 +191,7 @@ async def run(options: RunOptions, settings: Settings) -> int:
                 following.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ClientError):
                     await following
-                return await _pause(client, state, options)
+                return await _pause(client, server, state, options)
             stopping.cancel()
             status = following.result()
             if status != "completed":
@@ -197,18 +207,35 @@ async def run(options: RunOptions, settings: Settings) -> int:
             terminal.close()
 
 
-async def _pause(client: BotArmyClient, state: RunState, options: RunOptions) -> int:
-    click.echo("\nStopping: pausing the execution (running steps finish first)...")
-    with contextlib.suppress(ClientError):
-        await client.steer(state.execution_id, "pause")
-    for _ in range(100):  # the steps already running finish, so that nothing is half done
-        execution = await client.execution(state.execution_id)
-        if not any(step["status"] == "running" for step in execution["steps"]):
-            break
-        await asyncio.sleep(0.1)
-    args = f"--out {options.out} --resume"
-    click.echo(f"Stopped. Continue with: botarmy run {args}")
+def _continue_hint(options: RunOptions) -> str:
+    return f"botarmy run --out {shlex.quote(str(options.out))} --resume" + (" --yes" if options.approve_all else "")
+
+
+async def _pause(client: BotArmyClient, server: EmbeddedServer, state: RunState, options: RunOptions) -> int:
+    """Ctrl-C: the project's emergency stop takes the running steps away (their model calls are
+    cancelled; each is pending again, to run on --resume) and pauses the execution."""
+    click.echo("\nStopping: halting the running steps (Ctrl-C again stops at once)...")
+    try:
+        await client.stop_project(state.project_id)
+    except ClientError:  # not active (finished, or stopped already): pausing the execution is all there is
+        with contextlib.suppress(ClientError):
+            await client.steer(state.execution_id, "pause")
+    try:
+        async with asyncio.timeout(STOP_WAIT_SECONDS):
+            await server.attempts_end()
+    except TimeoutError:
+        _stop_at_once(options)
+    click.echo(f"Stopped. Continue with: {_continue_hint(options)}")
     return 130
+
+
+def _stop_at_once(options: RunOptions) -> NoReturn:
+    """A second Ctrl-C (or steps that would not stop): exit now. Whatever was still running was
+    taken away by the stop, or its lease runs out: --resume runs it again."""
+    click.echo(f"\nStopped at once. Continue with: {_continue_hint(options)}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # no shutdown: it would wait for the running steps, the thing asked not to wait for
 
 
 def _summary(out: Path, written: list[str], usage: dict[str, Any], seconds: float) -> None:

@@ -65,7 +65,8 @@ class Display:
         elif kind == "workflow_step_completed" and data.get("status") == "skipped":
             click.echo(click.style(f"  - step {int(data['step']) + 1} skipped: {data.get('reason')}", dim=True))
         elif kind == "workflow_step_completed":
-            usage = (await self.client.usage(self.project_id))["total"]
+            # As it was when the step completed: a resumed run replays its earlier steps.
+            usage = (await self.client.usage(self.project_id, until=event.get("timestamp")))["total"]
             tokens = usage["tokens_in"] + usage["tokens_out"]
             spent = f"{tokens:,} tokens · ${usage['cost_usd']:.4f} so far"
             click.echo(click.style(f"  step {int(data['step']) + 1} {data.get('status')} · {spent}", dim=True))

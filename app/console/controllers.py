@@ -183,7 +183,10 @@ class ConsoleController(Controller):
             principal=principal,
             project=project,
             hitl=hitl,
-            artifacts=[(artifact, views.text_of(artifact.content)[0]) for artifact in artifacts],
+            artifacts=[
+                (artifact, views.text_of(artifact.content)[0], await views.readable(artifact, project.name, under=2))
+                for artifact in artifacts
+            ],
             task=task,
             reasoning={
                 key: (task.output or {})[key]
@@ -202,9 +205,13 @@ class ConsoleController(Controller):
     ) -> Template:
         artifact = await views.artifact(db_session, principal, artifact_id)
         project = await views.visible_project_row(db_session, principal, artifact.project_id)
-        text, _ = views.text_of(artifact.content)
         return page(
-            "artifact.html", title=artifact.title, principal=principal, project=project, artifact=artifact, text=text
+            "artifact.html",
+            title=artifact.title,
+            principal=principal,
+            project=project,
+            artifact=artifact,
+            document=await views.readable(artifact, project.name, under=1),
         )
 
     @get("/artifacts/{artifact_id:uuid}/download")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +20,8 @@ from app.chat.services import ChatService
 from app.config import Settings
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal
+from app.documents.html_page import markdown_fragment
+from app.documents.readable import artifact_markdown
 from app.hitl import schemas as hitl_schemas
 from app.hitl.models import HitlRequest, HitlStatus
 from app.hitl.queries import HitlQueries, status_filter, to_summary
@@ -167,6 +171,19 @@ async def artifact(session: AsyncSession, principal: Principal, artifact_id: UUI
     if row is None or row.deleted_at is not None or not principal.can_see(row.project_id):
         raise NotFoundError(f"Artifact {artifact_id} does not exist.")
     return row
+
+
+async def readable(artifact: Artifact, project_name: str, *, under: int) -> Markup:
+    """An artifact as the export writes it (its stage's document, or its fields), as HTML safe to put
+    in a page: raw HTML in it is shown as text, no script links, no image from elsewhere. Rendered
+    in a worker thread, as the export is: generated code can be large. Its headings go below the
+    page's heading of level `under`."""
+
+    def render() -> str:
+        markdown = artifact_markdown(artifact.artifact_type, artifact.title, artifact.content, project_name)
+        return markdown_fragment(markdown, heading_offset=under)
+
+    return Markup(await asyncio.to_thread(render))  # noqa: S704 - markdown-it escapes what it does not render
 
 
 def text_of(content: Any) -> tuple[str, str]:

@@ -39,6 +39,8 @@ class Attempts:
     def __init__(self) -> None:
         self.draining = False
         self._running: dict[UUID, tuple[asyncio.Task[Any], Callable[[], None]]] = {}
+        self._none_running = asyncio.Event()
+        self._none_running.set()
 
     def __len__(self) -> int:
         return len(self._running)
@@ -47,9 +49,16 @@ class Attempts:
         job = asyncio.current_task()
         if job is not None:
             self._running[task_id] = (job, stop)
+            self._none_running.clear()
 
     def remove(self, task_id: UUID) -> None:
         self._running.pop(task_id, None)
+        if not self._running:
+            self._none_running.set()
+
+    async def all_ended(self) -> None:
+        """Returns once no attempt runs in this process."""
+        await self._none_running.wait()
 
     async def hand_back(self, wait_seconds: float) -> int:
         running = list(self._running.values())

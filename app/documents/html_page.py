@@ -11,7 +11,7 @@ from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
-__all__ = ["markdown_to_html"]
+__all__ = ["markdown_fragment", "markdown_to_html"]
 
 _md = MarkdownIt("commonmark", {"html": False}).enable("table")
 
@@ -63,6 +63,20 @@ a { color: #0969da; }
 _CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
+def markdown_fragment(markdown: str, *, heading_offset: int = 0) -> str:
+    """``markdown`` as HTML to put inside a page of ours: the same safe rendering as a standalone page
+    (raw HTML shown as text, no script links, only inline images), without the page around it; its
+    headings `heading_offset` levels deeper (at most h6), under the page's own."""
+    env: EnvType = {}
+    tokens = _md.parse(markdown, env)
+    if heading_offset:
+        for token in tokens:
+            if token.type in ("heading_open", "heading_close"):
+                token.tag = f"h{min(int(token.tag[1:]) + heading_offset, 6)}"
+    rendered: str = _md.renderer.render(tokens, _md.options, env)
+    return rendered
+
+
 def markdown_to_html(markdown: str, title: str) -> str:
     """A standalone HTML5 page for ``markdown``.
 
@@ -70,7 +84,7 @@ def markdown_to_html(markdown: str, title: str) -> str:
     ``javascript:``/``vbscript:``/``file:`` (and non-image ``data:``) targets are not made into
     links (markdown-it's ``validateLink``), and a Content-Security-Policy forbids scripts anyway.
     """
-    body = _md.render(markdown)
+    body = markdown_fragment(markdown)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n'

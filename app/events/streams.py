@@ -171,6 +171,7 @@ class Feed:
         """
         self._send = send
         async with hub.attach(self.sink, self.scope) as position:
+            self.began_after = position if after is None else after  # `resume_point()` from the start
             yield self._items(self.sink, after, position)
 
     def _write_now(self, event: LiveEvent) -> None:
@@ -217,7 +218,6 @@ class Feed:
     async def _items(self, sink: Sink, after: int | None, position: int) -> AsyncIterator[FeedItem | Heartbeat]:
         """The replay after `after` up to the hub's `position`, then the live events (all after it)."""
         loop = asyncio.get_running_loop()
-        self.began_after = position if after is None else after
         self._floor = max(position, after or 0)
         if after is not None and after < position:
             async with self.sessions() as session:

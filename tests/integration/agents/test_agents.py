@@ -367,3 +367,16 @@ async def test_usage_counts_only_this_project(client: AsyncClient, settings: Set
         settings, select(func.count()).select_from(LlmUsage).where(LlmUsage.project_id == uuid.UUID(first))
     )
     assert count == [1]
+
+
+async def test_usage_until_counts_the_calls_made_up_to_then(client: AsyncClient) -> None:
+    """`botarmy run --resume` shows each replayed step's figures as they were, not today's."""
+    project_id = await new_project(client)
+    await wait_for_task(client, await submit(client, project_id, "analyst", "A"), "completed")
+    events = (await client.get(f"/api/v1/projects/{project_id}/events", params={"limit": 100})).json()["items"]
+    then = events[-1]["timestamp"]
+    await wait_for_task(client, await submit(client, project_id, "architect", "B"), "completed")
+    path = f"/api/v1/projects/{project_id}/usage"
+    assert (await client.get(path)).json()["total"]["calls"] == 2
+    assert (await client.get(path, params={"until": then})).json()["total"]["calls"] == 1
+    assert (await client.get(path, params={"until": "1700000000"})).status_code == 400

@@ -31,7 +31,7 @@ from schemathesis import Case, HookContext
 from schemathesis.python import asgi
 
 from app.config import Settings, load_settings
-from app.core.openapi import served_openapi_document
+from app.core.openapi import openapi_document
 from app.main import create_app
 from tests.conftest import (
     FAST_ENV,
@@ -55,9 +55,7 @@ PREVIOUS_HYPOTHESIS_HOME = storage_directory(intent_to_write=False).home_directo
 set_hypothesis_home_dir(HYPOTHESIS_HOME.name)
 
 # The document an app serves, built, never started: known at collection, before any fixture runs.
-DOCUMENT: dict[str, Any] = served_openapi_document(
-    create_app(load_settings({**TEST_ENV, "BOTARMY_DATA_DIR": "unused"}))
-)
+DOCUMENT: dict[str, Any] = openapi_document(create_app(load_settings({**TEST_ENV, "BOTARMY_DATA_DIR": "unused"})))
 CONFIG = schemathesis.Config.from_dict(
     {"checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_DATA_ACCEPTED}}}
 )

@@ -4,15 +4,20 @@ client commands against a served BotArmy (projects, approve/reject, watch across
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pexpect
@@ -98,12 +103,35 @@ def test_run_asks_at_the_terminal_and_writes_the_project(tmp_path: Path) -> None
     assert (out / "src" / "Containerfile").is_file()
 
 
+def test_ctrl_c_halts_a_running_step_at_once(tmp_path: Path) -> None:
+    """A step in a long model call is halted, not waited for: the stop takes a moment, says nothing
+    alarming, and leaves the step pending for --resume (not `working`, to be found by a sweep)."""
+    out = tmp_path / "out"
+    child = spawn_run(tmp_path, f"{IDEA} [[offline:delay=30]]", "--oversight", "low", "--out", str(out), "--yes")
+    child.expect(r"step 1/6")
+    signalled = time.monotonic()
+    child.kill(signal.SIGINT)
+    child.expect(f"Stopped. Continue with: botarmy run --out {out} --resume --yes", timeout=20)
+    child.expect(pexpect.EOF)
+    stopped_in = time.monotonic() - signalled
+    output = child.before or ""
+    child.close()
+    assert child.exitstatus == 130
+    assert stopped_in < 8, stopped_in  # it took 15 s, the running step's wait and a shutdown that cut it
+    assert "Traceback" not in output and "CancelledError" not in output, output
+    with sqlite3.connect(out / ".botarmy" / "botarmy.db") as db:
+        assert db.execute("select status from agent_task").fetchall() == [("pending",)]
+
+
 def test_ctrl_c_pauses_and_resume_finishes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     child = spawn_run(tmp_path, f"{IDEA} [[offline:delay=0.5]]", "--oversight", "low", "--out", str(out), "--yes")
     child.expect(r"step 2/6")
+    # Twice: the second Ctrl-C does not wait for the stop. What was running, --resume runs again.
     child.kill(signal.SIGINT)
-    child.expect("Stopped. Continue with: botarmy run")
+    time.sleep(0.02)
+    child.kill(signal.SIGINT)
+    child.expect(f"Stopped at once. Continue with: botarmy run --out {out} --resume --yes")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130
@@ -196,41 +224,141 @@ def test_client_commands_steer_a_served_project(served, tmp_path: Path) -> None:
     assert nothing.returncode == 1 and "cannot reach" in nothing.stderr
 
 
-def test_watch_resumes_across_a_server_restart(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    http = httpx.Client(base_url=served.url, headers=served.headers, timeout=10)
-    project = http.post("/api/v1/projects", json={"name": "Watched"}).json()
-    env = {**os.environ, "BOTARMY_URL": served.url, "BOTARMY_TOKEN": served.token}
+class Lines:
+    """A child's output lines, read by a thread: the test waits on what they say, never on a blocked read."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str] | None) -> None:
+        for line in stream or ():
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no {text!r} in {self.lines}"
+            time.sleep(0.02)
+
+
+def start_watch(server_url: str, token: str, *args: str) -> tuple[subprocess.Popen[str], Lines, Lines]:
+    env = {**os.environ, "BOTARMY_URL": server_url, "BOTARMY_TOKEN": token}
     watcher = subprocess.Popen(
-        [*BOTARMY, "watch", project["id"], "--after", "0"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [*BOTARMY, "watch", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    return watcher, Lines(watcher.stdout), Lines(watcher.stderr)
+
+
+def stop_watch(watcher: subprocess.Popen[str]) -> None:
+    watcher.send_signal(signal.SIGINT)
+    try:
+        watcher.wait(30)
+    except subprocess.TimeoutExpired:
+        watcher.kill()
+        watcher.wait(10)
+        raise
+
+
+def artifact_titles(lines: list[str]) -> list[str]:
+    ids = [int(line.split()[0]) for line in lines if line.strip()]
+    assert ids == sorted(set(ids))  # in order, none twice
+    return [json.loads(line.split("  ", 2)[2]).get("title") for line in lines if "artifact_created" in line]
+
+
+def test_watch_resumes_across_a_server_restart(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    http = httpx.Client(base_url=served.url, headers=served.headers, timeout=30)
+    project = http.post("/api/v1/projects", json={"name": "Watched"}).json()
+    watcher, out, _ = start_watch(served.url, served.token, project["id"], "--after", "0")
     try:
         for number in range(3):
             http.post(f"/api/v1/projects/{project['id']}/artifacts", json=artifact(f"before {number}"))
+        out.wait_for("before 2")
         served.stop()  # the stream drops; the watcher keeps trying
         restarted = start_server(served.env, served.port, tmp_path / "server2.log")
         try:
-            http2 = httpx.Client(base_url=restarted.url, headers=restarted.headers, timeout=10)
+            http2 = httpx.Client(base_url=restarted.url, headers=restarted.headers, timeout=30)
             for number in range(3):
                 http2.post(f"/api/v1/projects/{project['id']}/artifacts", json=artifact(f"after {number}"))
-            lines: list[str] = []
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and sum("after 2" in line for line in lines) == 0:
-                line = watcher.stdout.readline() if watcher.stdout else ""
-                lines.append(line)
+            out.wait_for("after 2")
         finally:
             restarted.stop()
     finally:
-        watcher.send_signal(signal.SIGINT)
-        watcher.wait(10)
-    ids = [int(line.split()[0]) for line in lines if line.strip()]
-    assert ids == sorted(set(ids))  # in order, none twice
-    titles = [json.loads(line.split("  ", 2)[2]).get("title") for line in lines if "artifact_created" in line]
-    assert titles == [f"before {n}" for n in range(3)] + [f"after {n}" for n in range(3)]
+        stop_watch(watcher)
+    assert artifact_titles(out.lines) == [f"before {n}" for n in range(3)] + [f"after {n}" for n in range(3)]
+
+
+class DroppingProxy:
+    """A TCP proxy to the server that can drop every connection, and refuse new ones until `restore()`."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()  # cut off during the handshake, as by a server going down
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.open += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def drop(self) -> None:
+        self.up = False
+        for connection in self.open:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.drop()
+        self.listener.close()
+
+
+def test_watch_from_now_loses_nothing_when_dropped_before_its_first_event(served) -> None:  # type: ignore[no-untyped-def]
+    """Without --after the watch starts where the stream opened, and resumes from there: the events
+    of the outage come after the reconnection, though the watcher had received none before it."""
+    http = httpx.Client(base_url=served.url, headers=served.headers, timeout=30)
+    project = http.post("/api/v1/projects", json={"name": "Watched from now"}).json()
+    http.post(f"/api/v1/projects/{project['id']}/artifacts", json=artifact("old"))
+    proxy = DroppingProxy(served.port)
+    watcher, out, err = start_watch(f"http://127.0.0.1:{proxy.port}", served.token, project["id"])
+    try:
+        err.wait_for("watching project")
+        proxy.drop()  # the watcher has received nothing yet
+        for number in range(2):
+            http.post(f"/api/v1/projects/{project['id']}/artifacts", json=artifact(f"during {number}"))
+        proxy.restore()
+        err.wait_for("reconnected")
+        http.post(f"/api/v1/projects/{project['id']}/artifacts", json=artifact("after"))
+        out.wait_for('"after"')
+    finally:
+        stop_watch(watcher)
+        proxy.close()
+    assert artifact_titles(out.lines) == ["during 0", "during 1", "after"]  # not the old one, none lost
 
 
 def artifact(title: str) -> dict[str, object]:

@@ -126,7 +126,7 @@ def test_a_product_owner_runs_a_project_from_the_browser(browser: Browser, serve
     # Approve the first gate.
     first = open_pending_request(page)
     expect(page.locator("h1")).to_contain_text("phase")
-    expect(page.locator("pre.content").first).to_be_visible()  # what the gate is about
+    expect(page.locator(".document h3").first).to_be_visible()  # what the gate is about, as a document
     page.click("#hitl-form button[value=approve]")
     page.wait_for_url(f"**/projects/{project_id}")
 
@@ -158,7 +158,7 @@ def test_a_product_owner_runs_a_project_from_the_browser(browser: Browser, serve
 
     # The artifact is readable and downloadable.
     page.goto(f"{server.url}/artifacts/{artifact_id}")
-    expect(page.locator("pre.content")).to_contain_text("(amended in the console)")
+    expect(page.locator(".document")).to_contain_text("(amended in the console)")
     with page.expect_download() as artifact_download:
         page.click("text=Download")
     assert "(amended in the console)" in Path(artifact_download.value.path()).read_text()
@@ -218,3 +218,24 @@ async def test_the_console_cookie_opens_a_websocket_only_from_the_servers_origin
     assert code is None and "project_created" in first  # the stream's replay
     code, _ = await first_message("https://evil.example")
     assert code == 4401
+
+
+def test_an_artifact_page_shows_its_document_with_nothing_active(server: Server) -> None:
+    """The page renders the content as a document (not JSON), and what it holds stays text: no
+    script, no link to a script, no image fetched from elsewhere."""
+    hostile = "<script>alert(1)</script> [click](javascript:alert(1)) ![t](https://evil.example/t.png)"
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=20) as http:
+        project = http.post("/api/v1/projects", json={"name": "readable"}).json()
+        body = {
+            "artifact_type": "user_input",
+            "title": "Checklist",
+            "content": {"verdict": "passes", "notes": [hostile]},
+        }
+        artifact = http.post(f"/api/v1/projects/{project['id']}/artifacts", json=body).json()
+        page = http.get(f"/artifacts/{artifact['id']}")
+    assert page.status_code == 200
+    document = page.text.split('<div class="document">', 1)[1].split("</div>", 1)[0]
+    assert "<h2>Checklist</h2>" in document  # under the page's own h1
+    assert "<h3>Verdict</h3>" in document and "<p>passes</p>" in document
+    assert "&lt;script&gt;" in document and "<script" not in document
+    assert "<a " not in document and "<img" not in document and "evil.example" not in document
