@@ -78,10 +78,12 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: Annotated[str, Meta(max_length=4000)] = ""
     # `botarmy serve`'s doors: open connections at most (HTTP and WebSocket; more are answered 503
     # and closed), seconds a connection may stay idle (before its first request and between
-    # requests), and seconds a request's headers may take to arrive (slowloris).
+    # requests), seconds a request's headers may take to arrive from the first byte (slowloris),
+    # and seconds its body may take after them.
     max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 2048
     keep_alive_seconds: Annotated[int, Meta(ge=1, le=3600)] = 5
     header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     # Open WebSocket streams per token, and in all, per api process: more are closed at once (4429
     # for a token at its cap, 1013 for a process at its cap), with the reason.
@@ -265,6 +267,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "max_connections": "BOTARMY_MAX_CONNECTIONS",
         "keep_alive_seconds": "BOTARMY_KEEP_ALIVE_SECONDS",
         "header_timeout_seconds": "BOTARMY_HEADER_TIMEOUT_SECONDS",
+        "body_timeout_seconds": "BOTARMY_BODY_TIMEOUT_SECONDS",
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
         "ws_max_connections_per_token": "BOTARMY_WS_MAX_CONNECTIONS_PER_TOKEN",
         "ws_max_connections": "BOTARMY_WS_MAX_CONNECTIONS",
