@@ -127,7 +127,7 @@ class ConsoleController(Controller):
         self, state: State, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]
     ) -> Template:
         settings: Settings = state.settings
-        core_workflows = sorted(views.workflow_ids(settings))
+        core_workflows = sorted(await views.workflow_ids(settings))
         return page(
             "projects.html",
             title="Projects",
