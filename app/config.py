@@ -100,8 +100,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # `/metrics` without a token on a port of its own (for a scraper); unset: only the admin route.
     metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
-    # A document export (md, html, zip) of more than this many bytes of text, or a zip of more
-    # files, is refused with 413; exports are built in worker threads, at most this many at once.
+    # A document export (md, html, zip) of more than this many bytes of text (or reading more stored
+    # document JSON, measured first by the database), or a zip of more files, is refused with 413;
+    # at most this many exports at once read their documents and build the file (in worker threads).
     export_max_bytes: Annotated[int, Meta(ge=1024, le=4 * 1024 * 1024 * 1024)] = 64 * 1024 * 1024
     export_max_files: Annotated[int, Meta(ge=1, le=1_000_000)] = 5000
     export_concurrency: Annotated[int, Meta(ge=1, le=64)] = 2

@@ -213,7 +213,9 @@ async def test_concurrent_exports_do_not_stall_other_requests(tmp_path: Path) ->
         assert [answer.status_code for answer in answers] == [200] * 8
         assert len(answers[0].content) > 100_000
         p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 100 else max(latencies)
-        assert p99 < 0.1 * 3, (p99, len(latencies))  # 100 ms measured (bench/README.md), a margin for CI
+        # p99 100-130 ms measured here on 2 shared cores (68 ms from a client of its own process): the
+        # export threads and the loop share the GIL. A margin for CI.
+        assert p99 < 0.3, (p99, len(latencies))
     finally:
         server.kill()
 
