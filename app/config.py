@@ -85,8 +85,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
-    # Open WebSocket streams per token, and in all, per api process: more are closed at once (4429
-    # for a token at its cap, 1013 for a process at its cap), with the reason.
+    # Open streams (WebSocket and SSE) per token, and in all, per api process: more are closed at
+    # once (4429 for a token at its cap, 1013 for a process at its cap; SSE: 429, 503), with the reason.
     ws_max_connections_per_token: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
     ws_max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
     # Events a stream client may be behind before it is told to reconnect with `after`.

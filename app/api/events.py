@@ -23,13 +23,13 @@ from litestar.types import Send
 
 from app.api.chat import post_message
 from app.config import Settings
-from app.core.exceptions import AppError, InvalidInputError, NotFoundError
+from app.core.exceptions import AppError, InvalidInputError, NotFoundError, ServiceUnavailableError, TooManyError
 from app.core.ratelimit import RateLimiter, rate_limiter_of
 from app.core.runtime import Runtime
 from app.core.security import Principal, Role, needs
 from app.events.eager import start_now
 from app.events.hub import SERVER_SEND_KEY
-from app.events.limits import StreamRefusedError
+from app.events.limits import CLOSE_TRY_AGAIN_LATER, StreamLimits, StreamRefusedError
 from app.events.streams import MAX_LAST, Feed, FeedItem, FeedOverflowError, Filters, Heartbeat, parse_list
 from app.projects.models import Project
 from app.tasks.models import AgentType
@@ -296,28 +296,42 @@ class EventController(Controller):
             stream = StreamRequest(dict(request.query_params), request.headers.get("last-event-id"))
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
+        # The WebSocket's caps, counted together with the sockets: refused with a status while one
+        # can still be sent; the stream is held from its first step (a generator never started, its
+        # client gone at once, holds nothing).
+        limits: StreamLimits = request.app.state.stream_limits
+        try:
+            limits.check(principal.token_id)
+        except StreamRefusedError as exc:
+            refused = ServiceUnavailableError if exc.code == CLOSE_TRY_AGAIN_LATER else TooManyError
+            raise refused(exc.reason) from None
         feed = _feed(runtime, [project_id], stream.filters, principal)
         start = await _start(feed, stream)
         revoked: RevokedTokens = request.app.state.revoked_tokens
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             try:
-                async with feed.open(request.app.state.live_hub, start) as items:
-                    if not await _still_valid(runtime, revoked, principal):
-                        yield _revoked_message()
-                        return
-                    async for item in items:
-                        if isinstance(item, FeedItem):
-                            yield ServerSentEventMessage(
-                                data=item.text,
-                                event=item.event_type,
-                                id=str(item.id) if item.id is not None else None,
-                            )
-                            feed.wrote(item)
-                        else:
-                            yield ServerSentEventMessage(comment="keep-alive")
-                    if feed.sink.end_code == CLOSE_UNAUTHORIZED:
-                        yield _revoked_message()  # then the stream ends; a reconnection gets 401
+                with limits.hold(principal.token_id):
+                    async with feed.open(request.app.state.live_hub, start) as items:
+                        if not await _still_valid(runtime, revoked, principal):
+                            yield _revoked_message()
+                            return
+                        async for item in items:
+                            if isinstance(item, FeedItem):
+                                yield ServerSentEventMessage(
+                                    data=item.text,
+                                    event=item.event_type,
+                                    id=str(item.id) if item.id is not None else None,
+                                )
+                                feed.wrote(item)
+                            else:
+                                yield ServerSentEventMessage(comment="keep-alive")
+                        if feed.sink.end_code == CLOSE_UNAUTHORIZED:
+                            yield _revoked_message()  # then the stream ends; a reconnection gets 401
+            except StreamRefusedError as exc:  # others took the last places since the check
+                yield ServerSentEventMessage(
+                    event="error", data=msgspec.json.encode({"detail": exc.reason, "code": exc.code}).decode()
+                )
             except FeedOverflowError:
                 yield ServerSentEventMessage(
                     event="error", data=f'{{"detail": "too far behind; reconnect from id {feed.resume_point()}"}}'

@@ -221,3 +221,39 @@ async def test_open_sockets_are_capped_per_token_and_per_process(limited: Server
     assert replacement.close_code is None
     for ws in (*mine[1:], *theirs, replacement):
         await ws.close()
+
+
+async def test_sse_streams_share_the_sockets_caps(limited: Server) -> None:
+    async with admin_of(limited) as (admin, project_id):
+        first = await new_token(admin, "sse-first", "viewer")
+        second = await new_token(admin, "sse-second", "viewer")
+    path = f"/api/v1/projects/{project_id}/events/stream"
+    await asyncio.sleep(0.3)  # the sockets of the tests before are gone
+    async with httpx.AsyncClient(base_url=limited.url, timeout=20) as http, contextlib.AsyncExitStack() as open_streams:
+
+        async def sse(token: str) -> httpx.Response:
+            response = await open_streams.enter_async_context(
+                http.stream("GET", path, headers={"Authorization": f"Bearer {token}"})
+            )
+            await asyncio.sleep(0.2)  # the stream takes its place once its body starts
+            return response
+
+        mine = [await sse(first) for _ in range(PER_TOKEN)]
+        assert [response.status_code for response in mine] == [200] * PER_TOKEN
+        over = await sse(first)
+        assert over.status_code == 429
+        assert json.loads(await over.aread())["detail"] == f"this token has {PER_TOKEN} streams open, its limit"
+        # Counted with the token's sockets: its next socket is refused too.
+        socket = await websockets.connect(limited.ws_url(f"/ws/projects/{project_id}", first))
+        await closed_at(socket)
+        assert socket.close_code == 4429
+        theirs = [await sse(second) for _ in range(PER_PROCESS - PER_TOKEN)]
+        assert [response.status_code for response in theirs] == [200] * (PER_PROCESS - PER_TOKEN)
+        full = await sse(second)
+        assert full.status_code == 503
+        assert "try again later" in json.loads(await full.aread())["detail"]
+        # A stream closed frees its place.
+        await mine[0].aclose()
+        await asyncio.sleep(0.3)
+        replacement = await sse(second)
+        assert replacement.status_code == 200
