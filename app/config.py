@@ -71,7 +71,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: Annotated[str, Meta(max_length=4000)] = ""
     # Requests per minute per token (per address for requests without one).
     rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 1200
-    # Failed authentications (no token, an unknown or revoked one) per minute per client address.
+    # Failed authentications (no token, an unknown, revoked or expired one) per minute per client address.
     auth_failures_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 60
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
     # networks, "*" for any); empty: none, the TCP peer is the client.
