@@ -71,20 +71,22 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: Annotated[str, Meta(max_length=4000)] = ""
     # Requests per minute per token (per address for requests without one).
     rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 1200
-    # Failed authentications (no token, an unknown or revoked one) per minute per client address.
+    # Failed authentications (no token, an unknown, revoked or expired one) per minute per client address.
     auth_failures_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 60
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
     # networks, "*" for any); empty: none, the TCP peer is the client.
     trusted_proxies: Annotated[str, Meta(max_length=4000)] = ""
     # `botarmy serve`'s doors: open connections at most (HTTP and WebSocket; more are answered 503
     # and closed), seconds a connection may stay idle (before its first request and between
-    # requests), and seconds a request's headers may take to arrive (slowloris).
+    # requests), seconds a request's headers may take to arrive from the first byte (slowloris),
+    # and seconds its body may take after them.
     max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 2048
     keep_alive_seconds: Annotated[int, Meta(ge=1, le=3600)] = 5
     header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     ws_max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
-    # Open WebSocket streams per token, and in all, per api process: more are closed at once (4429
-    # for a token at its cap, 1013 for a process at its cap), with the reason.
+    # Open streams (WebSocket and SSE) per token, and in all, per api process: more are closed at
+    # once (4429 for a token at its cap, 1013 for a process at its cap; SSE: 429, 503), with the reason.
     ws_max_connections_per_token: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
     ws_max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
     # Events a stream client may be behind before it is told to reconnect with `after`.
@@ -98,8 +100,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # `/metrics` without a token on a port of its own (for a scraper); unset: only the admin route.
     metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
-    # A document export (md, html, zip) of more than this many bytes of text, or a zip of more
-    # files, is refused with 413; exports are built in worker threads, at most this many at once.
+    # A document export (md, html, zip) of more than this many bytes of text (or reading more stored
+    # document JSON, measured first by the database), or a zip of more files, is refused with 413;
+    # at most this many exports at once read their documents and build the file (in worker threads).
     export_max_bytes: Annotated[int, Meta(ge=1024, le=4 * 1024 * 1024 * 1024)] = 64 * 1024 * 1024
     export_max_files: Annotated[int, Meta(ge=1, le=1_000_000)] = 5000
     export_concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
@@ -268,6 +271,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "max_connections": "BOTARMY_MAX_CONNECTIONS",
         "keep_alive_seconds": "BOTARMY_KEEP_ALIVE_SECONDS",
         "header_timeout_seconds": "BOTARMY_HEADER_TIMEOUT_SECONDS",
+        "body_timeout_seconds": "BOTARMY_BODY_TIMEOUT_SECONDS",
         "ws_max_message_bytes": "BOTARMY_WS_MAX_MESSAGE_BYTES",
         "ws_max_connections_per_token": "BOTARMY_WS_MAX_CONNECTIONS_PER_TOKEN",
         "ws_max_connections": "BOTARMY_WS_MAX_CONNECTIONS",

@@ -94,19 +94,23 @@ class DocumentController(Controller):
         """The documents as one Markdown file, one HTML page, or a zip with each document and the
         generated files. Larger than `BOTARMY_EXPORT_MAX_BYTES` / `_FILES`: 413 naming the limit."""
         project = await projects_service.get_project(project_id)
-        rows = await documents_service.rows(project_id)
         server: ServerSettings = app_settings.server
         limits = ExportLimits(max_bytes=server.export_max_bytes, max_files=server.export_max_files)
-        build = functools.partial(build_export, rows, project.name, project.description, format.value, limits)
+        with_code = format == ExportFormat.ZIP
+        await documents_service.check_export_size(project_id, with_code=with_code, limits=limits)
         name = _file_name(project.name)
         media_type, file_name = {
             ExportFormat.ZIP: ("application/zip", f"{name}.zip"),
             ExportFormat.HTML: ("text/html", f"{name}.html"),
             ExportFormat.MD: ("text/markdown", f"{name}.md"),
         }[format]
-        # Decoding the artifacts' JSON, rendering and compressing are CPU work: in worker threads, a
-        # few at a time, never on the event loop, so that an export never stalls the requests of others.
-        data = await anyio.to_thread.run_sync(build, limiter=_export_limiter(request.app.state, server))
+        # A few exports at a time, from reading the documents to the built file, so that their
+        # memory is bounded; decoding the JSON, rendering and compressing are CPU work, in a worker
+        # thread, never on the event loop, so that an export never stalls the requests of others.
+        async with _export_limiter(request.app.state, server):
+            rows = await documents_service.rows(project_id, with_code=with_code)
+            build = functools.partial(build_export, rows, project.name, project.description, format.value, limits)
+            data = await anyio.to_thread.run_sync(build)
         return Stream(
             _chunks(data),
             media_type=media_type,

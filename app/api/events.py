@@ -23,18 +23,18 @@ from litestar.types import Send
 
 from app.api.chat import post_message
 from app.config import Settings
-from app.core.exceptions import AppError, InvalidInputError, NotFoundError
+from app.core.exceptions import AppError, InvalidInputError, NotFoundError, ServiceUnavailableError, TooManyError
 from app.core.ratelimit import RateLimiter, rate_limiter_of
 from app.core.runtime import Runtime
 from app.core.security import Principal, Role, needs
 from app.events.eager import start_now
 from app.events.hub import SERVER_SEND_KEY
-from app.events.limits import StreamRefusedError
+from app.events.limits import CLOSE_TRY_AGAIN_LATER, StreamLimits, StreamRefusedError
 from app.events.streams import MAX_LAST, Feed, FeedItem, FeedOverflowError, Filters, Heartbeat, parse_list
 from app.projects.models import Project
 from app.tasks.models import AgentType
 from app.tokens.auth import CLOSE_TOO_MANY, CLOSE_UNAUTHORIZED
-from app.tokens.revoked import REVOKED_REASON, RevokedTokens, TokenRevokedError
+from app.tokens.revoked import EXPIRED_REASON, REVOKED_REASON, RevokedTokens, TokenRevokedError
 from app.tokens.services import TokenService
 
 # Close codes in the private range (4000-4999), mirroring the HTTP status they stand for.
@@ -108,6 +108,20 @@ async def _still_valid(runtime: Runtime, revoked: RevokedTokens, principal: Prin
         return await TokenService(session=session).is_active(principal.token_id)
 
 
+def _invalid_reason(principal: Principal) -> str:
+    return EXPIRED_REASON if principal.expired() else REVOKED_REASON
+
+
+def _end_at_expiry(feed: Feed, principal: Principal) -> asyncio.TimerHandle | None:
+    """End the feed when its token expires, as a revocation does (4401 and the reason); cancel the
+    timer when the stream ends. None for a token that never expires."""
+    seconds_left = principal.seconds_left()
+    if seconds_left is None:
+        return None
+    loop = asyncio.get_running_loop()
+    return loop.call_later(max(seconds_left, 0.0), feed.sink.end, CLOSE_UNAUTHORIZED, EXPIRED_REASON)
+
+
 async def _stream(
     socket: WebSocket[Principal, Any, Any], scope: list[UUID] | None, project_id: UUID | None = None
 ) -> None:
@@ -145,7 +159,7 @@ async def _open_stream(
     async with feed.open(socket.app.state.live_hub, after, send=server_send) as items:
         if not await _still_valid(runtime, revoked, socket.user):
             await socket.accept()
-            await socket.close(code=CLOSE_UNAUTHORIZED, reason=REVOKED_REASON)
+            await socket.close(code=CLOSE_UNAUTHORIZED, reason=_invalid_reason(socket.user))
             return
         # Where the stream starts, for a client to reconnect `?after=` even if it receives nothing first.
         await socket.accept(headers={STREAM_POSITION_HEADER: str(feed.resume_point())})
@@ -156,32 +170,47 @@ async def _open_stream(
         if feed.sink.gone:  # the shutdown or a revocation came while this stream attached
             _close_now(socket, feed.sink.end_code, feed.sink.end_reason)
             return
+        expiry = _end_at_expiry(feed, socket.user)
+        try:
+            await _serve(socket, feed, items, project_id)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
-        async def send_all() -> None:
-            async for item in items:
-                if isinstance(item, Heartbeat):
-                    await socket.send_json({"event_type": "heartbeat", "last_id": feed.resume_point()})
-                else:
-                    await socket.send(item.asgi_message())  # `send_text` would build the same message per socket
-                    feed.wrote(item)
 
-        sender = asyncio.create_task(send_all())
-        receiver = asyncio.create_task(_incoming(socket, project_id))
-        # A client too far behind is cut off at once, even while a send to it waits for its socket to drain.
-        cut_off = asyncio.create_task(feed.sink.cut_off.wait())
-        done, _ = await asyncio.wait({sender, receiver, cut_off}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sender, receiver, cut_off):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
-                await task
-        if feed.sink.gone:
-            return
-        if cut_off in done or (sender in done and isinstance(sender.exception(), FeedOverflowError)):
-            reason = f"too far behind; reconnect with ?after={feed.resume_point()}"
-            # The close frame waits behind what the client has not read; one that reads nothing is dropped.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-                    await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
+async def _serve(
+    socket: WebSocket[Principal, Any, Any],
+    feed: Feed,
+    items: AsyncIterator[FeedItem | Heartbeat],
+    project_id: UUID | None,
+) -> None:
+    """Send the feed's items and take the client's messages until one side ends."""
+
+    async def send_all() -> None:
+        async for item in items:
+            if isinstance(item, Heartbeat):
+                await socket.send_json({"event_type": "heartbeat", "last_id": feed.resume_point()})
+            else:
+                await socket.send(item.asgi_message())  # `send_text` would build the same message per socket
+                feed.wrote(item)
+
+    sender = asyncio.create_task(send_all())
+    receiver = asyncio.create_task(_incoming(socket, project_id))
+    # A client too far behind is cut off at once, even while a send to it waits for its socket to drain.
+    cut_off = asyncio.create_task(feed.sink.cut_off.wait())
+    done, _ = await asyncio.wait({sender, receiver, cut_off}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (sender, receiver, cut_off):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
+            await task
+    if feed.sink.gone:
+        return
+    if cut_off in done or (sender in done and isinstance(sender.exception(), FeedOverflowError)):
+        reason = f"too far behind; reconnect with ?after={feed.resume_point()}"
+        # The close frame waits behind what the client has not read; one that reads nothing is dropped.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await socket.close(code=CLOSE_TOO_SLOW, reason=reason)
 
 
 def _close_now(socket: WebSocket[Principal, Any, Any], code: int, reason: str) -> None:
@@ -217,7 +246,7 @@ async def _incoming(socket: WebSocket[Principal, Any, Any], project_id: UUID | N
             try:
                 if limiter is not None:
                     await limiter.count(socket.scope, principal.token_id)
-                if principal.token_id in revoked:
+                if principal.token_id in revoked or principal.expired():
                     raise TokenRevokedError
                 incoming = _decoder.decode(raw)
                 if project_id is None:
@@ -229,7 +258,7 @@ async def _incoming(socket: WebSocket[Principal, Any, Any], project_id: UUID | N
                 await socket.close(code=CLOSE_TOO_MANY, reason=_too_many(limiter))
                 return
             except TokenRevokedError:
-                await socket.close(code=CLOSE_UNAUTHORIZED, reason=REVOKED_REASON)
+                await socket.close(code=CLOSE_UNAUTHORIZED, reason=_invalid_reason(principal))
                 return
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 await socket.send_json({"event_type": "error", "detail": f"not a message: {exc}"})
@@ -270,9 +299,9 @@ async def global_stream(socket: WebSocket[Principal, Any, Any]) -> None:
     await _stream(socket, None if scope is None else sorted(scope))
 
 
-def _revoked_message() -> ServerSentEventMessage:
+def _unauthorized_message(reason: str) -> ServerSentEventMessage:
     return ServerSentEventMessage(
-        event="error", data=msgspec.json.encode({"detail": REVOKED_REASON, "code": CLOSE_UNAUTHORIZED}).decode()
+        event="error", data=msgspec.json.encode({"detail": reason, "code": CLOSE_UNAUTHORIZED}).decode()
     )
 
 
@@ -299,28 +328,48 @@ class EventController(Controller):
             stream = StreamRequest(dict(request.query_params), request.headers.get("last-event-id"))
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
+        # The WebSocket's caps, counted together with the sockets: refused with a status while one
+        # can still be sent; the stream is held from its first step (a generator never started, its
+        # client gone at once, holds nothing).
+        limits: StreamLimits = request.app.state.stream_limits
+        try:
+            limits.check(principal.token_id)
+        except StreamRefusedError as exc:
+            refused = ServiceUnavailableError if exc.code == CLOSE_TRY_AGAIN_LATER else TooManyError
+            raise refused(exc.reason) from None
         feed = _feed(runtime, [project_id], stream.filters, principal)
         start = await _start(feed, stream)
         revoked: RevokedTokens = request.app.state.revoked_tokens
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             try:
-                async with feed.open(request.app.state.live_hub, start) as items:
-                    if not await _still_valid(runtime, revoked, principal):
-                        yield _revoked_message()
-                        return
-                    async for item in items:
-                        if isinstance(item, FeedItem):
-                            yield ServerSentEventMessage(
-                                data=item.text,
-                                event=item.event_type,
-                                id=str(item.id) if item.id is not None else None,
-                            )
-                            feed.wrote(item)
-                        else:
-                            yield ServerSentEventMessage(comment="keep-alive")
-                    if feed.sink.end_code == CLOSE_UNAUTHORIZED:
-                        yield _revoked_message()  # then the stream ends; a reconnection gets 401
+                with limits.hold(principal.token_id):
+                    async with feed.open(request.app.state.live_hub, start) as items:
+                        if not await _still_valid(runtime, revoked, principal):
+                            yield _unauthorized_message(_invalid_reason(principal))
+                            return
+                        expiry = _end_at_expiry(feed, principal)
+                        try:
+                            async for item in items:
+                                if isinstance(item, FeedItem):
+                                    yield ServerSentEventMessage(
+                                        data=item.text,
+                                        event=item.event_type,
+                                        id=str(item.id) if item.id is not None else None,
+                                    )
+                                    feed.wrote(item)
+                                else:
+                                    yield ServerSentEventMessage(comment="keep-alive")
+                        finally:
+                            if expiry is not None:
+                                expiry.cancel()
+                        if feed.sink.end_code == CLOSE_UNAUTHORIZED:
+                            # Revoked or expired: then the stream ends; a reconnection gets 401.
+                            yield _unauthorized_message(feed.sink.end_reason)
+            except StreamRefusedError as exc:  # others took the last places since the check
+                yield ServerSentEventMessage(
+                    event="error", data=msgspec.json.encode({"detail": exc.reason, "code": exc.code}).decode()
+                )
             except FeedOverflowError:
                 yield ServerSentEventMessage(
                     event="error", data=f'{{"detail": "too far behind; reconnect from id {feed.resume_point()}"}}'

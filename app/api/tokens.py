@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +33,10 @@ class TokenController(Controller):
         tokens_service: NamedDependency[TokenService],
         data: JSONBody[TokenCreate],
     ) -> TokenCreated:
-        token, secret = await tokens_service.issue(data.name, data.role, data.project_ids, actor=request.user.name)
+        expires_in = datetime.timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds else None
+        token, secret = await tokens_service.issue(
+            data.name, data.role, data.project_ids, actor=request.user.name, expires_in=expires_in
+        )
         return msgspec.structs.replace(tokens_service.to_schema(token, schema_type=TokenCreated), token=secret)
 
     @get("/", operation_id="ListTokens")

@@ -106,7 +106,7 @@ class ConsoleAuthController(Controller):
         async with runtime.session() as session:
             principal = await TokenService(session=session).authenticate(secret) if secret else None
         if principal is None:
-            return page("login.html", 401, title="Sign in", error="The token is unknown or revoked.")
+            return page("login.html", 401, title="Sign in", error="The token is unknown, revoked or expired.")
         cookie = console_cookie(request, secret, max_age=COOKIE_DAYS * 86400)
         return Redirect("/", status_code=303, cookies=[cookie])
 
@@ -127,7 +127,7 @@ class ConsoleController(Controller):
         self, state: State, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]
     ) -> Template:
         settings: Settings = state.settings
-        core_workflows = sorted(views.workflow_ids(settings))
+        core_workflows = sorted(await views.workflow_ids(settings))
         return page(
             "projects.html",
             title="Projects",

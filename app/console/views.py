@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.chat import ChatMessage, to_message
 from app.api.workflows import to_execution
 from app.artifacts.models import Artifact
-from app.bmad.services import bmad_core
+from app.bmad.services import loaded_bmad_core
 from app.chat.services import ChatService
 from app.config import Settings
 from app.core.exceptions import NotFoundError
@@ -197,5 +197,6 @@ def text_of(content: Any) -> tuple[str, str]:
     return msgspec.json.format(msgspec.json.encode(content), indent=2).decode(), "json"
 
 
-def workflow_ids(settings: Settings) -> list[str]:
-    return list(bmad_core(settings.app.bmad_dir).workflows)
+async def workflow_ids(settings: Settings) -> list[str]:
+    # Off the event loop, as the API reads it: a first load of big files took /health down for 10 s.
+    return list((await loaded_bmad_core(settings.app.bmad_dir)).workflows)

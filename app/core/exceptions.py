@@ -53,6 +53,12 @@ class InvalidInputError(AppError):
     status_code = 422
 
 
+class TooManyError(AppError):
+    """Past a limit other than the request rate (say, of open streams): 429 with the reason."""
+
+    status_code = 429
+
+
 class ServiceUnavailableError(AppError):
     status_code = 503
 

@@ -34,7 +34,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 ERROR_STATUSES = {
     "400": "Bad input: which field, and why",
-    "401": "No token, or an unknown or revoked one",
+    "401": "No token, or an unknown, revoked or expired one",
     "403": "The token's role does not allow this",
     "404": "No such resource (or not visible to this token)",
     "409": "Conflicts with the current state",

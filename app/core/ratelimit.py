@@ -13,19 +13,23 @@ Not Litestar's `RateLimitMiddleware`: it keeps every request's timestamp of the 
 list per token, which each request reads and writes back whole (two Redis round trips and a list as
 long as the limit), under one lock for the whole process, so that every request waited for the
 others' round trips; and its read-then-write lost counts between two api instances. Here a request
-is one atomic script call (one round trip, whatever the limit): a field of the window's one hash is
-incremented, so that Redis holds one key per window however many clients there are, and a hash
-already holding `MAX_IDENTITIES` fields counts any new one under a shared overflow field. The
-embedded default keeps the same in a dict. The same round trip reads the generation of token
-revocations (`app.tokens.cache`), so that a token check served from a process's cache still learns
-at once that a token was revoked, without a round trip of its own. The responses keep the same
-headers (`RateLimit-*`, and `Retry-After` on a 429, see `app.core.exceptions`).
+is one atomic script call (one round trip, whatever the limit): a field of a window's hash is
+incremented, so that Redis holds one key per window and table however many clients there are, and
+a hash already holding `MAX_IDENTITIES` fields counts any new one under a shared overflow field.
+Tokens and failing addresses are two tables (`Table`): addresses anyone can make up (a /48 holds
+65,536 /64s) fill only their own, so that a valid token always has a field of its own and is never
+limited by an overflow it shares with attackers. The embedded default keeps the same in dicts.
+The same round trip reads the generation of token revocations (`app.tokens.cache`), so that a
+token check served from a process's cache still learns at once that a token was revoked, without a
+round trip of its own. The responses keep the same headers (`RateLimit-*`, and `Retry-After` on a
+429, see `app.core.exceptions`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
+from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, cast
 
 import structlog
@@ -43,7 +47,7 @@ from app.core.headers import DOCS_PREFIX
 logger = structlog.get_logger(__name__)
 
 WINDOW_SECONDS = 60
-# Fields of one window's counters (identities) at most; any further one shares `OVERFLOW`.
+# Fields of one window's table of counters (identities) at most; any further one shares `OVERFLOW`.
 MAX_IDENTITIES = 50_000
 OVERFLOW = "overflow"
 # Where the middleware leaves the limiter for the authentication middleware, and where that leaves
@@ -69,6 +73,13 @@ return {number, redis.call('GET', KEYS[2]) or ARGV[5]}
 """
 
 
+class Table(StrEnum):
+    """The kinds of identity counted, each in a bounded table of its own."""
+
+    TOKENS = "tokens"  # authenticated requests, per token (made only by admins)
+    ADDRESSES = "addresses"  # failed authentications, per client address (anyone's)
+
+
 class Count(NamedTuple):
     number: int  # this request's number in its identity's window, 1 for the first
     # The generation of token revocations read with it; None where no store is shared.
@@ -76,25 +87,26 @@ class Count(NamedTuple):
 
 
 class RequestCounter(Protocol):
-    async def count(self, identity: str, window: int) -> Count | None:
-        """This request's count in `identity`'s `window`; None: not counted."""
+    async def count(self, table: Table, identity: str, window: int) -> Count | None:
+        """This request's count in `identity`'s `window`, in its `table`; None: not counted."""
 
 
 class MemoryCounter:
-    """The embedded default's counters: one process, so a dict of the current window's counts."""
+    """The embedded default's counters: one process, so a dict per table of the current window's counts."""
 
     def __init__(self, max_identities: int = MAX_IDENTITIES) -> None:
         self._window = -1
-        self._counts: dict[str, int] = {}
+        self._counts: dict[Table, dict[str, int]] = {}
         self.max_identities = max_identities
 
-    async def count(self, identity: str, window: int) -> Count | None:
+    async def count(self, table: Table, identity: str, window: int) -> Count | None:
         if window != self._window:  # a new minute: the old counts are of no use any more
             self._window, self._counts = window, {}
-        if identity not in self._counts and len(self._counts) >= self.max_identities:
+        counts = self._counts.setdefault(table, {})
+        if identity not in counts and len(counts) >= self.max_identities:
             identity = OVERFLOW
-        number = self._counts.get(identity, 0) + 1
-        self._counts[identity] = number
+        number = counts.get(identity, 0) + 1
+        counts[identity] = number
         return Count(number)
 
 
@@ -113,8 +125,8 @@ class RedisCounter:
         self.max_identities = max_identities
         self.script = redis.register_script(_COUNT_SCRIPT)
 
-    async def count(self, identity: str, window: int) -> Count | None:
-        keys = [f"{self.prefix}{window}", self.revocations_key]
+    async def count(self, table: Table, identity: str, window: int) -> Count | None:
+        keys = [f"{self.prefix}{table}:{window}", self.revocations_key]
         # The window's hash outlives its window a little, whatever the clocks say.
         args: list[str | int] = [identity, WINDOW_SECONDS * 2, self.max_identities, OVERFLOW, NO_REVOCATIONS]
         try:
@@ -199,7 +211,7 @@ class RateLimiter:
         """Count a failed authentication of the request's address; 429 once past the limit."""
         window, reset = self._window()
         address = client_address(scope)
-        counted = await self.counter.count(f"address:{address}", window)
+        counted = await self.counter.count(Table.ADDRESSES, address, window)
         if counted is None or counted.number <= self.failure_limit:
             return
         number = counted.number
@@ -213,7 +225,7 @@ class RateLimiter:
         """Count an authenticated request against its token; 429 once past the limit. Returns the
         generation of token revocations read meanwhile (None: no shared store, or it is away)."""
         window, reset = self._window()
-        counted = await self.counter.count(f"token:{token_id}", window)
+        counted = await self.counter.count(Table.TOKENS, str(token_id), window)
         if counted is None:  # not counted (Redis away): not limited
             return None
         headers = limit_headers(self.limit, counted.number, reset)

@@ -8,6 +8,7 @@ forgotten declaration fails closed. The token itself is checked by the authentic
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from enum import StrEnum
 from typing import Any
@@ -55,6 +56,16 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     role: Role
     project_ids: frozenset[UUID] | None = None
+    expires_at: datetime.datetime | None = None  # None: never
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= datetime.datetime.now(datetime.UTC)
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the token expires (None: never; 0 or less: expired)."""
+        if self.expires_at is None:
+            return None
+        return (self.expires_at - datetime.datetime.now(datetime.UTC)).total_seconds()
 
     def has_role(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]

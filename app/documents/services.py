@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Select, Text, and_, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact, ArtifactType, Granularity
@@ -143,13 +143,52 @@ class ProjectArtifacts:
         return list(files.items())
 
 
+# What an export reads: the newest document of each stage's types, every epic and story (the
+# newest sharding is picked from them), and for a zip every source_code document (all are merged).
+STAGE_KINDS = tuple(sorted({kind.value for stage in STAGES for kind in stage.artifact_types}))
+STORY_KINDS = (ArtifactType.EPIC.value, ArtifactType.STORY.value)
+
+
+def _read_ids(project_id: UUID, *, with_code: bool) -> Select[tuple[UUID]]:
+    """The ids of the project's live documents an export (`with_code`: a zip) reads."""
+    every_one = (*STORY_KINDS, ArtifactType.SOURCE_CODE.value) if with_code else STORY_KINDS
+    newness = func.row_number().over(partition_by=Artifact.artifact_type, order_by=Artifact.id.desc())
+    ranked = (
+        select(Artifact.id, Artifact.artifact_type, newness.label("newness"))
+        .where(
+            Artifact.project_id == project_id,
+            Artifact.deleted_at.is_(None),
+            Artifact.granularity == Granularity.DOCUMENT.value,
+            Artifact.artifact_type.in_((*STAGE_KINDS, *every_one)),
+        )
+        .subquery()
+    )
+    return select(ranked.c.id).where(
+        or_(and_(ranked.c.newness == 1, ranked.c.artifact_type.in_(STAGE_KINDS)), ranked.c.artifact_type.in_(every_one))
+    )
+
+
 class DocumentService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def rows(self, project_id: UUID) -> list[ArtifactRow]:
-        """The project's live documents, oldest first, their content as JSON text: decoding a large
-        project's JSON (tens of MB) is left to the caller, in a worker thread for an export."""
+    async def check_export_size(self, project_id: UUID, *, with_code: bool, limits: ExportLimits) -> None:
+        """413 naming the limit when the stored documents an export would read (their JSON text) are
+        larger than the limit: counted by the database, before anything is read into memory."""
+        statement = select(func.coalesce(func.sum(func.length(cast(Artifact.content, Text))), 0)).where(
+            Artifact.id.in_(_read_ids(project_id, with_code=with_code))
+        )
+        size = int((await self.session.execute(statement)).scalar_one())
+        if size > limits.max_bytes:
+            raise TooLargeError(
+                f"The export would read {size} bytes of stored documents; at most {limits.max_bytes} are "
+                "exported (BOTARMY_EXPORT_MAX_BYTES).",
+                extra={"bytes": size, "max_bytes": limits.max_bytes},
+            )
+
+    async def rows(self, project_id: UUID, *, with_code: bool = False) -> list[ArtifactRow]:
+        """The live documents an export (`with_code`: a zip) reads, oldest first, their content as JSON
+        text: decoding a large project's JSON (tens of MB) is left to the caller, in a worker thread."""
         statement = (
             select(
                 Artifact.id,
@@ -159,11 +198,7 @@ class DocumentService:
                 Artifact.title,
                 cast(Artifact.content, Text),
             )
-            .where(
-                Artifact.project_id == project_id,
-                Artifact.deleted_at.is_(None),
-                Artifact.granularity == Granularity.DOCUMENT.value,
-            )
+            .where(Artifact.id.in_(_read_ids(project_id, with_code=with_code)))
             .order_by(Artifact.id)
         )
         return [_row(row) for row in (await self.session.execute(statement)).all()]

@@ -53,6 +53,7 @@ class TokenCreated(Payload):
     name: str
     role: str
     project_ids: list[str] | None
+    expires_at: str | None = None  # ISO 8601; None: never (and in events from before expiry existed)
 
 
 class TokenRevoked(Payload):

@@ -33,7 +33,7 @@ from app.tokens.services import TokenService
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_MANY = 4429
 MISSING_TOKEN = "A token is required: send 'Authorization: Bearer <token>'."
-BAD_TOKEN = "The token is unknown or revoked."
+BAD_TOKEN = "The token is unknown, revoked or expired."
 
 
 async def _from_database(app: Litestar, secret: str) -> Principal | None:
@@ -50,7 +50,7 @@ class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
     async def _check(
         self, connection: ASGIConnection[Any, Any, Any, Any], secret: str, limiter: RateLimiter | None
     ) -> tuple[Principal | None, bool]:
-        """The token's principal (None: unknown or revoked), and whether the request was counted."""
+        """The token's principal (None: unknown, revoked or expired), and whether the request was counted."""
         token_hash = hash_token(secret)
         cached = self.cache.lookup(token_hash)
         if cached is not None and limiter is not None:
@@ -75,7 +75,8 @@ class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         principal, counted = (None, False) if secret is None else await self._check(connection, secret, limiter)
         # A revocation this process heard of (the live hub's `token_revoked`) needs no lookup either.
         revoked: RevokedTokens | None = connection.app.state.get("revoked_tokens")
-        if principal is not None and revoked is not None and principal.token_id in revoked:
+        expired = principal is not None and principal.expired()  # a cached principal outlives its token
+        if principal is not None and (expired or (revoked is not None and principal.token_id in revoked)):
             self.cache.forget(principal.token_id)
             principal = None
         if principal is None:

@@ -25,3 +25,5 @@ class ApiToken(UUIDv7AuditBase):
     project_ids: Mapped[list[str] | None] = mapped_column(JsonB, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     last_used_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    # None: never expires; from then on the token is refused and its open streams are closed (4401).
+    expires_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)

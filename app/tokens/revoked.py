@@ -22,6 +22,7 @@ logger = structlog.get_logger(__name__)
 
 TOKEN_REVOKED = "token_revoked"
 REVOKED_REASON = "The token was revoked."
+EXPIRED_REASON = "The token expired."
 
 
 class TokenRevokedError(Exception):

@@ -10,6 +10,7 @@ from msgspec import Meta
 from app.core.schema import InputStruct, Struct
 from app.core.security import Role
 
+MAX_EXPIRES_IN_SECONDS = 10 * 366 * 86400  # ten years
 TokenName = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")]
 
 
@@ -18,6 +19,8 @@ class TokenCreate(InputStruct):
     role: Role
     # Limit the token to these projects; absent or null: every project.
     project_ids: Annotated[list[UUID], Meta(min_length=1, max_length=100)] | None = None
+    # The token expires this many seconds after it is made; absent or null: never.
+    expires_in_seconds: Annotated[int, Meta(ge=1, le=MAX_EXPIRES_IN_SECONDS)] | None = None
 
 
 class Token(Struct):
@@ -29,6 +32,7 @@ class Token(Struct):
     project_ids: list[UUID] | None
     revoked: bool
     last_used_at: datetime.datetime | None
+    expires_at: datetime.datetime | None
     created_at: datetime.datetime
 
 

@@ -30,7 +30,9 @@ def new_token() -> str:
 
 def to_principal(row: ApiToken) -> Principal:
     project_ids = frozenset(UUID(value) for value in row.project_ids) if row.project_ids is not None else None
-    return Principal(token_id=row.id, name=row.name, role=Role(row.role), project_ids=project_ids)
+    return Principal(
+        token_id=row.id, name=row.name, role=Role(row.role), project_ids=project_ids, expires_at=row.expires_at
+    )
 
 
 class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
@@ -44,9 +46,16 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
         return EventService(session=self.repository.session)
 
     async def issue(
-        self, name: str, role: Role, project_ids: Sequence[UUID] | None = None, *, actor: str | None = None
+        self,
+        name: str,
+        role: Role,
+        project_ids: Sequence[UUID] | None = None,
+        *,
+        actor: str | None = None,
+        expires_in: datetime.timedelta | None = None,
     ) -> tuple[ApiToken, str]:
-        """Create a token; returns the row and the secret, which is never stored or shown again."""
+        """Create a token (`expires_in`: it expires that long from now; None: never); returns the row
+        and the secret, which is never stored or shown again."""
         session = self.repository.session
         if await self.get_one_or_none(ApiToken.name == name) is not None:
             raise ConflictError(f"A token named '{name}' already exists; pick another name or revoke it first.")
@@ -60,14 +69,27 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
                 )
             scope = sorted(str(project_id) for project_id in wanted)
         secret = new_token()
+        expires_at = datetime.datetime.now(datetime.UTC) + expires_in if expires_in is not None else None
         token = await self.create(
-            {"name": name, "role": role.value, "token_hash": hash_token(secret), "project_ids": scope}
+            {
+                "name": name,
+                "role": role.value,
+                "token_hash": hash_token(secret),
+                "project_ids": scope,
+                "expires_at": expires_at,
+            }
         )
         await self.events.record(
             "token_created",
             project_id=None,
             actor=actor,
-            data={"token_id": str(token.id), "name": name, "role": role.value, "project_ids": scope},
+            data={
+                "token_id": str(token.id),
+                "name": name,
+                "role": role.value,
+                "project_ids": scope,
+                "expires_at": expires_at.isoformat() if expires_at is not None else None,
+            },
         )
         await session.commit()
         return token, secret
@@ -103,7 +125,7 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
         return token
 
     async def authenticate(self, secret: str) -> Principal | None:
-        """The principal of a valid, unrevoked token; None for anything else."""
+        """The principal of a valid token (not revoked, not expired); None for anything else."""
         if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             return None
         session = self.repository.session
@@ -111,6 +133,8 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
         if row is None or row.revoked:
             return None
         principal = to_principal(row)
+        if principal.expired():
+            return None
         now = datetime.datetime.now(datetime.UTC)
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             # A write of its own, also within a GET (whose transactions only read, `reading_only`).
@@ -122,9 +146,16 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
         return principal
 
     async def is_active(self, token_id: UUID) -> bool:
-        """Whether the token exists and is not revoked: a stream's check after it began (one row by id)."""
-        revoked = await self.repository.session.scalar(select(ApiToken.revoked).where(ApiToken.id == token_id))
-        return revoked is False
+        """Whether the token exists, is not revoked and has not expired: a stream's check after it
+        began (one row by id)."""
+        row = (
+            await self.repository.session.execute(
+                select(ApiToken.revoked, ApiToken.expires_at).where(ApiToken.id == token_id)
+            )
+        ).first()
+        if row is None or row.revoked:
+            return False
+        return row.expires_at is None or row.expires_at > datetime.datetime.now(datetime.UTC)
 
     async def bootstrap_admin(self) -> str | None:
         """On a database without any token, make the first admin token and return its secret."""

@@ -13,6 +13,7 @@ import stat
 import statistics
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,27 @@ def read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def dribble(server: Server, opening: bytes, drip: bytes) -> tuple[bytes, float]:
+    """Send `opening`, then `drip` every 0.3 s until the server answers (or 15 s pass): the answer
+    and the seconds it took."""
+    sock = raw(server)
+    sock.settimeout(0.3)
+    sock.sendall(opening)
+    started, answer = time.monotonic(), b""
+    while time.monotonic() - started < 15:
+        try:
+            sock.sendall(drip)
+            answer += sock.recv(65536)
+            if answer:
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    sock.close()
+    return answer, time.monotonic() - started
+
+
 def test_forwarded_headers_are_believed_only_from_trusted_proxies() -> None:
     """None by default (uvicorn's own default trusts 127.0.0.1); the served check is below."""
     assert serving_options(load_settings({}).server)["proxy_headers"] is False
@@ -101,7 +123,12 @@ def test_forwarded_headers_are_believed_only_from_trusted_proxies() -> None:
 
 def test_connections_are_capped_and_idle_or_slow_ones_shed(tmp_path: Path) -> None:
     server = served(
-        tmp_path, max_connections="8", keep_alive_seconds="1", header_timeout_seconds="2", auth_failures_per_minute="5"
+        tmp_path,
+        max_connections="8",
+        keep_alive_seconds="1",
+        header_timeout_seconds="2",
+        body_timeout_seconds="2",
+        auth_failures_per_minute="5",
     )
     try:
         # Idle connections up to the cap; the one past it is answered 503 and closed.
@@ -116,24 +143,22 @@ def test_connections_are_capped_and_idle_or_slow_ones_shed(tmp_path: Path) -> No
         for sock in [*idle, extra]:
             sock.close()
 
-        # Slowloris: a header line now and then keeps nothing open past the header timeout.
-        slow = raw(server)
-        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        started, answer = time.monotonic(), b""
-        slow.settimeout(0.3)
-        while time.monotonic() - started < 15:
-            try:
-                slow.sendall(b"X-Slow: 1\r\n")
-                answer += slow.recv(65536)
-                if answer:
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-        assert answer.startswith(b"HTTP/1.1 408"), answer
-        assert time.monotonic() - started < 6
-        slow.close()
+        # Slowloris, three ways, each kept up for up to 15 s: a header line now and then, blank
+        # lines before any request (the parser skips them without starting one), and a body
+        # dribbled a byte at a time. Each is answered 408 and closed within the timeouts.
+        token = server.headers["Authorization"]
+        slow_body = f"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        cases = [
+            (b"GET /health HTTP/1.1\r\nHost: x\r\n", b"X-Slow: 1\r\n"),
+            (b"", b"\r\n"),
+            (f"{slow_body}Content-Type: application/json\r\nContent-Length: 200\r\n\r\n".encode(), b" "),
+        ]
+        with ThreadPoolExecutor(len(cases)) as pool:
+            outcomes = list(pool.map(lambda case: dribble(server, *case), cases))
+        for (answer, seconds), reason in zip(outcomes, [b"headers", b"headers", b"body"], strict=True):
+            assert answer.startswith(b"HTTP/1.1 408"), (outcomes, reason)
+            assert reason in answer
+            assert seconds < 4.5, seconds
 
         # Whole requests are served as before, keep-alive included.
         with httpx.Client(base_url=server.url) as client:
@@ -188,7 +213,9 @@ async def test_concurrent_exports_do_not_stall_other_requests(tmp_path: Path) ->
         assert [answer.status_code for answer in answers] == [200] * 8
         assert len(answers[0].content) > 100_000
         p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 100 else max(latencies)
-        assert p99 < 0.1 * 3, (p99, len(latencies))  # 100 ms measured (bench/README.md), a margin for CI
+        # p99 100-130 ms measured here on 2 shared cores (68 ms from a client of its own process): the
+        # export threads and the loop share the GIL. A margin for CI.
+        assert p99 < 0.3, (p99, len(latencies))
     finally:
         server.kill()
 

@@ -112,7 +112,7 @@ async def test_no_route_is_reachable_without_a_token(app_and_settings: tuple[Asy
         checked += 1
         wrong = await client.request(method, concrete(path), json={}, headers={"Authorization": "Bearer bat_nope"})
         assert wrong.status_code == 401, (method, path)
-        assert wrong.json()["detail"] == "The token is unknown or revoked."
+        assert wrong.json()["detail"] == "The token is unknown, revoked or expired."
     assert checked >= 10
 
 

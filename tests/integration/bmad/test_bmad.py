@@ -577,3 +577,31 @@ async def test_hostile_files_never_stall_or_break_the_api(tmp_path: Path) -> Non
                 assert reason in reported.get(path, ""), (path, reported)
     finally:
         unblock.cancel()
+
+
+async def test_the_console_reads_a_big_core_off_the_event_loop(tmp_path: Path) -> None:
+    """The console's projects page lists the workflows: its first read of a big BMAD directory
+    (here ~0.4 MB of YAML, most of a second to parse) leaves /health fast."""
+    notes = "".join(f"      - step {n}: a line of notes of a big workflow\n" for n in range(8000))
+    (tmp_path / "core" / "workflows").mkdir(parents=True)
+    (tmp_path / "core" / "workflows" / "big.yaml").write_text(
+        "workflow:\n  id: big\n  name: Big\n  sequence:\n    - agent: analyst\n      creates: x.md\n      notes:\n"
+        + notes
+    )
+    settings = load_settings(
+        {**FAST_ENV, "BOTARMY_DATA_DIR": str(tmp_path / "data"), "BOTARMY_BMAD_DIR": str(tmp_path / "core")}
+    )
+    async with app_client(settings, role="admin") as client:
+        page = asyncio.create_task(client.get("/", headers={"Accept": "text/html"}))
+        latencies = []
+        while not page.done():
+            started = time.perf_counter()
+            assert (await client.get("/health")).status_code == 200
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+        answer = await page
+        assert answer.status_code == 200
+        assert '<option value="big"' in answer.text
+        # /health answered all along the load (about 80 times; on the loop, once, after it).
+        assert len(latencies) >= 10, latencies
+        assert max(latencies) < 0.25, latencies

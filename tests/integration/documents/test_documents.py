@@ -168,3 +168,9 @@ async def test_exports_over_the_limits_are_413_naming_them(embedded_env: dict[st
         too_big = await client.get(f"/api/v1/projects/{big_id}/documents/export", params={"format": "zip"})
         assert too_big.status_code == 413
         assert "BOTARMY_EXPORT_MAX_BYTES" in too_big.json()["detail"]
+        # Counted by the database before anything is read: the stored documents the zip would read.
+        assert "bytes of stored documents" in too_big.json()["detail"], too_big.json()
+        assert too_big.json()["extra"]["max_bytes"] == 20000
+        # The Markdown export reads no code: the same project exports.
+        markdown = await client.get(f"/api/v1/projects/{big_id}/documents/export", params={"format": "md"})
+        assert markdown.status_code == 200, markdown.text

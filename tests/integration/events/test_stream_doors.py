@@ -12,6 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import FAST_ENV, free_port
-from tests.helpers import Server, clear_of_a_minute_boundary, start_server, start_servers
+from tests.helpers import Server, clear_of_a_minute_boundary, cli_token, start_server, start_servers
 
 CUT_BOUND_SECONDS = 2.0  # the requirement is a second; a margin for a loaded CI machine
 
@@ -218,3 +219,70 @@ async def test_open_sockets_are_capped_per_token_and_per_process(limited: Server
     assert replacement.close_code is None
     for ws in (*mine[1:], *theirs, replacement):
         await ws.close()
+
+
+async def test_sse_streams_share_the_sockets_caps(limited: Server) -> None:
+    async with admin_of(limited) as (admin, project_id):
+        first = await new_token(admin, "sse-first", "viewer")
+        second = await new_token(admin, "sse-second", "viewer")
+    path = f"/api/v1/projects/{project_id}/events/stream"
+    await asyncio.sleep(0.3)  # the sockets of the tests before are gone
+    async with httpx.AsyncClient(base_url=limited.url, timeout=20) as http, contextlib.AsyncExitStack() as open_streams:
+
+        async def sse(token: str) -> httpx.Response:
+            response = await open_streams.enter_async_context(
+                http.stream("GET", path, headers={"Authorization": f"Bearer {token}"})
+            )
+            await asyncio.sleep(0.2)  # the stream takes its place once its body starts
+            return response
+
+        mine = [await sse(first) for _ in range(PER_TOKEN)]
+        assert [response.status_code for response in mine] == [200] * PER_TOKEN
+        over = await sse(first)
+        assert over.status_code == 429
+        assert json.loads(await over.aread())["detail"] == f"this token has {PER_TOKEN} streams open, its limit"
+        # Counted with the token's sockets: its next socket is refused too.
+        socket = await websockets.connect(limited.ws_url(f"/ws/projects/{project_id}", first))
+        await closed_at(socket)
+        assert socket.close_code == 4429
+        theirs = [await sse(second) for _ in range(PER_PROCESS - PER_TOKEN)]
+        assert [response.status_code for response in theirs] == [200] * (PER_PROCESS - PER_TOKEN)
+        full = await sse(second)
+        assert full.status_code == 503
+        assert "try again later" in json.loads(await full.aread())["detail"]
+        # A stream closed frees its place.
+        await mine[0].aclose()
+        await asyncio.sleep(0.3)
+        replacement = await sse(second)
+        assert replacement.status_code == 200
+
+
+async def test_an_expired_token_is_refused_and_its_streams_are_closed_at_its_expiry(limited: Server) -> None:
+    admin_token = await asyncio.to_thread(cli_token, limited.env)  # a budget of its own
+    async with httpx.AsyncClient(
+        base_url=limited.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=20
+    ) as admin:
+        project_id = (await admin.post("/api/v1/projects", json={"name": "expiring"})).json()["id"]
+        created = await admin.post(
+            "/api/v1/tokens", json={"name": "short-lived", "role": "product_owner", "expires_in_seconds": 3}
+        )
+    assert created.status_code == 201, created.text
+    token, expires_at = created.json()["token"], datetime.fromisoformat(created.json()["expires_at"]).timestamp()
+    headers = {"Authorization": f"Bearer {token}"}
+    socket = await open_socket(limited.ws_url(f"/ws/projects/{project_id}", token))
+    async with httpx.AsyncClient(base_url=limited.url, timeout=20) as http:
+        assert (await http.get("/api/v1/projects", headers=headers)).status_code == 200
+        ready = asyncio.Event()
+        path = f"/api/v1/projects/{project_id}/events/stream"
+        sse = asyncio.create_task(sse_cut_at(http, path, headers, ready))
+        await ready.wait()
+        await closed_at(socket)
+        closed = time.time()
+        assert (socket.close_code, socket.close_reason) == (4401, "The token expired.")
+        assert expires_at <= closed < expires_at + CUT_BOUND_SECONDS, closed - expires_at
+        lines = await sse
+        assert any("The token expired." in line for line in lines), lines
+        assert time.time() < expires_at + CUT_BOUND_SECONDS
+        refused = await http.get("/api/v1/projects", headers=headers)
+        assert refused.status_code == 401
+        assert "expired" in refused.json()["detail"]
