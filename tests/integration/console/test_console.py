@@ -92,7 +92,7 @@ def test_a_product_owner_runs_a_project_from_the_browser(browser: Browser, serve
     page.wait_for_url("**/login")
     page.fill("input[name=token]", "bat_wrong")
     page.click("button[type=submit]")
-    expect(page.locator(".error")).to_contain_text("unknown or revoked")
+    expect(page.locator(".error")).to_contain_text("unknown, revoked or expired")
     page.fill("input[name=token]", server.token)
     page.click("button[type=submit]")
     page.wait_for_url(f"{server.url}/")
