@@ -28,6 +28,7 @@ from app import (
 )
 from app.api.dependencies import provide_runtime, provide_settings
 from app.api.guards import access_guard
+from app.api.health import LivenessAnswer
 from app.api.metrics import start_metrics_server
 from app.api.routes import route_handlers
 from app.config import Settings, get_settings
@@ -58,7 +59,8 @@ logger = structlog.get_logger("app")
 
 
 class BotArmy(Litestar):
-    """The Litestar app, which also keeps each WebSocket's server `send` in its scope (`SERVER_SEND_KEY`).
+    """The Litestar app, which answers liveness probes at its door (`LivenessAnswer`) and keeps each
+    WebSocket's server `send` in its scope (`SERVER_SEND_KEY`).
 
     Litestar wraps `send` for its before-send hooks, its exception middleware and its WebSocket
     state; for a WebSocket's data frames all three only pass the message on, yet they were a quarter
@@ -66,7 +68,12 @@ class BotArmy(Litestar):
     streams write their live events through the server's own `send`.
     """
 
+    liveness = LivenessAnswer()
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if LivenessAnswer.asks(scope):
+            await self.liveness(scope, receive, send)
+            return
         if scope["type"] == "websocket":
             scope[SERVER_SEND_KEY] = send
             with websocket_connection():

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.enums import ScopeType
+from litestar.types import Receive, Scope, Send
 
 from app import __version__
+from app.core.headers import encoded_security_headers
 from app.core.schema import Struct
 from app.core.security import PUBLIC, Role, needs
 from app.health.services import ComponentHealth, HealthService
@@ -39,6 +43,42 @@ class HealthZ(Struct):
     checks: dict[str, Literal["pass", "fail"]]
 
 
+LIVENESS = Liveness(status="ok", service=SERVICE_NAME, version=__version__)
+LIVENESS_PATH = "/health"
+
+
+class LivenessAnswer:
+    """`GET /health` answered where a request enters the app, before Litestar's stack.
+
+    Liveness says the process serves; it needs no token, no rate limit, no route and no handler,
+    and probes ask it every few seconds from every orchestrator. Through the whole stack (metrics,
+    rate limit, authentication, guard, routing, encoding) it cost 0.21 ms of CPU against the bare
+    limit app's 0.07 ms (bench/README.md, `compare`). The same body and headers as the route
+    below, which stays for the OpenAPI document; metrics do not count probes.
+    """
+
+    def __init__(self) -> None:
+        body = msgspec.json.encode(LIVENESS)
+        self.start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *encoded_security_headers(),
+            ],
+        }
+        self.body = {"type": "http.response.body", "body": body}
+
+    @staticmethod
+    def asks(scope: Scope) -> bool:
+        return scope["type"] == ScopeType.HTTP and scope["path"] == LIVENESS_PATH and scope["method"] == "GET"
+
+    async def __call__(self, _scope: Scope, _receive: Receive, send: Send) -> None:
+        await send(self.start)  # type: ignore[arg-type]
+        await send(self.body)  # type: ignore[arg-type]
+
+
 def _health_service(request: Request[Any, Any, Any]) -> HealthService:
     health: HealthService = request.app.state.health
     return health
@@ -57,7 +97,7 @@ class HealthController(Controller):
 
     @get("/", operation_id="Liveness", opt=PUBLIC)
     async def liveness(self) -> Liveness:
-        return Liveness(status="ok", service=SERVICE_NAME, version=__version__)
+        return LIVENESS  # answered by `LivenessAnswer` when served; this route documents it
 
     @get("/ready", operation_id="Readiness", opt=PUBLIC)
     async def readiness(self, request: Request[Any, Any, Any]) -> Response[Readiness]:

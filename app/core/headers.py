@@ -28,6 +28,11 @@ _ENCODED = [(name.lower().encode(), value.encode()) for name, value in SECURITY_
 _ENCODED_FOR_DOCS = [(name, value) for name, value in _ENCODED if name != b"content-security-policy"]
 
 
+def encoded_security_headers() -> list[tuple[bytes, bytes]]:
+    """The headers of every API response, as ASGI sends them (for an answer made outside Litestar)."""
+    return list(_ENCODED)
+
+
 async def add_security_headers(message: Message, scope: Scope) -> None:
     if message["type"] != "http.response.start":
         return

@@ -26,8 +26,14 @@ from tests.helpers import (
 
 
 async def test_health_endpoints_report_every_component(client: AsyncClient, mode: str) -> None:
-    live = (await client.get("/health")).json()
+    answer = await client.get("/health")  # answered at the app's door (`LivenessAnswer`)
+    live = answer.json()
     assert live["status"] == "ok" and live["service"] == "botarmy" and live["version"]
+    assert answer.headers["content-type"] == "application/json"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    # Only GET /health is answered there: the rest goes through the app as before.
+    assert (await client.post("/health")).status_code == 405
+    assert (await client.get("/health/")).status_code == 200
 
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
