@@ -21,6 +21,7 @@ from sqlalchemy.exc import DisconnectionError
 
 from app.config import REPO_ROOT, DatabaseSettings
 from app.core.channels import EventPublisher, session_info
+from app.db.pool import FairAsyncQueuePool
 
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
@@ -83,6 +84,7 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
         engine_config = EngineConfig(connect_args={"timeout": 30}, echo=settings.echo)
     else:
         engine_config = EngineConfig(
+            poolclass=FairAsyncQueuePool,  # first come, first served (app.db.pool)
             pool_size=settings.pool_size,
             max_overflow=settings.pool_size,
             pool_timeout=max(1, round(settings.connect_timeout)),
