@@ -21,7 +21,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import DatabaseSettings
-from app.core.exceptions import SCHEMA_DETAIL, ServiceUnavailableError, is_schema_error, is_unavailable_error
+from app.core.exceptions import (
+    SCHEMA_DETAIL,
+    AppError,
+    ServiceUnavailableError,
+    is_schema_error,
+    is_unavailable_error,
+)
 from app.core.logging import redact
 from app.db.engine import MIGRATIONS_DIR, build_db_config
 
@@ -101,6 +107,9 @@ def database_errors_in_one_line() -> Iterator[None]:
     stack trace; any other error goes on."""
     try:
         yield
+    except AppError as exc:  # says itself what is wrong (a Redis away during a revocation, say)
+        sys.stderr.write(f"botarmy: {exc.detail}\n")
+        raise SystemExit(1) from None
     except Exception as exc:
         line = explain_database_error(exc)
         if line is None:

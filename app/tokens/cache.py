@@ -28,8 +28,10 @@ import uuid
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.config import RedisSettings
+from app.core.exceptions import ServiceUnavailableError
 from app.core.ratelimit import REVOCATIONS_KEY
 from app.core.security import Principal
 
@@ -102,5 +104,13 @@ class RevocationNotice:
         redis = Redis.from_url(self.settings.url, socket_connect_timeout=3, socket_timeout=5)
         try:
             await redis.set(revocations_key(self.settings), uuid.uuid4().hex)
+        except RedisError as exc:
+            # Refused, not half done: the revocation's transaction has not committed. Said as what it
+            # is, not as an unreachable database (which is what the command's users were told).
+            raise ServiceUnavailableError(
+                f"Redis is unreachable ({type(exc).__name__}): the api processes could not be told, so "
+                "nothing was revoked; check REDIS_URL and try again",
+                extra={"component": "redis"},
+            ) from exc
         finally:
             await redis.aclose()

@@ -170,3 +170,36 @@ def test_embedded_reads_do_not_wait_for_a_held_write_lock(tmp_path: Path, hold_s
             assert client.patch(f"/api/v1/projects/{project_id}", json={"description": "after"}).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_revocation_from_the_command_line_with_redis_away_says_so_and_changes_nothing(
+    own_services_env: dict[str, str],
+) -> None:
+    """The api processes could not be told: nothing is revoked, and the line names Redis, not the database."""
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    cli_token(own_services_env, role="viewer", name=name)
+    done = subprocess.run(
+        [*BOTARMY, "token", "revoke", name],
+        cwd=REPO_ROOT,
+        env={**os.environ, **own_services_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "botarmy: Redis is unreachable (ConnectionError): the api processes could not be told, so nothing was "
+        "revoked; check REDIS_URL and try again"
+    ]
+    listed = subprocess.run(
+        [*BOTARMY, "token", "list"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **own_services_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    line = next(row for row in listed.stdout.splitlines() if name in row)
+    assert "revoked" not in line, line
