@@ -129,15 +129,20 @@ def _wait_until_up(server: Server) -> None:
     raise RuntimeError(f"server did not start:\n{server.log()}")
 
 
+def botarmy_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`botarmy ARGS` run to its end with the settings of `env`, its output captured."""
+    return subprocess.run(
+        [*BOTARMY, *args], cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
 def cli_token(env: dict[str, str], role: str = "admin", projects: tuple[str, ...] = (), name: str | None = None) -> str:
     """A new token from `botarmy token create`: the token is alone on the last line."""
     name = name or f"test-{role}-{uuid.uuid4().hex[:8]}"
-    args = [*BOTARMY, "token", "create", "--name", name, "--role", role]
+    args = ["token", "create", "--name", name, "--role", role]
     for project in projects:
         args += ["--project", project]
-    result = subprocess.run(
-        args, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False
-    )
+    result = botarmy_command(env, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 

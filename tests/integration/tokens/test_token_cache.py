@@ -7,9 +7,7 @@ comes through the other process's API or from the command line."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import subprocess
 import threading
 import time
 import uuid
@@ -26,7 +24,7 @@ from app.db.engine import build_db_config
 from app.tokens.cache import TokenCache, revocations_key
 from app.tokens.models import ApiToken
 from tests.conftest import free_port
-from tests.helpers import BOTARMY, REPO_ROOT, cli_token, start_server
+from tests.helpers import botarmy_command, cli_token, start_server
 from tests.integration.events.test_stream_doors import two_servers
 
 WARM_REQUESTS = 5
@@ -68,15 +66,7 @@ def test_a_revocation_from_the_command_line_reaches_every_warm_process(
         token = cli_token(own_services_env, role="viewer", name=name)
         warm(client, one.url, token)
         warm(client, two.url, token)
-        done = subprocess.run(
-            [*BOTARMY, "token", "revoke", name],
-            cwd=REPO_ROOT,
-            env={**os.environ, **own_services_env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = botarmy_command(own_services_env, "token", "revoke", name)
         assert done.returncode == 0, done.stderr
         headers = {"Authorization": f"Bearer {token}"}
         for server in (one, two):
@@ -178,28 +168,14 @@ def test_a_revocation_from_the_command_line_with_redis_away_says_so_and_changes_
     """The api processes could not be told: nothing is revoked, and the line names Redis, not the database."""
     name = f"cli-{uuid.uuid4().hex[:8]}"
     cli_token(own_services_env, role="viewer", name=name)
-    done = subprocess.run(
-        [*BOTARMY, "token", "revoke", name],
-        cwd=REPO_ROOT,
-        env={**os.environ, **own_services_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    redis_away = {**own_services_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = botarmy_command(redis_away, "token", "revoke", name)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "botarmy: Redis is unreachable (ConnectionError): the api processes could not be told, so nothing was "
         "revoked; check REDIS_URL and try again"
     ]
-    listed = subprocess.run(
-        [*BOTARMY, "token", "list"],
-        cwd=REPO_ROOT,
-        env={**os.environ, **own_services_env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    listed = botarmy_command(own_services_env, "token", "list")
+    assert listed.returncode == 0, listed.stderr
     line = next(row for row in listed.stdout.splitlines() if name in row)
     assert "revoked" not in line, line
