@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
@@ -13,7 +12,6 @@ import click
 
 from app import models  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 from app.config import Settings
-from app.core.exceptions import AppError
 from app.core.security import Role
 from app.db.engine import build_db_config, upgrade_database
 from app.db.schema import database_errors_in_one_line, require_schema
@@ -37,12 +35,8 @@ def _run(settings: Settings, action: Callable[[TokenService], Awaitable[T]]) -> 
         finally:
             await config.get_engine().dispose()
 
-    try:
-        with database_errors_in_one_line():
-            return asyncio.run(main())
-    except AppError as exc:
-        click.echo(f"botarmy: {exc.detail}", err=True)
-        sys.exit(1)
+    with database_errors_in_one_line():  # an unknown token's name too (NotFoundError)
+        return asyncio.run(main())
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -103,8 +103,9 @@ async def check_database(settings: DatabaseSettings) -> None:
 
 @contextlib.contextmanager
 def database_errors_in_one_line() -> Iterator[None]:
-    """For commands: a database that cannot be used is one line on stderr and exit code 1, not a
-    stack trace; any other error goes on."""
+    """For commands: a database that cannot be used, or an app error (it says itself what is wrong,
+    whatever its cause), is one line on stderr and exit code 1, not a stack trace; any other error
+    goes on."""
     try:
         yield
     except AppError as exc:  # says itself what is wrong (a Redis away during a revocation, say)
