@@ -51,6 +51,11 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True):
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
 
+    @property
+    def sqlite_file(self) -> str:
+        """The file of a SQLite database (or `:memory:`); "" for any other."""
+        return self.url.split(":///", 1)[1] if self.is_sqlite else ""
+
 
 class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     url: str | None = None

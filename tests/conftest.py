@@ -171,7 +171,7 @@ def services_worker(services_env: dict[str, str], tmp_path_factory: pytest.TempP
 
 
 def _sqlite_file(data_dir: Path) -> Path:
-    return Path(load_settings({"BOTARMY_DATA_DIR": str(data_dir)}).db.url.split(":///", 1)[1])
+    return Path(load_settings({"BOTARMY_DATA_DIR": str(data_dir)}).db.sqlite_file)
 
 
 @functools.cache

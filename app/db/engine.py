@@ -114,9 +114,7 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
 
 
 def ensure_sqlite_directory(settings: DatabaseSettings) -> None:
-    if not settings.is_sqlite:
-        return
-    path = settings.url.split(":///", 1)[1]
+    path = settings.sqlite_file
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 

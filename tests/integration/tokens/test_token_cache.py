@@ -131,7 +131,7 @@ def test_embedded_reads_do_not_wait_for_a_held_write_lock(tmp_path: Path, hold_s
         with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as client:
             project_id = client.post("/api/v1/projects", json={"name": "reads"}).json()["id"]
             client.get(f"/api/v1/projects/{project_id}/status")  # the token's last_used_at is written now
-            database = Path(load_settings(env).db.url.split(":///", 1)[1])
+            database = Path(load_settings(env).db.sqlite_file)
             locked, release = threading.Event(), threading.Event()
 
             def hold() -> None:

@@ -15,6 +15,7 @@ def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
     settings = load_settings({"BOTARMY_DATA_DIR": str(tmp_path)})
     assert settings.db.is_sqlite
     assert settings.db.url == f"sqlite+aiosqlite:///{tmp_path / 'botarmy.db'}"
+    assert settings.db.sqlite_file == str(tmp_path / "botarmy.db")
     assert not settings.redis.enabled
     assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8000)
 
