@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,18 @@ async def _execute(url: str, statement: str) -> None:
         await engine.dispose()
 
 
+@pytest.fixture
+def empty_postgresql() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database of this test's own, dropped afterwards."""
+    require_services()
+    name = f"botarmy_migrate_{uuid.uuid4().hex[:10]}"
+    url = create_pg_database(name)
+    try:
+        yield url
+    finally:
+        drop_pg_database(name)
+
+
 # The trigram indexes are PostgreSQL only (`ddl_if`); autogenerate says it cannot compare them on SQLite.
 @pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index")
 def test_migration_matches_models_on_sqlite(tmp_path: Path) -> None:
@@ -70,14 +83,19 @@ def test_migration_matches_models_on_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.services
-def test_migration_matches_models_on_postgresql() -> None:
-    require_services()
-    name = f"botarmy_migrate_{uuid.uuid4().hex[:10]}"
-    url = create_pg_database(name)
-    try:
-        _check(url)
-    finally:
-        drop_pg_database(name)
+def test_migration_matches_models_on_postgresql(empty_postgresql: str) -> None:
+    _check(empty_postgresql)
+
+
+# The project table as every revision so far has it (the migrations tested here change others).
+OLD_PROJECT = sa.table(
+    "project",
+    *(sa.column(name) for name in ("name", "description", "status", "oversight_level")),
+    sa.column("settings", JsonB),
+    sa.column("id", GUID()),
+    sa.column("created_at", DateTimeUTC()),
+    sa.column("updated_at", DateTimeUTC()),
+)
 
 
 BEFORE_SEARCH_TEXT = "3f8b1c6e2a47"  # the revision before 9a4d2f7c1e85 added artifact.search_text
@@ -85,14 +103,6 @@ BEFORE_SEARCH_TEXT = "3f8b1c6e2a47"  # the revision before 9a4d2f7c1e85 added ar
 
 async def _insert_artifact_before_search_text(url: str) -> uuid.UUID:
     """A project and an artifact as the schema before `search_text` held them."""
-    project = sa.table(
-        "project",
-        *(sa.column(name) for name in ("name", "description", "status", "oversight_level")),
-        sa.column("settings", JsonB),
-        sa.column("id", GUID()),
-        sa.column("created_at", DateTimeUTC()),
-        sa.column("updated_at", DateTimeUTC()),
-    )
     artifact = sa.table(
         "artifact",
         *(sa.column(name) for name in ("artifact_type", "granularity", "title", "version", "stale")),
@@ -109,7 +119,7 @@ async def _insert_artifact_before_search_text(url: str) -> uuid.UUID:
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                project.insert().values(
+                OLD_PROJECT.insert().values(
                     id=project_id,
                     name="old",
                     description="",
@@ -168,14 +178,8 @@ def test_search_text_is_filled_for_existing_artifacts_on_sqlite(tmp_path: Path) 
 
 
 @pytest.mark.services
-def test_search_text_is_filled_for_existing_artifacts_on_postgresql() -> None:
-    require_services()
-    name = f"botarmy_migrate_{uuid.uuid4().hex[:10]}"
-    url = create_pg_database(name)
-    try:
-        _check_search_text_backfill(url)
-    finally:
-        drop_pg_database(name)
+def test_search_text_is_filled_for_existing_artifacts_on_postgresql(empty_postgresql: str) -> None:
+    _check_search_text_backfill(empty_postgresql)
 
 
 BEFORE_TYPED_STATE = "5b7e3c9a1d24"  # the revision before the execution's control and the typed HITL hold
@@ -196,14 +200,6 @@ async def _insert_before_typed_state(url: str) -> tuple[uuid.UUID, list[uuid.UUI
     now = datetime.datetime.now(datetime.UTC)
     stamps = {"created_at": now, "updated_at": now}
     project_id, execution_id = uuid.uuid4(), uuid.uuid4()
-    project = sa.table(
-        "project",
-        *(sa.column(name) for name in ("name", "description", "status", "oversight_level")),
-        sa.column("settings", JsonB),
-        sa.column("id", GUID()),
-        sa.column("created_at", DateTimeUTC()),
-        sa.column("updated_at", DateTimeUTC()),
-    )
     execution = sa.table(
         "workflow_execution",
         *(sa.column(name) for name in ("workflow_id", "status")),
@@ -228,7 +224,7 @@ async def _insert_before_typed_state(url: str) -> tuple[uuid.UUID, list[uuid.UUI
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                project.insert().values(
+                OLD_PROJECT.insert().values(
                     id=project_id,
                     name="old",
                     description="",
@@ -323,11 +319,5 @@ def test_typed_state_migration_moves_existing_rows_on_sqlite(tmp_path: Path) -> 
 
 
 @pytest.mark.services
-def test_typed_state_migration_moves_existing_rows_on_postgresql() -> None:
-    require_services()
-    name = f"botarmy_migrate_{uuid.uuid4().hex[:10]}"
-    url = create_pg_database(name)
-    try:
-        _check_typed_state_migration(url)
-    finally:
-        drop_pg_database(name)
+def test_typed_state_migration_moves_existing_rows_on_postgresql(empty_postgresql: str) -> None:
+    _check_typed_state_migration(empty_postgresql)
