@@ -6,11 +6,19 @@ woken waiter goes back to the end of the line. Under load (more requests than co
 clients on a pool of 20) some requests then waited out the whole pool timeout: p99 1 to 3.7 s and 503s
 for list reads whose median was 120 ms (bench/README.md, `compare`). Here a returned connection is
 handed straight to the longest waiter; a connection waits in the queue only while nobody waits for one.
+
+It also keeps the connections it opened beyond its size (the overflow) while they are needed. The
+async queue pool closes a returned connection whenever the queue already holds `pool_size`; under
+steady load the number in use swings around that size, so it opened and closed connections all the
+time (a new PostgreSQL backend, a TLS attempt, 11 % of a status read's CPU at 50 clients). Here a
+returned connection beyond the size is kept while the pool ran short in the last `OVERFLOW_LINGER_SECONDS`;
+the pool still never holds more than `pool_size + max_overflow`, and shrinks once the load is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any, TypeVar
 
@@ -18,6 +26,9 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
 
 T = TypeVar("T")
+
+# How long connections beyond the pool's size are kept after the pool last ran short of one.
+OVERFLOW_LINGER_SECONDS = 5.0
 
 
 class FairAsyncQueue(AsyncAdaptedQueue[T]):
@@ -27,6 +38,7 @@ class FairAsyncQueue(AsyncAdaptedQueue[T]):
         super().__init__(maxsize, use_lifo)
         self._items: deque[T] = deque()
         self._waiters: deque[asyncio.Future[T]] = deque()
+        self._short_until = 0.0  # the monotonic time until which connections beyond `maxsize` are kept
 
     def empty(self) -> bool:
         return not self._items
@@ -43,8 +55,8 @@ class FairAsyncQueue(AsyncAdaptedQueue[T]):
             if not waiter.done():  # one that timed out or was cancelled is skipped
                 waiter.set_result(item)
                 return
-        if self.full():
-            raise Full()
+        if self.full() and time.monotonic() >= self._short_until:
+            raise Full()  # the pool closes it
         self._items.append(item)
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
@@ -52,12 +64,15 @@ class FairAsyncQueue(AsyncAdaptedQueue[T]):
 
     def get_nowait(self) -> T:
         if not self._items:
+            # Short of a connection: the pool waits for one or opens one beyond its size; those are kept a while.
+            self._short_until = time.monotonic() + OVERFLOW_LINGER_SECONDS
             raise Empty()
         return self._items.pop() if self.use_lifo else self._items.popleft()
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         if self._items or not block:  # items wait only while nobody waits (put_nowait)
             return self.get_nowait()
+        self._short_until = time.monotonic() + OVERFLOW_LINGER_SECONDS
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.queue import Empty, Full
 
+from app.db import pool
 from app.db.pool import FairAsyncQueue
 
 
@@ -65,3 +67,17 @@ def test_items_wait_in_the_queue_while_nobody_waits() -> None:
     assert queue.get(block=False) == "one"
     with pytest.raises(Empty):
         queue.get(block=False)
+
+
+def test_after_running_short_it_keeps_items_beyond_its_size_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool, "OVERFLOW_LINGER_SECONDS", 0.05)
+    queue: FairAsyncQueue[str] = FairAsyncQueue(maxsize=1)
+    with pytest.raises(Empty):
+        queue.get(block=False)  # short of one: the pool opens one beyond its size
+    queue.put_nowait("one")
+    queue.put_nowait("two")  # kept: the pool ran short just now
+    assert queue.qsize() == 2
+    time.sleep(0.06)
+    with pytest.raises(Full):
+        queue.put_nowait("three")  # the shortage is long past: the pool closes it
+    assert [queue.get(block=False), queue.get(block=False)] == ["one", "two"]
