@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -19,6 +20,7 @@ from app.core.ratelimit import (
     RateLimiter,
     RedisCounter,
     RequestCounter,
+    Table,
 )
 from tests.conftest import REDIS_TEST_URL
 
@@ -71,3 +73,33 @@ async def test_failing_addresses_never_limit_a_valid_token(counter: RequestCount
         except TooManyRequestsException:
             statuses.append(429)
     assert statuses == [200] * (TABLE_SIZE - 1) + [200] * 30 + [429]
+
+
+async def test_concurrent_counts_are_each_counted_once(counter: RequestCounter) -> None:
+    # Redis gets the counts of a burst in one script call: 300 at once (more than one call's worth)
+    # over three tokens and two failing addresses, each answered with its own number.
+    asks = [
+        (table, identity, window)
+        for n in range(300)
+        for table, identity, window in [
+            (Table.TOKENS, f"token-{n % 3}", 100),
+            (Table.ADDRESSES, f"10.0.0.{n % 2}", 100),
+        ]
+    ]
+    counts = await asyncio.gather(*(counter.count(*ask) for ask in asks))
+    numbers: dict[tuple[Table, str, int], list[int]] = {}
+    for ask, counted in zip(asks, counts, strict=True):
+        assert counted is not None
+        numbers.setdefault(ask, []).append(counted.number)
+    for ask, seen in numbers.items():
+        assert sorted(seen) == list(range(1, len(seen) + 1)), ask
+
+
+async def test_redis_away_counts_nothing_and_refuses_nothing() -> None:
+    redis = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    try:
+        counter = RedisCounter(redis, "test-ratelimit-away")
+        counts = await asyncio.gather(*(counter.count(Table.TOKENS, f"token-{n}", 1) for n in range(5)))
+        assert counts == [None] * 5
+    finally:
+        await redis.aclose()
