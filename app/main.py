@@ -31,6 +31,7 @@ from app.api.guards import access_guard
 from app.api.health import LivenessAnswer
 from app.api.metrics import start_metrics_server
 from app.api.routes import route_handlers
+from app.api.transactions import request_session_finisher
 from app.config import Settings, get_settings
 from app.console.controllers import console_router, console_templates
 from app.core.broker import build_broker
@@ -128,7 +129,7 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     channels_backend = build_channels_backend(settings.redis)
     channels = ChannelsPlugin(backend=channels_backend, arbitrary_channels_allowed=True)
     publisher = BackendPublisher(channels_backend, owns_backend=False)
-    db_config = build_db_config(settings.db, publisher)
+    db_config = build_db_config(settings.db, publisher, session_finisher=request_session_finisher)
     broker = build_broker(settings)
     redis = Redis.from_url(settings.redis.url, socket_connect_timeout=3) if settings.redis.url else None
     counters = SharedCounters(redis, settings.redis.namespace)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from litestar.types import BeforeMessageSendHookHandler
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 
@@ -42,6 +43,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # begin deferred, beside the writer (WAL), instead of queuing for the write lock; on PostgreSQL its
 # statements run without BEGIN and COMMIT (`_postgres_begin`).
 _reading_only: ContextVar[bool] = ContextVar("reading_only", default=False)
+
+
+def is_reading_only() -> bool:
+    return _reading_only.get()
 
 
 @contextlib.contextmanager
@@ -79,7 +84,13 @@ def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) 
         raise DisconnectionError("the connection was closed")
 
 
-def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None = None) -> SQLAlchemyAsyncConfig:
+def build_db_config(
+    settings: DatabaseSettings,
+    publisher: EventPublisher | None = None,
+    session_finisher: Callable[[str], BeforeMessageSendHookHandler] | None = None,
+) -> SQLAlchemyAsyncConfig:
+    """The database config; `session_finisher` makes, from the config's session scope key, the
+    handler that ends a request's session (default: advanced-alchemy's autocommit)."""
     if settings.is_sqlite:
         engine_config = EngineConfig(connect_args={"timeout": 30}, echo=settings.echo)
     else:
@@ -94,7 +105,12 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
     config = SQLAlchemyAsyncConfig(
         connection_string=settings.url,
         engine_config=engine_config,
-        session_config=AsyncSessionConfig(expire_on_commit=False, info=session_info(publisher)),
+        # advanced-alchemy's cache listener looked for its switch in the engine's execution options
+        # on every commit (a copy of the engine each time: 2 % of a status read); no cache is used.
+        session_config=AsyncSessionConfig(
+            expire_on_commit=False, info={**session_info(publisher), "enable_cache_listener": False}
+        ),
+        enable_file_object_listener=False,  # no FileObject columns
         alembic_config=AlembicAsyncConfig(
             script_location=str(MIGRATIONS_DIR),
             script_config=str(ALEMBIC_INI),
@@ -103,6 +119,8 @@ def build_db_config(settings: DatabaseSettings, publisher: EventPublisher | None
         ),
         before_send_handler="autocommit",
     )
+    if session_finisher is not None:
+        config.before_send_handler = session_finisher(config.session_scope_key)
     engine = config.get_engine().sync_engine
     if settings.is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
