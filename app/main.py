@@ -53,6 +53,7 @@ from app.metrics.services import Scraper
 from app.runs.sweeper import run_sweeper
 from app.tokens.auth import CLOSE_UNAUTHORIZED, TokenAuthenticationMiddleware
 from app.tokens.bootstrap import show_admin_token
+from app.tokens.cache import file_generation, revocations_file
 from app.tokens.revoked import REVOKED_REASON, TOKEN_REVOKED, RevokedTokens
 from app.tokens.services import TokenService
 
@@ -136,7 +137,10 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
     runtime = Runtime(settings=settings, db_config=db_config, broker=broker, publisher=publisher, counters=counters)
     scraper = Scraper(db_config.get_session, redis, settings.redis.namespace, counters)
     health = HealthService(db_config.get_engine(), redis)
-    request_counter = build_request_counter(settings.redis, redis)
+    revocations = revocations_file(settings)
+    request_counter = build_request_counter(
+        settings.redis, redis, revocations=None if revocations is None else file_generation(revocations)
+    )
     live_hub = LiveHub(channels, runtime.session)
     # A revoked token's open streams are ended on every api process, each by its own hub.
     revoked_tokens = RevokedTokens()

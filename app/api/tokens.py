@@ -52,6 +52,6 @@ class TokenController(Controller):
         tokens_service: NamedDependency[TokenService],
         token_id: FromPath[UUID],
     ) -> Token:
-        notice = RevocationNotice(app_settings.redis)
+        notice = RevocationNotice(app_settings)
         token = await tokens_service.revoke(token_id=token_id, actor=request.user.name, announce=notice.announce)
         return tokens_service.to_schema(token, schema_type=Token)

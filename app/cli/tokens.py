@@ -100,7 +100,7 @@ def token_group(get_settings: Callable[[], Settings]) -> click.Group:
     def revoke(name: str) -> None:
         """Revoke the token called NAME; it stops working at once."""
         settings = get_settings()
-        notice = RevocationNotice(settings.redis)
+        notice = RevocationNotice(settings)
         _run(settings, lambda tokens: tokens.revoke(name=name, actor="cli", announce=notice.announce))
         click.echo(f"Token '{name}' revoked.")
 

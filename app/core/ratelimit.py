@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -101,12 +102,17 @@ class RequestCounter(Protocol):
 
 
 class MemoryCounter:
-    """The embedded default's counters: one process, so a dict per table of the current window's counts."""
+    """The embedded default's counters: one process, so a dict per table of the current window's counts.
 
-    def __init__(self, max_identities: int = MAX_IDENTITIES) -> None:
+    `revocations`, where given, reads the generation of token revocations that a count answers with
+    (`app.tokens.cache`: a file beside the SQLite database).
+    """
+
+    def __init__(self, max_identities: int = MAX_IDENTITIES, revocations: Callable[[], str] | None = None) -> None:
         self._window = -1
         self._counts: dict[Table, dict[str, int]] = {}
         self.max_identities = max_identities
+        self.revocations = revocations
 
     async def count(self, table: Table, identity: str, window: int) -> Count | None:
         if window != self._window:  # a new minute: the old counts are of no use any more
@@ -116,7 +122,7 @@ class MemoryCounter:
             identity = OVERFLOW
         number = counts.get(identity, 0) + 1
         counts[identity] = number
-        return Count(number)
+        return Count(number, None if self.revocations is None else self.revocations())
 
 
 class RedisCounter:
@@ -181,9 +187,12 @@ class RedisCounter:
                 answer.set_result(None if number is None else Count(int(number), generation))
 
 
-def build_request_counter(settings: RedisSettings, redis: Redis | None) -> RequestCounter:
-    """Counters in Redis (`redis`, the app's client) when there is one, else in this process."""
-    return MemoryCounter() if redis is None else RedisCounter(redis, settings.namespace)
+def build_request_counter(
+    settings: RedisSettings, redis: Redis | None, revocations: Callable[[], str] | None = None
+) -> RequestCounter:
+    """Counters in Redis (`redis`, the app's client) when there is one, else in this process
+    (with `revocations`, the reader of the generation of revocations where there is one)."""
+    return MemoryCounter(revocations=revocations) if redis is None else RedisCounter(redis, settings.namespace)
 
 
 def client_address(scope: Scope) -> str:

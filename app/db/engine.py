@@ -92,7 +92,15 @@ def build_db_config(
     """The database config; `session_finisher` makes, from the config's session scope key, the
     handler that ends a request's session (default: advanced-alchemy's autocommit)."""
     if settings.is_sqlite:
-        engine_config = EngineConfig(connect_args={"timeout": 30}, echo=settings.echo)
+        # The same fair pool as PostgreSQL's: a new SQLite connection costs its pragmas, and an unfair
+        # queue put the tail of 20 concurrent reads at several times their median.
+        engine_config = EngineConfig(
+            poolclass=FairAsyncQueuePool,
+            pool_size=settings.pool_size,
+            max_overflow=settings.pool_size,
+            connect_args={"timeout": 30},
+            echo=settings.echo,
+        )
     else:
         engine_config = EngineConfig(
             poolclass=FairAsyncQueuePool,  # first come, first served (app.db.pool)

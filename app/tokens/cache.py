@@ -16,21 +16,29 @@ waits for a message to travel.
   filled under; Redis away (no count): the cache is dropped and the database asked.
 - An entry stored from a database read counts only if the generation was already known before
   that read began (a revocation committed after the read sets a newer one).
-- Without Redis (the embedded default, where the CLI may revoke from another process) nothing is
-  cached: each request asks the database, as before.
+- Without Redis, on SQLite (the embedded default, where the CLI may revoke from another process on
+  the same machine), the generation is a file beside the database (`revocations_file`): each
+  revocation replaces it, and each request reads its identity (inode and modification time, one
+  `stat`) with its rate-limit count. Without Redis on any other database nothing is cached: each
+  request asks the database.
 - Entries also expire after `TTL_SECONDS`, so that `last_used_at` keeps being refreshed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.config import RedisSettings
+from app.config import RedisSettings, Settings
 from app.core.exceptions import ServiceUnavailableError
 from app.core.ratelimit import REVOCATIONS_KEY
 from app.core.security import Principal
@@ -90,14 +98,54 @@ def revocations_key(settings: RedisSettings) -> str:
     return f"{settings.namespace}{REVOCATIONS_KEY}"
 
 
-class RevocationNotice:
-    """Sets a new generation of revocations in Redis: every api process's cache is dropped at its
-    next request. A no-op without Redis (nothing is cached there)."""
+def revocations_file(settings: Settings) -> Path | None:
+    """Where the generation of revocations is kept without Redis: beside a SQLite database file
+    (every process that can open the database can see it); None where there is no such place."""
+    if settings.redis.url is not None or not settings.db.sqlite_file or settings.db.sqlite_file == ":memory:":
+        return None
+    return Path(f"{settings.db.sqlite_file}-revocations")
 
-    def __init__(self, settings: RedisSettings) -> None:
-        self.settings = settings
+
+def file_generation(path: Path) -> Callable[[], str]:
+    """A reader of the generation kept in `path`: the file's identity, which every replacement changes."""
+
+    def read() -> str:
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            return "none"  # never revoked here: a generation like any other
+        return f"{found.st_ino}:{found.st_mtime_ns}:{found.st_size}"
+
+    return read
+
+
+def _replace_generation(path: Path) -> None:
+    # A new file (a new inode) each time, in place at once: a reader never sees a half-written one.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as new:
+        new.write(uuid.uuid4().hex)
+    os.replace(new.name, path)
+
+
+class RevocationNotice:
+    """Sets a new generation of revocations, in Redis or in the embedded default's file: every api
+    process's cache is dropped at its next request. A no-op where nothing is cached."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.redis
+        self.file = revocations_file(settings)
 
     async def announce(self) -> None:
+        if self.file is not None:
+            try:
+                await asyncio.to_thread(_replace_generation, self.file)
+            except OSError as exc:
+                raise ServiceUnavailableError(
+                    f"The file of token revocations {self.file} cannot be written ({exc.strerror}): the api "
+                    "could not be told, so nothing was revoked",
+                    extra={"component": "database"},
+                ) from exc
+            return
         if self.settings.url is None:
             return
         # Revocations are rare: a connection of its own, closed at once.

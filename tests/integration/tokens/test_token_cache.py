@@ -105,6 +105,30 @@ def test_a_redis_emptied_meanwhile_empties_the_caches(own_services_env: dict[str
         assert response.status_code == 401
 
 
+def test_embedded_caches_tokens_and_a_revocation_from_the_command_line_still_reaches_it(tmp_path: Path) -> None:
+    """Without Redis, the generation is a file beside the SQLite database (`revocations_file`)."""
+    env = {"BOTARMY_DATA_DIR": str(tmp_path / "data"), "BOTARMY_LOG_LEVEL": "WARNING"}
+    server = start_server(env, free_port(), tmp_path / "api.log")
+    try:
+        with httpx.Client(timeout=20) as client:
+            cached, revoked = cli_token(env, role="viewer"), cli_token(env, role="viewer", name="to-revoke")
+            warm(client, server.url, cached)
+            warm(client, server.url, revoked)
+            tokens = client.get(f"{server.url}/api/v1/tokens", headers=server.headers).json()["items"]
+            cached_id = next(row["id"] for row in tokens if row["role"] == "viewer" and row["name"] != "to-revoke")
+            # Revoked behind the API's back: the process answers from its cache, no database read.
+            asyncio.run(revoke_in_database(load_settings(env), cached_id))
+            assert client.get(f"{server.url}/api/v1/projects", headers={"Authorization": f"Bearer {cached}"}).is_success
+            done = botarmy_command(env, "token", "revoke", "to-revoke")
+            assert done.returncode == 0, done.stderr
+            # The command line's revocation replaced the file: the whole cache is dropped at once.
+            for token in (revoked, cached):
+                response = client.get(f"{server.url}/api/v1/projects", headers={"Authorization": f"Bearer {token}"})
+                assert response.status_code == 401
+    finally:
+        server.stop()
+
+
 def test_the_cache_trusts_only_entries_read_under_the_current_generation() -> None:
     cache = TokenCache()
     principal = Principal(token_id=uuid.uuid4(), name="p", role=Role.VIEWER)
