@@ -4,13 +4,13 @@ import datetime
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
 
 from app.agents.schemas import AgentStatusList, UsageSummary
 from app.agents.services import AgentService
+from app.api.dependencies import service_provider
 from app.core.exceptions import NotFoundError
 from app.core.schema import check_iso_datetimes
 from app.core.security import Principal, Role, needs
@@ -22,8 +22,8 @@ class AgentController(Controller):
     tags = ["agents"]
     opt = needs(Role.VIEWER)
     dependencies = {
-        "agents_service": Provide(create_service_provider(AgentService)),
-        "projects_service": Provide(create_service_provider(ProjectService)),
+        "agents_service": service_provider(AgentService),
+        "projects_service": service_provider(ProjectService),
     }
 
     @get("/agents/status", operation_id="ListAgentStatus")

@@ -4,11 +4,11 @@ import datetime
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
+from app.api.dependencies import service_provider
 from app.artifacts import schemas
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
 from app.artifacts.search import ArtifactFilters
@@ -60,8 +60,8 @@ def to_version(row: ArtifactVersion) -> schemas.ArtifactVersion:
 
 
 DEPENDENCIES = {
-    "artifacts_service": Provide(create_service_provider(ArtifactService)),
-    "projects_service": Provide(create_service_provider(ProjectService)),
+    "artifacts_service": service_provider(ArtifactService),
+    "projects_service": service_provider(ProjectService),
 }
 
 

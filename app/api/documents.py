@@ -9,7 +9,6 @@ from uuid import UUID
 
 import anyio
 import anyio.to_thread
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -17,7 +16,7 @@ from litestar.params import FromPath, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.dependencies import SettingsDependency
+from app.api.dependencies import SettingsDependency, service_provider
 from app.config import ServerSettings
 from app.core.openapi import DOWNLOAD_KEY
 from app.core.schema import Struct
@@ -66,7 +65,7 @@ class DocumentController(Controller):
     opt = needs(Role.VIEWER)
     dependencies = {
         "documents_service": Provide(provide_documents_service, sync_to_thread=False),
-        "projects_service": Provide(create_service_provider(ProjectService)),
+        "projects_service": service_provider(ProjectService),
     }
 
     @get("/", operation_id="GetProjectDocuments")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -15,7 +14,7 @@ from litestar.openapi.spec import Schema
 from litestar.params import Body, FromPath, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.dependencies import RuntimeDependency
+from app.api.dependencies import RuntimeDependency, service_provider
 from app.config import Settings
 from app.core.exceptions import AppError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
@@ -41,7 +40,7 @@ class HitlController(Controller):
     opt = needs(Role.VIEWER)
     dependencies = {
         "decisions": Provide(provide_decisions, sync_to_thread=False),
-        "projects_service": Provide(create_service_provider(ProjectService)),
+        "projects_service": service_provider(ProjectService),
     }
 
     # -- answering ---------------------------------------------------------------------------

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, get, patch, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
 
-from app.api.dependencies import RuntimeDependency
+from app.api.dependencies import RuntimeDependency, service_provider
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.projects import schemas
@@ -25,8 +24,8 @@ class ProjectController(Controller):
     tags = ["projects"]
     opt = needs(Role.VIEWER)
     dependencies = {
-        "projects_service": Provide(create_service_provider(ProjectService)),
-        "tasks_service": Provide(create_service_provider(TaskService)),
+        "projects_service": service_provider(ProjectService),
+        "tasks_service": service_provider(TaskService),
     }
 
     @post("/", operation_id="CreateProject", status_code=201, opt=needs(Role.PRODUCT_OWNER))

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, get, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from app.api.dependencies import service_provider
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal, Role, needs
 from app.tasks.schemas import Task
@@ -17,7 +17,7 @@ class TaskController(Controller):
     path = "/api/v1/tasks"
     tags = ["tasks"]
     opt = needs(Role.VIEWER)
-    dependencies = {"tasks_service": Provide(create_service_provider(TaskService))}
+    dependencies = {"tasks_service": service_provider(TaskService)}
 
     @get("/{task_id:uuid}", operation_id="GetTask")
     async def get_task(

@@ -5,12 +5,11 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, delete, get, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app.api.dependencies import SettingsDependency
+from app.api.dependencies import SettingsDependency, service_provider
 from app.core.schema import Page
 from app.core.security import Principal, Role, needs
 from app.tokens.cache import RevocationNotice
@@ -24,7 +23,7 @@ class TokenController(Controller):
     path = "/api/v1/tokens"
     tags = ["tokens"]
     opt = needs(Role.ADMIN)
-    dependencies = {"tokens_service": Provide(create_service_provider(TokenService))}
+    dependencies = {"tokens_service": service_provider(TokenService)}
 
     @post("/", operation_id="CreateToken", status_code=201)
     async def create_token(
