@@ -16,7 +16,7 @@ from app.projects.services import ProjectService
 from app.runs.control import resume_project, stop_project
 from app.runs.jobs import agent_task_enqueuer
 from app.tasks.schemas import TaskCreate, TaskSubmitted
-from app.tasks.services import TaskService, dispatch_all
+from app.tasks.services import TaskService, dispatch_all, status_rows_of_project
 
 
 class ProjectController(Controller):
@@ -79,15 +79,13 @@ class ProjectController(Controller):
 
     @get("/{project_id:uuid}/status", operation_id="GetProjectStatus")
     async def get_project_status(
-        self,
-        tasks_service: NamedDependency[TaskService],
-        project_id: FromPath[UUID],
+        self, runtime: RuntimeDependency, project_id: FromPath[UUID]
     ) -> schemas.ProjectTaskStatus:
+        async with runtime.connection() as connection:
+            found = await status_rows_of_project(connection, project_id)
         rows = [
             schemas.TaskStatusRow(task_id, agent_type, status, created_at, updated_at)
-            for task_id, agent_type, status, created_at, updated_at in await tasks_service.status_rows_of_project(
-                project_id
-            )
+            for task_id, agent_type, status, created_at, updated_at in found
         ]
         return schemas.ProjectTaskStatus(project_id=project_id, tasks=rows)
 

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from taskiq import AsyncBroker
 
 from app.config import Settings
@@ -86,3 +86,9 @@ class Runtime:
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.db_config.get_session() as session:
             yield session
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection without an ORM session, for a read of plain columns on a hot path."""
+        async with self.db_config.get_engine().connect() as connection:
+            yield connection

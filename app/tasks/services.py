@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import (
@@ -27,7 +28,7 @@ from app.tasks.moves import LEASE_EXPIRED, Enqueue, Lease, utcnow
 from app.tasks.recovery import TaskRecovery
 from app.tasks.schemas import TaskCreate
 
-__all__ = ["LEASE_EXPIRED", "Enqueue", "Lease", "TaskService", "dispatch_all", "utcnow"]
+__all__ = ["LEASE_EXPIRED", "Enqueue", "Lease", "TaskService", "dispatch_all", "status_rows_of_project", "utcnow"]
 
 # Built once: the statement and its cache key are reused by every status read.
 _STATUS_ROWS = (
@@ -37,6 +38,19 @@ _STATUS_ROWS = (
     .where(Project.id == bindparam("project_id"))
     .order_by(AgentTask.id)
 )
+
+
+async def status_rows_of_project(
+    connection: AsyncConnection, project_id: UUID
+) -> list[tuple[UUID, str, str, datetime.datetime, datetime.datetime]]:
+    """(id, agent_type, status, created_at, updated_at) of the project's tasks in id order, in one
+    round trip: the project left-joined to its tasks (no row: no such project). Columns on a bare
+    connection, no ORM session or entities: the status read is the hottest endpoint, polled by every
+    client that follows a project."""
+    rows = (await connection.execute(_STATUS_ROWS, {"project_id": project_id})).all()
+    if not rows:
+        raise NotFoundError(f"Project {project_id} does not exist.")
+    return [row._tuple() for row in rows if row[0] is not None]
 
 
 class TaskService(TaskRecovery):
@@ -51,18 +65,6 @@ class TaskService(TaskRecovery):
             raise NotFoundError(f"Project {project_id} does not exist.")
         statement = select(AgentTask).where(AgentTask.project_id == project_id).order_by(AgentTask.id)
         return list(await self.repository.session.scalars(statement))
-
-    async def status_rows_of_project(
-        self, project_id: UUID
-    ) -> list[tuple[UUID, str, str, datetime.datetime, datetime.datetime]]:
-        """(id, agent_type, status, created_at, updated_at) of the project's tasks in id order, in one
-        round trip: the project left-joined to its tasks (no row: no such project). Columns, not
-        entities: the status read is the hottest endpoint and needs no ORM objects."""
-        connection = await self.repository.session.connection()
-        rows = (await connection.execute(_STATUS_ROWS, {"project_id": project_id})).all()
-        if not rows:
-            raise NotFoundError(f"Project {project_id} does not exist.")
-        return [row._tuple() for row in rows if row[0] is not None]
 
     # -- creation ---------------------------------------------------------------------------
 
