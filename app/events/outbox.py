@@ -14,6 +14,14 @@ them (ids from the sequence once the lock is held); SQLite lets one writer at a 
 Streams rely on this (`app.events.hub`): the table read up to an id and the live events after it
 form one sequence, with nothing missing and nothing twice. After the commit the written rows are
 encoded and handed to the publisher that the sessionmaker put in `session.info`.
+
+The lock is held from the statement that inserts the events to the end of the commit, so every
+event-writing commit waits for the one before. In a transaction of several statements that hold
+includes a round trip to the client (the result of the insert, then COMMIT) and whatever keeps the
+client's event loop from sending COMMIT at once: under load, milliseconds. A write that fits in one
+statement (a task submission, `app.tasks.services`) runs it on its own, outside a transaction
+block (`INSERT_ORDERED_AFTER_WRITTEN`, `written_now`): PostgreSQL commits it at the end of that statement, and
+the lock is held only while the server executes and commits it, with no round trip inside.
 """
 
 from __future__ import annotations
@@ -50,6 +58,52 @@ _LOCK_AND_INSERT = text(
     RETURNING id
     """
 )
+
+
+# The end of a `WITH written AS (…)` statement: once `written` has a row, take the order lock and
+# insert the events of the JSON array in the bind parameter `event_rows` (`event_rows()`), returning
+# their ids in order. If `written` has no row, nothing is inserted and no lock is taken. The lock key
+# is the bind parameter `event_order_lock` (`EVENT_ORDER_LOCK`).
+INSERT_ORDERED_AFTER_WRITTEN = """
+    , ordered AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock(:event_order_lock) FROM (SELECT 1 FROM written LIMIT 1) AS one
+    )
+    INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
+    SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
+    FROM (
+        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
+            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
+        )
+        ORDER BY r.n
+    ) AS e
+    RETURNING id
+"""
+
+
+def event_rows(events: list[Event]) -> str:
+    """The JSON of `events` for `INSERT_ORDERED_AFTER_WRITTEN`'s `event_rows` parameter."""
+    return _encoder.encode(
+        [
+            {
+                "n": n,
+                "event_type": event.event_type,
+                "project_id": event.project_id,
+                "task_id": event.task_id,
+                "actor": event.actor,
+                "data": event.data,
+                "created_at": event.created_at,
+            }
+            for n, event in enumerate(events)
+        ]
+    ).decode()
+
+
+def written_now(session: Session, events: list[Event], ids: list[int]) -> None:
+    """`events` were written with `INSERT_ORDERED_AFTER_WRITTEN` and got `ids`: published when the session's
+    transaction ends (at once, for a statement that committed on its own: see `_publish_after_commit`)."""
+    for event, event_id in zip(events, ids, strict=True):
+        event.id = event_id
+    session.info.setdefault(WRITTEN_KEY, []).extend(events)
 
 
 def to_message(event: Event) -> EventMessage:
