@@ -20,7 +20,7 @@ event-writing commit waits for the one before. In a transaction of several state
 includes a round trip to the client (the result of the insert, then COMMIT) and whatever keeps the
 client's event loop from sending COMMIT at once: under load, milliseconds. A write that fits in one
 statement (a task submission, `app.tasks.services`) runs it on its own, outside a transaction
-block (`INSERT_ORDERED_AFTER_WRITTEN`, `written_now`): PostgreSQL commits it at the end of that statement, and
+block (`INSERT_ORDERED_AFTER_WRITTEN`, `committed`): PostgreSQL commits it at the end of that statement, and
 the lock is held only while the server executes and commits it, with no round trip inside.
 """
 
@@ -98,12 +98,29 @@ def event_rows(events: list[Event]) -> str:
     ).decode()
 
 
-def written_now(session: Session, events: list[Event], ids: list[int]) -> None:
-    """`events` were written with `INSERT_ORDERED_AFTER_WRITTEN` and got `ids`: published when the session's
-    transaction ends (at once, for a statement that committed on its own: see `_publish_after_commit`)."""
+def written_in(session: Session, events: list[Event], ids: list[int]) -> None:
+    """`events` were written with `INSERT_ORDERED_AFTER_WRITTEN` in the session's transaction and got
+    `ids`: they are published once it commits."""
     for event, event_id in zip(events, ids, strict=True):
         event.id = event_id
     session.info.setdefault(WRITTEN_KEY, []).extend(events)
+
+
+def committed(session: Session, events: list[Event], ids: list[int]) -> None:
+    """`events` were written with `INSERT_ORDERED_AFTER_WRITTEN` by a statement that committed on its
+    own and got `ids`: publish them now, with the publisher of `session`."""
+    for event, event_id in zip(events, ids, strict=True):
+        event.id = event_id
+    publish(session, events)
+
+
+def publish(session: Session, events: list[Event]) -> None:
+    publisher: EventPublisher | None = session.info.get(PUBLISHER_KEY)
+    if not events or publisher is None:
+        return
+    for event in events:
+        publisher.publish(encode_event(event), event_channels(event.project_id))
+    count_published(len(events))
 
 
 def to_message(event: Event) -> EventMessage:
@@ -177,12 +194,8 @@ def _publish_after_commit(session: Session) -> None:
         return
     session.info.pop(PENDING_KEY, None)
     events: list[Event] | None = session.info.pop(WRITTEN_KEY, None)
-    publisher: EventPublisher | None = session.info.get(PUBLISHER_KEY)
-    if not events or publisher is None:
-        return
-    for event in events:
-        publisher.publish(encode_event(event), event_channels(event.project_id))
-    count_published(len(events))
+    if events:
+        publish(session, events)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")

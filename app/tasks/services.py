@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 from sqlalchemy import bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import (
@@ -22,7 +23,7 @@ from app.core.exceptions import (
     ServiceUnavailableError,
     is_unavailable_error,
 )
-from app.events.outbox import EVENT_ORDER_LOCK, INSERT_ORDERED_AFTER_WRITTEN, event_rows, written_now
+from app.events.outbox import EVENT_ORDER_LOCK, INSERT_ORDERED_AFTER_WRITTEN, committed, event_rows, written_in
 from app.projects.models import Project
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.moves import LEASE_EXPIRED, Enqueue, Lease, utcnow
@@ -127,7 +128,7 @@ class TaskService(TaskRecovery):
                 progress=0,
                 commit=False,
             )
-        await session.commit()
+            await session.commit()
         try:
             await self._enqueue_or_fall_back(task_id, job_id, enqueue)
         except Exception as exc:
@@ -143,13 +144,15 @@ class TaskService(TaskRecovery):
     async def _store_queued(
         self, project_id: UUID, data: TaskCreate, job_id: str, *, default_timeout: int, actor: str | None
     ) -> UUID:
-        """PostgreSQL: `create_task` and the move to queued in one statement, which commits on its own.
+        """PostgreSQL: `create_task` and the move to queued in one statement, committed, events published.
 
         The same row and events as the two steps (`task_created` as pending, then `task_progress_updated`
         as queued), in one round trip instead of seven (BEGIN, the project, the INSERT and its
-        refresh, the UPDATE, the events, COMMIT). Run outside a transaction block, the event-order
-        lock is held only while the server executes and commits the statement (`app.events.outbox`).
-        The caller commits the session: that publishes the events.
+        refresh, the UPDATE, the events, COMMIT). Run on a connection of its own outside a
+        transaction block, the statement commits by itself and the event-order lock is held only
+        while the server executes and commits it (`app.events.outbox`); the ORM session is not
+        involved. A session that has begun a transaction (context ids read, or a caller's work)
+        runs it in that transaction and commits.
         """
         TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
         session = self.repository.session
@@ -178,9 +181,6 @@ class TaskService(TaskRecovery):
                 },
             ),
         ]
-        # Alone in its transaction unless the session has begun one (then it commits with it).
-        options = None if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
-        connection = await session.connection(execution_options=options)
         params = {
             "id": task_id,
             "project_id": project_id,
@@ -193,10 +193,21 @@ class TaskService(TaskRecovery):
             "event_rows": event_rows(events),
             "event_order_lock": EVENT_ORDER_LOCK,
         }
+        engine = session.bind
+        if isinstance(engine, AsyncEngine) and not session.in_transaction():
+            async with engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                ids = list((await connection.execute(_STORE_QUEUED, params)).scalars())
+            if not ids:
+                raise NotFoundError(f"Project {project_id} does not exist.")
+            committed(session.sync_session, events, ids)
+            return task_id
+        connection = await session.connection()
         ids = list((await connection.execute(_STORE_QUEUED, params)).scalars())
         if not ids:
             raise NotFoundError(f"Project {project_id} does not exist.")
-        written_now(session.sync_session, events, ids)
+        written_in(session.sync_session, events, ids)
+        await session.commit()
         return task_id
 
     async def create_task(

@@ -85,6 +85,45 @@ async def test_task_input_is_validated(client: AsyncClient) -> None:
     assert (await client.get(f"/api/v1/projects/{project_id}/status")).json()["tasks"] == []
 
 
+async def test_a_submission_stores_the_task_queued_with_its_two_events_and_nothing_for_an_unknown_project(
+    client: AsyncClient, settings: Settings
+) -> None:
+    """PostgreSQL writes a submission in one statement, SQLite in the ORM's steps: the same row and events."""
+    project_id = await new_project(client)
+    response = await client.post(
+        f"/api/v1/projects/{project_id}/tasks",
+        json={"agent_type": "coder", "instructions": "Build it", "timeout_seconds": 120},
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    task = (await client.get(f"/api/v1/tasks/{body['task_id']}")).json()
+    assert (task["job_id"], task["timeout_seconds"], task["context_ids"]) == (body["job_id"], 120, [])
+    assert task["queued_at"] is not None and task["created_at"] <= task["queued_at"]
+    created, queued = [e for e in await events_of(settings, project_id) if e.task_id == uuid.UUID(body["task_id"])][:2]
+    assert created.id < queued.id
+    assert (created.event_type, created.data) == (
+        "task_created",
+        {"task_id": body["task_id"], "agent_type": "coder", "status": "pending"},
+    )
+    assert created.actor  # the token's name
+    assert (queued.event_type, queued.actor, queued.data) == (
+        "task_progress_updated",
+        None,
+        {
+            "task_id": body["task_id"],
+            "agent_type": "coder",
+            "status": "queued",
+            "message": "queued",
+            "progress_percentage": 0,
+        },
+    )
+
+    unknown = str(uuid.uuid4())
+    response = await client.post(f"/api/v1/projects/{unknown}/tasks", json={"agent_type": "coder", "instructions": "x"})
+    assert response.status_code == 404, response.text
+    assert await events_of(settings, unknown) == []
+
+
 async def test_unknown_task_is_404(client: AsyncClient) -> None:
     response = await client.get(f"/api/v1/tasks/{uuid.uuid4()}")
     assert response.status_code == 404
