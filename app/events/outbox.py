@@ -20,8 +20,9 @@ event-writing commit waits for the one before. In a transaction of several state
 includes a round trip to the client (the result of the insert, then COMMIT) and whatever keeps the
 client's event loop from sending COMMIT at once: under load, milliseconds. A write that fits in one
 statement (a task submission, `app.tasks.services`) runs it on its own, outside a transaction
-block (`INSERT_ORDERED_AFTER_WRITTEN`, `committed`): PostgreSQL commits it at the end of that statement, and
-the lock is held only while the server executes and commits it, with no round trip inside.
+block (`INSERT_ORDERED_AFTER_WRITTEN`, `committed`): PostgreSQL commits it at the end of that
+statement, and the lock is held only while the server executes and commits it, with no round trip
+inside.
 """
 
 from __future__ import annotations
@@ -44,22 +45,6 @@ WRITTEN_KEY = "botarmy.events.written"  # written in this transaction, published
 EVENT_ORDER_LOCK = 0x426F7441726D79
 
 _encoder = msgspec.json.Encoder()
-_LOCK_AND_INSERT = text(
-    """
-    WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock(:key))
-    INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
-    SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
-    FROM (
-        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
-        )
-        ORDER BY r.n
-    ) AS e
-    RETURNING id
-    """
-)
-
-
 # The end of a `WITH written AS (…)` statement: once `written` has a row, take the order lock and
 # insert the events of the JSON array in the bind parameter `event_rows` (`event_rows()`), returning
 # their ids in order. If `written` has no row, nothing is inserted and no lock is taken. The lock key
@@ -78,6 +63,8 @@ INSERT_ORDERED_AFTER_WRITTEN = """
     ) AS e
     RETURNING id
 """
+_NOTHING_ELSE_WRITTEN = "WITH written AS (SELECT 1)"
+_LOCK_AND_INSERT = text(_NOTHING_ELSE_WRITTEN + INSERT_ORDERED_AFTER_WRITTEN)
 
 
 def event_rows(events: list[Event]) -> str:
@@ -152,25 +139,25 @@ def write_pending(session: Session) -> None:
         return
     # Everything else first: while holding the order lock, a transaction never waits for a row lock.
     session.flush()
-    rows: list[dict[str, Any]] = [
-        {
-            "event_type": event.event_type,
-            "project_id": event.project_id,
-            "task_id": event.task_id,
-            "actor": event.actor,
-            "data": event.data,
-            "created_at": event.created_at,
-        }
-        for event in pending
-    ]
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         # One statement takes the lock and inserts: the ids come from the sequence once the lock is
         # held, and the lock is held from there to the commit, not across a round trip per statement.
-        payload = _encoder.encode([{**row, "n": n} for n, row in enumerate(rows)]).decode()
-        ids = list(connection.execute(_LOCK_AND_INSERT, {"key": EVENT_ORDER_LOCK, "rows": payload}).scalars())
+        params = {"event_order_lock": EVENT_ORDER_LOCK, "event_rows": event_rows(pending)}
+        ids = list(connection.execute(_LOCK_AND_INSERT, params).scalars())
     else:
         # SQLite: one writer at a time already; the next ids after the highest.
+        rows: list[dict[str, Any]] = [
+            {
+                "event_type": event.event_type,
+                "project_id": event.project_id,
+                "task_id": event.task_id,
+                "actor": event.actor,
+                "data": event.data,
+                "created_at": event.created_at,
+            }
+            for event in pending
+        ]
         highest = connection.execute(select(func.max(Event.id))).scalar() or 0
         ids = list(range(highest + 1, highest + 1 + len(rows)))
         connection.execute(insert(Event), [{**row, "id": event_id} for row, event_id in zip(rows, ids, strict=True)])

@@ -44,6 +44,9 @@ _STATUS_ROWS = (
 
 
 # A task stored queued (`TaskService._store_queued`), then its events; no row: no such project.
+# The project row is locked (KEY SHARE, as the foreign key check would at the end of the statement)
+# as it is read, before the event-order lock: holding that lock, the statement never waits for a row
+# lock (a transaction holding the project FOR UPDATE would wait for the order lock in turn: deadlock).
 _QUEUED_TASK = """
     WITH written AS (
         INSERT INTO agent_task (
@@ -52,7 +55,7 @@ _QUEUED_TASK = """
         )
         SELECT :id, project.id, :agent_type, :instructions, CAST(:context_ids AS jsonb), 'queued', 0, :job_id,
             :timeout_seconds, :now, false, :now, :now
-        FROM project WHERE project.id = :project_id
+        FROM project WHERE project.id = :project_id FOR KEY SHARE
         RETURNING id
     )"""
 _STORE_QUEUED = text(_QUEUED_TASK + INSERT_ORDERED_AFTER_WRITTEN).bindparams(
