@@ -11,6 +11,8 @@ Phases (issue 17's targets, each a ratio to a baseline measured in the same run)
   for each BotArmy endpoint, the limit's counterpart (status, or /health) and then it, with
   `wrk -t2 -c50 --latency`; req/s, p99, the server's CPU per request. Then task submission: `POST
   …/tasks` at 50 clients (wrk with a Lua script) with the worker stopped.
+- `submit`: only the task submission of `http` (no limit app, no set-up tasks, no worker): a quick
+  measure of `POST …/tasks` alone.
 - `embedded`: BotArmy on a SQLite file: status at 20 clients, and whether a read waits for a
   write lock held by another connection.
 - `throughput`: offline coder tasks through the real broker (submitted through the api 10 at a
@@ -74,7 +76,7 @@ from bench.status_bench import (
 )
 
 LIMIT_DIR = REPO_ROOT.parent / "shared" / "bench-ref"
-PHASES = ("http", "embedded", "throughput", "engine")
+PHASES = ("http", "submit", "embedded", "throughput", "engine")
 SETUP_SECONDS = 180.0  # tasks of the set-up to complete
 THROUGHPUT_SECONDS = 120.0  # one throughput measurement
 SUBMIT_CLIENTS = 10  # tasks submitted this many at a time in the throughput phase
@@ -330,14 +332,39 @@ def http_phase(checkout: Checkout, load: Load, rounds: int, log_dir: Path, info:
                 runs[f"botarmy.{name}"].append(wrk(base_url + paths[name], api.popen.pid, load, headers))
         print("  task submission (worker stopped) …", flush=True)
         worker.stop()
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(POST_TASK_SCRIPT)
-        try:
-            submit_url = f"{base_url}/api/v1/projects/{paths['submit_project']}/tasks"
-            submissions = [wrk(submit_url, api.popen.pid, load, headers, Path(script.name)) for _ in range(rounds)]
-        finally:
-            Path(script.name).unlink()
+        submit_url = f"{base_url}/api/v1/projects/{paths['submit_project']}/tasks"
+        submissions = measure_submissions(submit_url, api.popen.pid, load, headers, rounds)
     return {"runs": runs, "submissions": submissions}
+
+
+def measure_submissions(
+    url: str, server_pid: int, load: Load, headers: dict[str, str], rounds: int
+) -> list[dict[str, Any]]:
+    """`POST …/tasks` with wrk at the load's clients, `rounds` times."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(POST_TASK_SCRIPT)
+    try:
+        return [wrk(url, server_pid, load, headers, Path(script.name)) for _ in range(rounds)]
+    finally:
+        Path(script.name).unlink()
+
+
+def submit_phase(checkout: Checkout, load: Load, rounds: int, log_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Only the submission measure of the http phase: services mode, one api, no worker."""
+
+    async def project(base_url: str, headers: dict[str, str]) -> str:
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client:
+            return await new_project(client, "compare: submissions")
+
+    with contextlib.ExitStack() as stack:
+        env = stack.enter_context(services_environment(info))
+        token = create_admin_token(env, checkout)
+        api, base_url = start_api(env, log_dir, checkout)
+        stack.callback(api.stop)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        submit_url = f"{base_url}/api/v1/projects/{asyncio.run(project(base_url, headers))}/tasks"
+        print(f"  task submission (no worker), api pid {api.popen.pid} …", flush=True)
+        return {"submissions": measure_submissions(submit_url, api.popen.pid, load, headers, rounds)}
 
 
 def sqlite_path(env: dict[str, str]) -> Path:
@@ -639,10 +666,13 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"{name}: req/s", med(mine, "requests_per_s"), med(base, "requests_per_s"), "rps_ratio")
             add(f"{name}: p99 ms", med(mine, "p99_ms"), med(base, "p99_ms"), "p99_ratio")
             add(f"{name}: CPU ms/req", med(mine, "cpu_ms_per_request"), med(base, "cpu_ms_per_request"), "cpu_ratio")
-        accepted = [
-            run["requests_per_s"] * (1 - run["non_2xx"] / max(1, run["requests"])) for run in http["submissions"]
-        ]
-        add("task submission, accepted/s", median(accepted), None, "submissions_per_s", "/s")
+    for phase in ("http", "submit"):
+        if phase in results:
+            accepted = [
+                run["requests_per_s"] * (1 - run["non_2xx"] / max(1, run["requests"]))
+                for run in results[phase]["submissions"]
+            ]
+            add("task submission, accepted/s", median(accepted), None, "submissions_per_s", "/s")
     embedded = results.get("embedded")
     if embedded:
         add("embedded status@20 p99 ms", embedded["status_20"]["p99_ms"], None, "embedded_status20_p99_ms", " ms")
@@ -669,7 +699,13 @@ def print_report(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
                     f"{med(runs, 'p99_ms'):>9.1f}{med(runs, 'cpu_ms_per_request'):>12.3f}"
                     f"{sum(run['non_2xx'] + run['socket_errors'] for run in runs):>9}"
                 )
-        runs = http["submissions"]
+    for phase in ("http", "submit"):
+        if phase not in results:
+            continue
+        if phase == "submit":
+            print()
+            print(f"{'wrk -t2 -c50':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}{'non-2xx':>9}")
+        runs = results[phase]["submissions"]
         print(
             f"{'botarmy.POST tasks':<30}{med(runs, 'requests_per_s'):>9.0f}{med(runs, 'p50_ms'):>9.1f}"
             f"{med(runs, 'p99_ms'):>9.1f}{med(runs, 'cpu_ms_per_request'):>12.3f}"
@@ -769,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         failures["http"] = f"skipped: {LIMIT_DIR} absent"
     phases: dict[str, Callable[[Path], Any]] = {
         "http": lambda log_dir: http_phase(checkout, load, args.rounds, log_dir, info),
+        "submit": lambda log_dir: submit_phase(checkout, load, args.rounds, log_dir, info),
         "embedded": lambda log_dir: embedded_phase(checkout, load, log_dir),
         "throughput": lambda log_dir: throughput_phase(checkout, args.tasks, log_dir, info),
         "engine": lambda _: engine_phase(checkout, args.engine_executions),

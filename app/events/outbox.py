@@ -14,6 +14,15 @@ them (ids from the sequence once the lock is held); SQLite lets one writer at a 
 Streams rely on this (`app.events.hub`): the table read up to an id and the live events after it
 form one sequence, with nothing missing and nothing twice. After the commit the written rows are
 encoded and handed to the publisher that the sessionmaker put in `session.info`.
+
+The lock is held from the statement that inserts the events to the end of the commit, so every
+event-writing commit waits for the one before. In a transaction of several statements that hold
+includes a round trip to the client (the result of the insert, then COMMIT) and whatever keeps the
+client's event loop from sending COMMIT at once: under load, milliseconds. A write that fits in one
+statement (a task submission, `app.tasks.services`) runs it on its own, outside a transaction
+block (`INSERT_ORDERED_AFTER_WRITTEN`, `committed`): PostgreSQL commits it at the end of that
+statement, and the lock is held only while the server executes and commits it, with no round trip
+inside.
 """
 
 from __future__ import annotations
@@ -36,20 +45,69 @@ WRITTEN_KEY = "botarmy.events.written"  # written in this transaction, published
 EVENT_ORDER_LOCK = 0x426F7441726D79
 
 _encoder = msgspec.json.Encoder()
-_LOCK_AND_INSERT = text(
-    """
-    WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock(:key))
+# The end of a `WITH written AS (…)` statement: once `written` has a row, take the order lock and
+# insert the events of the JSON array in the bind parameter `event_rows` (`event_rows()`), returning
+# their ids in order. If `written` has no row, nothing is inserted and no lock is taken. The lock key
+# is the bind parameter `event_order_lock` (`EVENT_ORDER_LOCK`).
+INSERT_ORDERED_AFTER_WRITTEN = """
+    , ordered AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock(:event_order_lock) FROM (SELECT 1 FROM written LIMIT 1) AS one
+    )
     INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
     SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
     FROM (
-        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
             n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
         )
         ORDER BY r.n
     ) AS e
     RETURNING id
-    """
-)
+"""
+_NOTHING_ELSE_WRITTEN = "WITH written AS (SELECT 1)"
+_LOCK_AND_INSERT = text(_NOTHING_ELSE_WRITTEN + INSERT_ORDERED_AFTER_WRITTEN)
+
+
+def event_rows(events: list[Event]) -> str:
+    """The JSON of `events` for `INSERT_ORDERED_AFTER_WRITTEN`'s `event_rows` parameter."""
+    return _encoder.encode(
+        [
+            {
+                "n": n,
+                "event_type": event.event_type,
+                "project_id": event.project_id,
+                "task_id": event.task_id,
+                "actor": event.actor,
+                "data": event.data,
+                "created_at": event.created_at,
+            }
+            for n, event in enumerate(events)
+        ]
+    ).decode()
+
+
+def written_in(session: Session, events: list[Event], ids: list[int]) -> None:
+    """`events` were written with `INSERT_ORDERED_AFTER_WRITTEN` in the session's transaction and got
+    `ids`: they are published once it commits."""
+    for event, event_id in zip(events, ids, strict=True):
+        event.id = event_id
+    session.info.setdefault(WRITTEN_KEY, []).extend(events)
+
+
+def committed(session: Session, events: list[Event], ids: list[int]) -> None:
+    """`events` were written with `INSERT_ORDERED_AFTER_WRITTEN` by a statement that committed on its
+    own and got `ids`: publish them now, with the publisher of `session`."""
+    for event, event_id in zip(events, ids, strict=True):
+        event.id = event_id
+    publish(session, events)
+
+
+def publish(session: Session, events: list[Event]) -> None:
+    publisher: EventPublisher | None = session.info.get(PUBLISHER_KEY)
+    if not events or publisher is None:
+        return
+    for event in events:
+        publisher.publish(encode_event(event), event_channels(event.project_id))
+    count_published(len(events))
 
 
 def to_message(event: Event) -> EventMessage:
@@ -81,25 +139,25 @@ def write_pending(session: Session) -> None:
         return
     # Everything else first: while holding the order lock, a transaction never waits for a row lock.
     session.flush()
-    rows: list[dict[str, Any]] = [
-        {
-            "event_type": event.event_type,
-            "project_id": event.project_id,
-            "task_id": event.task_id,
-            "actor": event.actor,
-            "data": event.data,
-            "created_at": event.created_at,
-        }
-        for event in pending
-    ]
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         # One statement takes the lock and inserts: the ids come from the sequence once the lock is
         # held, and the lock is held from there to the commit, not across a round trip per statement.
-        payload = _encoder.encode([{**row, "n": n} for n, row in enumerate(rows)]).decode()
-        ids = list(connection.execute(_LOCK_AND_INSERT, {"key": EVENT_ORDER_LOCK, "rows": payload}).scalars())
+        params = {"event_order_lock": EVENT_ORDER_LOCK, "event_rows": event_rows(pending)}
+        ids = list(connection.execute(_LOCK_AND_INSERT, params).scalars())
     else:
         # SQLite: one writer at a time already; the next ids after the highest.
+        rows: list[dict[str, Any]] = [
+            {
+                "event_type": event.event_type,
+                "project_id": event.project_id,
+                "task_id": event.task_id,
+                "actor": event.actor,
+                "data": event.data,
+                "created_at": event.created_at,
+            }
+            for event in pending
+        ]
         highest = connection.execute(select(func.max(Event.id))).scalar() or 0
         ids = list(range(highest + 1, highest + 1 + len(rows)))
         connection.execute(insert(Event), [{**row, "id": event_id} for row, event_id in zip(rows, ids, strict=True)])
@@ -123,12 +181,8 @@ def _publish_after_commit(session: Session) -> None:
         return
     session.info.pop(PENDING_KEY, None)
     events: list[Event] | None = session.info.pop(WRITTEN_KEY, None)
-    publisher: EventPublisher | None = session.info.get(PUBLISHER_KEY)
-    if not events or publisher is None:
-        return
-    for event in events:
-        publisher.publish(encode_event(event), event_channels(event.project_id))
-    count_published(len(events))
+    if events:
+        publish(session, events)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")

@@ -41,13 +41,28 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
         actor: str | None = None,
     ) -> Event:
         """Add an event to the current transaction: written (and given its id) when that commits, then published."""
+        event = self.event(event_type, project_id=project_id, data=data, task_id=task_id, actor=actor)
+        add_to_outbox(self.repository.session.sync_session, event)
+        return event
+
+    def event(
+        self,
+        event_type: str,
+        *,
+        project_id: UUID | None,
+        data: dict[str, Any],
+        task_id: UUID | None = None,
+        actor: str | None = None,
+    ) -> Event:
+        """The event, its payload checked against the catalog, not yet recorded: for a statement that
+        writes it itself (`app.events.outbox.INSERT_ORDERED_AFTER_WRITTEN`)."""
         try:
             check_payload(event_type, data)
         except PayloadError:
             if payload_checks.strict:
                 raise
             logger.exception("event_payload_mismatch", event_type=event_type)
-        event = Event(
+        return Event(
             event_type=event_type,
             project_id=project_id,
             task_id=task_id,
@@ -55,8 +70,6 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
             data=data,
             created_at=datetime.datetime.now(datetime.UTC),
         )
-        add_to_outbox(self.repository.session.sync_session, event)
-        return event
 
     async def assign_ids(self) -> None:
         """Write the events recorded so far now, so that their ids are known before the commit.

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+import msgspec
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import (
@@ -22,11 +23,13 @@ from app.core.exceptions import (
     ServiceUnavailableError,
     is_unavailable_error,
 )
+from app.events.outbox import EVENT_ORDER_LOCK, INSERT_ORDERED_AFTER_WRITTEN, committed, event_rows, written_in
 from app.projects.models import Project
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.moves import LEASE_EXPIRED, Enqueue, Lease, utcnow
 from app.tasks.recovery import TaskRecovery
 from app.tasks.schemas import TaskCreate
+from app.tasks.state import TASK_MOVES
 
 __all__ = ["LEASE_EXPIRED", "Enqueue", "Lease", "TaskService", "dispatch_all", "status_rows_of_project", "utcnow"]
 
@@ -51,6 +54,35 @@ async def status_rows_of_project(
     if not rows:
         raise NotFoundError(f"Project {project_id} does not exist.")
     return [row._tuple() for row in rows if row[0] is not None]
+
+
+# A task stored queued (`TaskService._store_queued`), then its events; no row: no such project.
+# The project row is locked (KEY SHARE, as the foreign key check would at the end of the statement)
+# as it is read, before the event-order lock: holding that lock, the statement never waits for a row
+# lock (a transaction holding the project FOR UPDATE would wait for the order lock in turn: deadlock).
+_QUEUED_TASK = """
+    WITH written AS (
+        INSERT INTO agent_task (
+            id, project_id, agent_type, instructions, context_ids, status, attempts, job_id, timeout_seconds,
+            queued_at, at_most_once, created_at, updated_at
+        )
+        SELECT :id, project.id, :agent_type, :instructions, CAST(:context_ids AS jsonb), 'queued', 0, :job_id,
+            :timeout_seconds, :now, false, :now, :now
+        FROM project WHERE project.id = :project_id FOR KEY SHARE
+        RETURNING id
+    )"""
+_STORE_QUEUED = text(_QUEUED_TASK + INSERT_ORDERED_AFTER_WRITTEN).bindparams(
+    bindparam("id", type_=AgentTask.__table__.c.id.type),
+    bindparam("project_id", type_=AgentTask.__table__.c.project_id.type),
+    bindparam("now", type_=AgentTask.__table__.c.created_at.type),
+)
+_encoder = msgspec.json.Encoder()
+
+
+def _new_task_id() -> UUID:
+    """A new id as the model's default makes it (UUIDv7)."""
+    default: Any = AgentTask.__table__.c.id.default
+    return cast(UUID, default.arg(None))
 
 
 class TaskService(TaskRecovery):
@@ -85,18 +117,22 @@ class TaskService(TaskRecovery):
         ends (`app.events.outbox`), so a submission takes it once. If the broker refuses, the task
         goes back to pending for the sweep to retry, as in `dispatch`.
         """
-        task = await self.create_task(project_id, data, default_timeout=default_timeout, actor=actor)
-        task_id = task.id
+        session = self.repository.session
         job_id = uuid4().hex
-        await self._transition(
-            task_id,
-            [TaskStatus.PENDING],
-            self._queued_values(job_id),
-            message="queued",
-            progress=0,
-            commit=False,
-        )
-        await self.repository.session.commit()
+        if session.get_bind().dialect.name == "postgresql":
+            task_id = await self._store_queued(project_id, data, job_id, default_timeout=default_timeout, actor=actor)
+        else:
+            task = await self.create_task(project_id, data, default_timeout=default_timeout, actor=actor)
+            task_id = task.id
+            await self._transition(
+                task_id,
+                [TaskStatus.PENDING],
+                self._queued_values(job_id),
+                message="queued",
+                progress=0,
+                commit=False,
+            )
+            await session.commit()
         try:
             await self._enqueue_or_fall_back(task_id, job_id, enqueue)
         except Exception as exc:
@@ -108,6 +144,75 @@ class TaskService(TaskRecovery):
                 extra={"task_id": str(task_id), "component": "broker"},
             ) from exc
         return task_id, job_id
+
+    async def _store_queued(
+        self, project_id: UUID, data: TaskCreate, job_id: str, *, default_timeout: int, actor: str | None
+    ) -> UUID:
+        """PostgreSQL: `create_task` and the move to queued in one statement, committed, events published.
+
+        The same row and events as the two steps (`task_created` as pending, then `task_progress_updated`
+        as queued), in one round trip instead of seven (BEGIN, the project, the INSERT and its
+        refresh, the UPDATE, the events, COMMIT). Run on a connection of its own outside a
+        transaction block, the statement commits by itself and the event-order lock is held only
+        while the server executes and commits it (`app.events.outbox`); the ORM session is not
+        involved. A session that has begun a transaction (context ids read, or a caller's work)
+        runs it in that transaction and commits.
+        """
+        TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
+        session = self.repository.session
+        await self._check_context_ids(project_id, data.context_ids)  # a read first, only if there are any
+        task_id: UUID = _new_task_id()
+        agent_type = data.agent_type.value
+        now = utcnow()
+        events = [
+            self.events.event(
+                "task_created",
+                project_id=project_id,
+                task_id=task_id,
+                actor=actor,
+                data={"task_id": str(task_id), "agent_type": agent_type, "status": TaskStatus.PENDING.value},
+            ),
+            self.events.event(
+                "task_progress_updated",
+                project_id=project_id,
+                task_id=task_id,
+                data={
+                    "task_id": str(task_id),
+                    "agent_type": agent_type,
+                    "status": TaskStatus.QUEUED.value,
+                    "message": "queued",
+                    "progress_percentage": 0,
+                },
+            ),
+        ]
+        params = {
+            "id": task_id,
+            "project_id": project_id,
+            "agent_type": agent_type,
+            "instructions": data.instructions,
+            "context_ids": _encoder.encode([str(artifact_id) for artifact_id in data.context_ids]).decode(),
+            "job_id": job_id,
+            "timeout_seconds": data.timeout_seconds or default_timeout,
+            "now": now,
+            "event_rows": event_rows(events),
+            "event_order_lock": EVENT_ORDER_LOCK,
+        }
+        engine = session.bind
+        if isinstance(engine, AsyncEngine) and not session.in_transaction():
+            async with engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                ids = list((await connection.execute(_STORE_QUEUED, params)).scalars())
+            if not ids:
+                raise NotFoundError(f"Project {project_id} does not exist.")
+            committed(session.sync_session, events, ids)
+            return task_id
+        connection = await session.connection()
+        ids = list((await connection.execute(_STORE_QUEUED, params)).scalars())
+        if not ids:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        written_in(session.sync_session, events, ids)
+        await session.commit()
+        return task_id
 
     async def create_task(
         self,
