@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
-from redis.asyncio import Connection
-from taskiq import AsyncBroker, InMemoryBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from redis.asyncio import Connection, Redis
+from taskiq import AsyncBroker, BrokerMessage, InMemoryBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq_redis import RedisStreamBroker
 
 from app.config import Settings
@@ -51,12 +51,46 @@ class CancellableConnection(Connection):
             raise asyncio.CancelledError
 
 
+class StreamBroker(RedisStreamBroker):
+    """taskiq-redis's stream broker, sending and acknowledging through one Redis client.
+
+    The parent builds a `Redis` client over its pool for every message sent and every message
+    acknowledged: the construction alone was 11 % of a task submission's CPU.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client: Redis | None = None
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            self._client = Redis(connection_pool=self.connection_pool)
+        return self._client
+
+    async def kick(self, message: BrokerMessage) -> None:
+        queue_name = message.labels.get("queue_name") or self.queue_name
+        await self.client.xadd(queue_name, {b"data": message.message}, maxlen=self.maxlen, approximate=self.approximate)
+
+    def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
+        async def acknowledge() -> None:
+            await self.client.xack(queue_name, self.consumer_group_name, id)
+
+        return acknowledge
+
+    async def shutdown(self) -> None:
+        if self._client is not None:
+            await self._client.aclose(close_connection_pool=False)  # the parent disconnects the pool
+            self._client = None
+        await super().shutdown()
+
+
 def build_broker(settings: Settings) -> AsyncBroker:
     if settings.redis.url is None:
         broker: AsyncBroker = InMemoryBroker()
     else:
         namespace = settings.redis.namespace
-        broker = RedisStreamBroker(
+        broker = StreamBroker(
             url=settings.redis.url,
             queue_name=f"{namespace}:jobs",
             consumer_group_name=f"{namespace}:workers",
