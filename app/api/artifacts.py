@@ -21,7 +21,8 @@ from app.runs.retention import purge_artifacts
 from app.tasks.models import AgentType
 
 
-def _summary_fields(row: Artifact) -> dict[str, Any]:
+def _summary_fields(row: Any) -> dict[str, Any]:
+    """Of an `Artifact`, or a row of its `SUMMARY_FIELDS` (`app.artifacts.search`)."""
     return {
         "id": row.id,
         "project_id": row.project_id,
@@ -43,7 +44,7 @@ def to_artifact(row: Artifact) -> schemas.Artifact:
     return schemas.Artifact(**_summary_fields(row), task_id=row.task_id, content=row.content)
 
 
-def to_summary(row: Artifact) -> schemas.ArtifactSummary:
+def to_summary(row: Any) -> schemas.ArtifactSummary:
     return schemas.ArtifactSummary(**_summary_fields(row))
 
 
@@ -106,7 +107,6 @@ class ProjectArtifactController(Controller):
         parent_id: UUID | None = Parameter(default=None),
     ) -> Page[schemas.ArtifactSummary]:
         check_iso_datetimes(request.query_params, "created_after", "created_before")
-        await projects_service.get_project(project_id)
         filters = ArtifactFilters(
             artifact_type=artifact_type.value if artifact_type else None,
             source_agent=source_agent.value if source_agent else None,
@@ -119,6 +119,8 @@ class ProjectArtifactController(Controller):
             parent_id=parent_id,
         )
         rows, next_cursor = await artifacts_service.list_page(project_id, filters, limit=limit, cursor=cursor)
+        if not rows:  # an artifact's project exists (deleting it deletes them): only an empty page asks
+            await projects_service.get_project(project_id)
         return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
 
     @get("/context", operation_id="GetProjectContext")

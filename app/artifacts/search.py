@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import ColumnElement, Select, Text, cast, select
+from sqlalchemy import ColumnElement, Row, Select, Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer, undefer
 
@@ -43,13 +43,58 @@ def quoted_element(value: str) -> str:
     return f'%"{_like_escaped(value)}"%'
 
 
+# What a list answers of each artifact: everything but its content (~2 KB of JSON a row, which
+# would only feed the garbage collector). Columns, not entities: a page's rows go straight into
+# summaries, with no ORM object built for each (14 % of a list's CPU).
+SUMMARY_FIELDS = (
+    "id",
+    "project_id",
+    "parent_id",
+    "source_agent",
+    "artifact_type",
+    "granularity",
+    "title",
+    "version",
+    "meta",
+    "stale",
+    "stale_reason",
+    "created_at",
+    "updated_at",
+)
+
+
+def summary_columns(entity: Any) -> list[Any]:
+    """The `SUMMARY_FIELDS` of `entity` (the model, or an alias of it)."""
+    return [getattr(entity, name) for name in SUMMARY_FIELDS]
+
+
+# The unfiltered pages, the common case, built once: their cache keys are computed once too.
+_FIRST_PAGE = (
+    select(*summary_columns(Artifact))
+    .where(Artifact.project_id == bindparam("project_id"), Artifact.deleted_at.is_(None))
+    .order_by(Artifact.id)
+    .limit(bindparam("page_size"))
+)
+_NEXT_PAGE = _FIRST_PAGE.where(Artifact.id > bindparam("cursor"))
+
+
+def _unfiltered(filters: ArtifactFilters) -> bool:
+    return all(value is None for value in msgspec.structs.astuple(filters))
+
+
 async def list_page(
     session: AsyncSession, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
-) -> tuple[list[Artifact], UUID | None]:
-    """One page in id (creation) order. Content is not loaded: lists stay small and fast."""
+) -> tuple[list[Row[Any]], UUID | None]:
+    """One page of summary rows (`SUMMARY_FIELDS`) in id (creation) order."""
+    if _unfiltered(filters):
+        params: dict[str, Any] = {"project_id": project_id, "page_size": limit + 1}
+        if cursor is not None:
+            params["cursor"] = cursor
+        rows = await session.execute(_FIRST_PAGE if cursor is None else _NEXT_PAGE, params)
+        return cut_page(list(rows), limit)
     statement = page_statement(project_id, filters, cursor)
     if not filters.q:
-        return cut_page(list(await session.scalars(statement.limit(limit + 1))), limit)
+        return cut_page(list(await session.execute(statement.limit(limit + 1))), limit)
     # Text search. A common word fills a page from the project's first rows in id order, which a
     # walk finds at once; the trigram index would instead fetch and sort every match (bench/README.md).
     # So the first rows after the cursor are walked in order: a subquery with its own LIMIT fences
@@ -69,13 +114,12 @@ async def list_page(
     )
     rows_in_window = aliased(Artifact, window)
     walk = (
-        select(rows_in_window)
-        .options(defer(rows_in_window.content, raiseload=True))
+        select(*summary_columns(rows_in_window))
         .where(*filter_conditions(rows_in_window, filters))
         .order_by(rows_in_window.id)
         .limit(limit + 1)
     )
-    walked = list(await session.scalars(walk))
+    walked = list(await session.execute(walk))
     if len(walked) > limit:
         return cut_page(walked, limit)
     # Past the window (none if the project has no more rows): one statement, the window's last id
@@ -84,15 +128,13 @@ async def list_page(
         select(Artifact.id).where(*in_order).order_by(Artifact.id).offset(SEARCH_WINDOW - 1).limit(1)
     ).scalar_subquery()
     past_window = statement.where(Artifact.id > last_in_window).limit(limit + 1 - len(walked))
-    rest = list(await session.scalars(past_window))
+    rest = list(await session.execute(past_window))
     return cut_page(walked + rest, limit)
 
 
-def page_statement(project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[tuple[Artifact]]:
+def page_statement(project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[Any]:
     statement = (
-        select(Artifact)
-        # A page answers summaries: loading ~2 KB of JSON a row only feeds the garbage collector.
-        .options(defer(Artifact.content, raiseload=True))
+        select(*summary_columns(Artifact))
         .where(Artifact.project_id == project_id, Artifact.deleted_at.is_(None))
         .where(*filter_conditions(Artifact, filters))
     )

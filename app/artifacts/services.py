@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Text, cast, delete, select
+from sqlalchemy import Row, Text, cast, delete, select
 
 from app.artifacts.content import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
@@ -75,8 +75,9 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
 
     async def list_page(
         self, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
-    ) -> tuple[list[Artifact], UUID | None]:
-        """One page of the project's artifacts (`app.artifacts.search`)."""
+    ) -> tuple[list[Row[Any]], UUID | None]:
+        """One page of the project's artifact summaries (`app.artifacts.search`), as rows of
+        `SUMMARY_FIELDS`."""
         return await list_page(self.repository.session, project_id, filters, limit=limit, cursor=cursor)
 
     async def get_artifact(self, artifact_id: UUID) -> Artifact:

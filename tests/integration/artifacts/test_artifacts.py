@@ -132,6 +132,18 @@ async def test_list_filters_and_pages(client: AsyncClient) -> None:
     assert [item["id"] for item in rest["items"]] == [third["id"]]
     assert rest["next_cursor"] is None
     assert "content" not in page["items"][0]
+    # Unfiltered (the pages built once, `app.artifacts.search`): the same pages, every summary field.
+    unfiltered = (await client.get(path, params={"limit": 2})).json()
+    assert unfiltered == page
+    after = (await client.get(path, params={"cursor": unfiltered["next_cursor"]})).json()["items"]
+    assert after[0] == {key: value for key, value in third.items() if key not in ("content", "task_id")}
+    sections = after[1:]
+    assert sections and all(item["granularity"] == "section" and item["parent_id"] == third["id"] for item in sections)
+    assert await ids(stale="false") == [first["id"], second["id"], third["id"]]
+    # A project without artifacts is an empty page; one that does not exist, a 404.
+    empty = await new_project(client)
+    assert (await client.get(f"/api/v1/projects/{empty}/artifacts")).json() == {"items": [], "next_cursor": None}
+    assert (await client.get(f"/api/v1/projects/{uuid.uuid4()}/artifacts")).status_code == 404
     bad_params: list[tuple[dict[str, str | int], str]] = [
         ({"artifact_type": "poem"}, "artifact_type"),
         ({"limit": 0}, "limit"),
