@@ -120,7 +120,7 @@ class ProjectArtifactController(Controller):
         )
         rows, next_cursor = await artifacts_service.list_page(project_id, filters, limit=limit, cursor=cursor)
         if not rows:  # an artifact's project exists (deleting it deletes them): only an empty page asks
-            await projects_service.get_project(project_id)
+            await projects_service.ensure_exists(project_id)
         return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
 
     @get("/context", operation_id="GetProjectContext")

@@ -169,10 +169,12 @@ class HitlController(Controller):
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
         cursor: UUID | None = Parameter(default=None, description="next_cursor of the previous page"),
     ) -> Page[schemas.HitlRequestSummary]:
-        await projects_service.get_project(project_id)
-        return await HitlQueries(db_session).of_project(
+        page = await HitlQueries(db_session).of_project(
             project_id, status=status, kind=kind, assigned_role=assigned_role, limit=limit, cursor=cursor
         )
+        if not page.items:  # a request's project exists (deleting it deletes them): only an empty page asks
+            await projects_service.ensure_exists(project_id)
+        return page
 
     @get("/pending", operation_id="ListPendingHitlRequests")
     async def list_pending(

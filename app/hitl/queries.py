@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import datetime
 import statistics
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Row, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import NotFoundError
 from app.core.schema import Page
 from app.core.security import Principal
-from app.db.pages import keyset_page
+from app.db.pages import cut_page
 from app.hitl import schemas
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus
 from app.tasks.models import AgentTask
@@ -28,12 +29,12 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def effective_status(request: HitlRequest, at: datetime.datetime | None = None) -> str:
+def effective_status(request: Any, at: datetime.datetime | None = None) -> str:
     """A pending request past its `expires_at` is expired, whether or not the sweep has run."""
     at = at or now()
     if request.status == HitlStatus.PENDING.value and request.expires_at is not None and request.expires_at <= at:
         return HitlStatus.EXPIRED.value
-    return request.status
+    return str(request.status)
 
 
 def status_filter(status: HitlStatus, at: datetime.datetime) -> ColumnElement[bool]:
@@ -47,7 +48,33 @@ def status_filter(status: HitlStatus, at: datetime.datetime) -> ColumnElement[bo
     return HitlRequest.status == status.value
 
 
-def to_summary(request: HitlRequest) -> schemas.HitlRequestSummary:
+# What a list answers of each request, as columns: rows go straight into summaries, no ORM objects.
+SUMMARY_COLUMNS = (
+    HitlRequest.id,
+    HitlRequest.project_id,
+    HitlRequest.task_id,
+    HitlRequest.workflow_execution_id,
+    HitlRequest.kind,
+    HitlRequest.question,
+    HitlRequest.urgency,
+    HitlRequest.assigned_role,
+    HitlRequest.status,
+    HitlRequest.created_at,
+    HitlRequest.expires_at,
+    HitlRequest.responded_at,
+)
+# A project's requests, unfiltered (the common case), built once: their cache keys are computed once too.
+_PROJECT_PAGE = (
+    select(*SUMMARY_COLUMNS)
+    .where(HitlRequest.project_id == bindparam("project_id"))
+    .order_by(HitlRequest.id)
+    .limit(bindparam("page_size"))
+)
+_PROJECT_PAGE_AFTER = _PROJECT_PAGE.where(HitlRequest.id > bindparam("cursor"))
+
+
+def to_summary(request: Any) -> schemas.HitlRequestSummary:
+    """Of a `HitlRequest`, or a row of its `SUMMARY_COLUMNS`."""
     return schemas.HitlRequestSummary(
         request_id=request.id,
         project_id=request.project_id,
@@ -117,8 +144,15 @@ class HitlQueries:
     async def page(
         self, conditions: list[ColumnElement[bool]], *, limit: int, cursor: UUID | None
     ) -> Page[schemas.HitlRequestSummary]:
-        statement = select(HitlRequest).where(*conditions)
-        rows, next_cursor = await keyset_page(self.session, statement, HitlRequest.id, limit=limit, after=cursor)
+        statement = select(*SUMMARY_COLUMNS).where(*conditions)
+        if cursor is not None:
+            statement = statement.where(HitlRequest.id > cursor)
+        rows = list(await self.session.execute(statement.order_by(HitlRequest.id).limit(limit + 1)))
+        return self._page_of(rows, limit)
+
+    @staticmethod
+    def _page_of(rows: list[Row[Any]], limit: int) -> Page[schemas.HitlRequestSummary]:
+        rows, next_cursor = cut_page(rows, limit)
         return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
 
     async def of_project(
@@ -131,6 +165,12 @@ class HitlQueries:
         limit: int,
         cursor: UUID | None,
     ) -> Page[schemas.HitlRequestSummary]:
+        if status is None and kind is None and assigned_role is None:
+            params: dict[str, Any] = {"project_id": project_id, "page_size": limit + 1}
+            if cursor is not None:
+                params["cursor"] = cursor
+            statement = _PROJECT_PAGE if cursor is None else _PROJECT_PAGE_AFTER
+            return self._page_of(list(await self.session.execute(statement, params)), limit)
         conditions = [HitlRequest.project_id == project_id]
         if status is not None:
             conditions.append(status_filter(status, now()))

@@ -6,7 +6,7 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.exceptions import NotFoundError
@@ -27,6 +27,10 @@ async def visible_project(session: AsyncSession, principal: Principal, project_i
     return project
 
 
+# Built once: whether a project exists, for the reads that need no more of it.
+_EXISTS = select(Project.id).where(Project.id == bindparam("project_id"))
+
+
 class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
     class Repo(SQLAlchemyAsyncRepository[Project]):
         model_type = Project
@@ -36,6 +40,11 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
     @property
     def events(self) -> EventService:
         return EventService(session=self.repository.session)
+
+    async def ensure_exists(self, project_id: UUID) -> None:
+        """NotFoundError unless the project exists: one prepared statement, no ORM object."""
+        if (await self.repository.session.execute(_EXISTS, {"project_id": project_id})).first() is None:
+            raise NotFoundError(f"Project {project_id} does not exist.")
 
     async def get_project(self, project_id: UUID) -> Project:
         project = await self.get_one_or_none(Project.id == project_id)

@@ -226,6 +226,22 @@ async def test_only_the_role_a_request_names_answers_it(client: AsyncClient, set
     for_admin = (await client.post(path, json={**ask, "assigned_role": "admin"})).json()["request_id"]
     for_architect = (await client.post(path, json={**ask, "assigned_role": "architect"})).json()["request_id"]
     for_owner = (await client.post(path, json=ask)).json()["request_id"]
+    # The unfiltered list in pages (its statements are built once), each summary whole.
+    first = (await client.get(path, params={"limit": 2})).json()
+    rest = (await client.get(path, params={"cursor": first["next_cursor"]})).json()
+    listed = first["items"] + rest["items"]
+    assert [item["request_id"] for item in listed] == [for_admin, for_architect, for_owner]
+    assert rest["next_cursor"] is None
+    assert [(item["assigned_role"], item["status"], item["urgency"]) for item in listed] == [
+        ("admin", "pending", "critical"),
+        ("architect", "pending", "critical"),
+        ("product_owner", "pending", "critical"),
+    ]
+    assert listed == (await client.get(path, params={"status": "pending"})).json()["items"]
+    # A project without requests is an empty page; one that does not exist, a 404.
+    empty = await new_project(client)
+    assert (await client.get(f"/api/v1/hitl/project/{empty}/requests")).json() == {"items": [], "next_cursor": None}
+    assert (await client.get(f"/api/v1/hitl/project/{uuid.uuid4()}/requests")).status_code == 404
     owner_token = await issue_token(settings, "product_owner", [uuid.UUID(project_id)])
     owner = {"Authorization": f"Bearer {owner_token}"}
 
