@@ -47,7 +47,7 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
             raise NotFoundError(f"Project {project_id} does not exist.")
 
     async def get_project(self, project_id: UUID) -> Project:
-        project = await self.get_one_or_none(Project.id == project_id)
+        project: Project | None = await self.repository.session.get(Project, project_id)  # its statement built once
         if project is None:
             raise NotFoundError(f"Project {project_id} does not exist.")
         return project
