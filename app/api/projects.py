@@ -63,8 +63,7 @@ class ProjectController(Controller):
         projects_service: NamedDependency[ProjectService],
         project_id: FromPath[UUID],
     ) -> schemas.Project:
-        project = await projects_service.get_project(project_id)
-        return projects_service.to_schema(project, schema_type=schemas.Project)
+        return await projects_service.project_view(project_id)
 
     @patch("/{project_id:uuid}", operation_id="UpdateProject", opt=needs(Role.PRODUCT_OWNER))
     async def update_project(

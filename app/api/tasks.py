@@ -26,10 +26,7 @@ class TaskController(Controller):
         tasks_service: NamedDependency[TaskService],
         task_id: FromPath[UUID],
     ) -> Task:
-        task = await tasks_service.get_task(task_id)
-        if not principal.can_see(task.project_id):
-            raise NotFoundError(f"Task {task_id} does not exist.")
-        return tasks_service.to_schema(task, schema_type=Task)
+        return await tasks_service.task_view(task_id, principal)
 
     @post("/{task_id:uuid}/cancel", operation_id="CancelTask", status_code=200, opt=needs(Role.PRODUCT_OWNER))
     async def cancel_task(

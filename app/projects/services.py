@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal
 from app.db.pages import keyset_page
+from app.db.rows import row_by_id
 from app.events.services import EventService
+from app.projects import schemas
 from app.projects.models import Project
 from app.projects.schemas import ProjectCreate, ProjectUpdate
 
@@ -29,6 +31,7 @@ async def visible_project(session: AsyncSession, principal: Principal, project_i
 
 # Built once: whether a project exists, for the reads that need no more of it.
 _EXISTS = select(Project.id).where(Project.id == bindparam("project_id"))
+_PROJECT_VIEW = row_by_id(Project, schemas.Project)
 
 
 class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
@@ -45,6 +48,13 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
         """NotFoundError unless the project exists: one prepared statement, no ORM object."""
         if (await self.repository.session.execute(_EXISTS, {"project_id": project_id})).first() is None:
             raise NotFoundError(f"Project {project_id} does not exist.")
+
+    async def project_view(self, project_id: UUID) -> schemas.Project:
+        """The project as the api answers it, read as columns (`row_by_id`)."""
+        row = (await self.repository.session.execute(_PROJECT_VIEW, {"id": project_id})).first()
+        if row is None:
+            raise NotFoundError(f"Project {project_id} does not exist.")
+        return msgspec.convert(row, schemas.Project, from_attributes=True)
 
     async def get_project(self, project_id: UUID) -> Project:
         project: Project | None = await self.repository.session.get(Project, project_id)  # its statement built once

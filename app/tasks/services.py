@@ -23,16 +23,19 @@ from app.core.exceptions import (
     ServiceUnavailableError,
     is_unavailable_error,
 )
+from app.core.security import Principal
+from app.db.rows import row_by_id
 from app.events.outbox import EVENT_ORDER_LOCK, INSERT_ORDERED_AFTER_WRITTEN, committed, event_rows, written_in
 from app.projects.models import Project
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.moves import LEASE_EXPIRED, Enqueue, Lease, utcnow
 from app.tasks.recovery import TaskRecovery
-from app.tasks.schemas import TaskCreate
+from app.tasks.schemas import Task, TaskCreate
 from app.tasks.state import TASK_MOVES
 
 __all__ = ["LEASE_EXPIRED", "Enqueue", "Lease", "TaskService", "dispatch_all", "status_rows_of_project", "utcnow"]
 
+_TASK_VIEW = row_by_id(AgentTask, Task)
 # Built once: the statement and its cache key are reused by every status read.
 _STATUS_ROWS = (
     select(AgentTask.id, AgentTask.agent_type, AgentTask.status, AgentTask.created_at, AgentTask.updated_at)
@@ -93,6 +96,13 @@ class TaskService(TaskRecovery):
         if task is None:
             raise NotFoundError(f"Task {task_id} does not exist.")
         return task
+
+    async def task_view(self, task_id: UUID, principal: Principal) -> Task:
+        """The task as the api answers it, read as columns (`row_by_id`); 404 outside the caller's scope."""
+        row = (await self.repository.session.execute(_TASK_VIEW, {"id": task_id})).first()
+        if row is None or not principal.can_see(row.project_id):
+            raise NotFoundError(f"Task {task_id} does not exist.")
+        return msgspec.convert(row, Task, from_attributes=True)
 
     async def tasks_of_project(self, project_id: UUID) -> Sequence[AgentTask]:
         if await self.repository.session.get(Project, project_id) is None:
