@@ -12,7 +12,7 @@ from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.projects import schemas
 from app.projects.models import ProjectStatus
-from app.projects.services import ProjectService
+from app.projects.services import ProjectService, project_view
 from app.runs.control import resume_project, stop_project
 from app.runs.jobs import agent_task_enqueuer
 from app.tasks.schemas import TaskCreate, TaskSubmitted
@@ -58,12 +58,9 @@ class ProjectController(Controller):
         return Page(items=items, next_cursor=str(next_cursor) if next_cursor else None)
 
     @get("/{project_id:uuid}", operation_id="GetProject")
-    async def get_project(
-        self,
-        projects_service: NamedDependency[ProjectService],
-        project_id: FromPath[UUID],
-    ) -> schemas.Project:
-        return await projects_service.project_view(project_id)
+    async def get_project(self, runtime: RuntimeDependency, project_id: FromPath[UUID]) -> schemas.Project:
+        async with runtime.connection() as connection:
+            return await project_view(connection, project_id)
 
     @patch("/{project_id:uuid}", operation_id="UpdateProject", opt=needs(Role.PRODUCT_OWNER))
     async def update_project(

@@ -6,11 +6,11 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from app.api.dependencies import service_provider
+from app.api.dependencies import RuntimeDependency, service_provider
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal, Role, needs
 from app.tasks.schemas import Task
-from app.tasks.services import TaskService
+from app.tasks.services import TaskService, task_view
 
 
 class TaskController(Controller):
@@ -22,11 +22,12 @@ class TaskController(Controller):
     @get("/{task_id:uuid}", operation_id="GetTask")
     async def get_task(
         self,
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
-        tasks_service: NamedDependency[TaskService],
         task_id: FromPath[UUID],
     ) -> Task:
-        return await tasks_service.task_view(task_id, principal)
+        async with runtime.connection() as connection:
+            return await task_view(connection, task_id, principal)
 
     @post("/{task_id:uuid}/cancel", operation_id="CancelTask", status_code=200, opt=needs(Role.PRODUCT_OWNER))
     async def cancel_task(

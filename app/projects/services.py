@@ -7,7 +7,7 @@ import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal
@@ -34,6 +34,14 @@ _EXISTS = select(Project.id).where(Project.id == bindparam("project_id"))
 _PROJECT_VIEW = row_by_id(Project, schemas.Project)
 
 
+async def project_view(connection: AsyncConnection, project_id: UUID) -> schemas.Project:
+    """The project as the api answers it, read as columns (`row_by_id`) on a bare connection."""
+    row = (await connection.execute(_PROJECT_VIEW, {"id": project_id})).first()
+    if row is None:
+        raise NotFoundError(f"Project {project_id} does not exist.")
+    return msgspec.convert(row, schemas.Project, from_attributes=True)
+
+
 class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
     class Repo(SQLAlchemyAsyncRepository[Project]):
         model_type = Project
@@ -48,13 +56,6 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
         """NotFoundError unless the project exists: one prepared statement, no ORM object."""
         if (await self.repository.session.execute(_EXISTS, {"project_id": project_id})).first() is None:
             raise NotFoundError(f"Project {project_id} does not exist.")
-
-    async def project_view(self, project_id: UUID) -> schemas.Project:
-        """The project as the api answers it, read as columns (`row_by_id`)."""
-        row = (await self.repository.session.execute(_PROJECT_VIEW, {"id": project_id})).first()
-        if row is None:
-            raise NotFoundError(f"Project {project_id} does not exist.")
-        return msgspec.convert(row, schemas.Project, from_attributes=True)
 
     async def get_project(self, project_id: UUID) -> Project:
         project: Project | None = await self.repository.session.get(Project, project_id)  # its statement built once

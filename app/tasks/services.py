@@ -33,7 +33,16 @@ from app.tasks.recovery import TaskRecovery
 from app.tasks.schemas import Task, TaskCreate
 from app.tasks.state import TASK_MOVES
 
-__all__ = ["LEASE_EXPIRED", "Enqueue", "Lease", "TaskService", "dispatch_all", "status_rows_of_project", "utcnow"]
+__all__ = [
+    "LEASE_EXPIRED",
+    "Enqueue",
+    "Lease",
+    "TaskService",
+    "dispatch_all",
+    "status_rows_of_project",
+    "task_view",
+    "utcnow",
+]
 
 _TASK_VIEW = row_by_id(AgentTask, Task)
 # Built once: the statement and its cache key are reused by every status read.
@@ -57,6 +66,15 @@ async def status_rows_of_project(
     if not rows:
         raise NotFoundError(f"Project {project_id} does not exist.")
     return [row._tuple() for row in rows if row[0] is not None]
+
+
+async def task_view(connection: AsyncConnection, task_id: UUID, principal: Principal) -> Task:
+    """The task as the api answers it, read as columns (`row_by_id`) on a bare connection; 404
+    outside the caller's scope."""
+    row = (await connection.execute(_TASK_VIEW, {"id": task_id})).first()
+    if row is None or not principal.can_see(row.project_id):
+        raise NotFoundError(f"Task {task_id} does not exist.")
+    return msgspec.convert(row, Task, from_attributes=True)
 
 
 # A task stored queued (`TaskService._store_queued`), then its events; no row: no such project.
@@ -96,13 +114,6 @@ class TaskService(TaskRecovery):
         if task is None:
             raise NotFoundError(f"Task {task_id} does not exist.")
         return task
-
-    async def task_view(self, task_id: UUID, principal: Principal) -> Task:
-        """The task as the api answers it, read as columns (`row_by_id`); 404 outside the caller's scope."""
-        row = (await self.repository.session.execute(_TASK_VIEW, {"id": task_id})).first()
-        if row is None or not principal.can_see(row.project_id):
-            raise NotFoundError(f"Task {task_id} does not exist.")
-        return msgspec.convert(row, Task, from_attributes=True)
 
     async def tasks_of_project(self, project_id: UUID) -> Sequence[AgentTask]:
         if await self.repository.session.get(Project, project_id) is None:
