@@ -8,15 +8,15 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
-from app.api.dependencies import service_provider
+from app.api.dependencies import RuntimeDependency, service_provider
 from app.artifacts import schemas
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
-from app.artifacts.search import ArtifactFilters
+from app.artifacts.search import ArtifactFilters, list_page
 from app.artifacts.services import ArtifactService
 from app.core.exceptions import NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, check_iso_datetimes
 from app.core.security import Principal, Role, needs
-from app.projects.services import ProjectService
+from app.projects.services import ProjectService, ensure_project_exists
 from app.runs.retention import purge_artifacts
 from app.tasks.models import AgentType
 
@@ -91,8 +91,7 @@ class ProjectArtifactController(Controller):
     async def list_artifacts(
         self,
         request: Request[Any, Any, Any],
-        artifacts_service: NamedDependency[ArtifactService],
-        projects_service: NamedDependency[ProjectService],
+        runtime: RuntimeDependency,
         project_id: FromPath[UUID],
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
         cursor: UUID | None = Parameter(default=None, description="next_cursor of the previous page"),
@@ -118,9 +117,10 @@ class ProjectArtifactController(Controller):
             stale=stale,
             parent_id=parent_id,
         )
-        rows, next_cursor = await artifacts_service.list_page(project_id, filters, limit=limit, cursor=cursor)
-        if not rows:  # an artifact's project exists (deleting it deletes them): only an empty page asks
-            await projects_service.ensure_exists(project_id)
+        async with runtime.connection() as connection:
+            rows, next_cursor = await list_page(connection, project_id, filters, limit=limit, cursor=cursor)
+            if not rows:  # an artifact's project exists (deleting it deletes them): only an empty page asks
+                await ensure_project_exists(connection, project_id)
         return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
 
     @get("/context", operation_id="GetProjectContext")

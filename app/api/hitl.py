@@ -21,10 +21,10 @@ from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page
 from app.core.security import Principal, Role, needs
 from app.hitl import schemas
 from app.hitl.models import HitlKind, HitlStatus
-from app.hitl.queries import HitlQueries
+from app.hitl.queries import HitlPages, HitlQueries
 from app.projects.models import Project
 from app.projects.schemas import ProjectUpdate
-from app.projects.services import ProjectService
+from app.projects.services import ProjectService, ensure_project_exists
 from app.runs.decisions import Answer, DecisionService
 from app.runs.jobs import commit_and_dispatch
 
@@ -160,8 +160,7 @@ class HitlController(Controller):
     @get("/project/{project_id:uuid}/requests", operation_id="ListProjectHitlRequests")
     async def list_requests(
         self,
-        db_session: NamedDependency[AsyncSession],
-        projects_service: NamedDependency[ProjectService],
+        runtime: RuntimeDependency,
         project_id: FromPath[UUID],
         status: HitlStatus | None = Parameter(default=None),
         kind: HitlKind | None = Parameter(default=None),
@@ -169,24 +168,28 @@ class HitlController(Controller):
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
         cursor: UUID | None = Parameter(default=None, description="next_cursor of the previous page"),
     ) -> Page[schemas.HitlRequestSummary]:
-        page = await HitlQueries(db_session).of_project(
-            project_id, status=status, kind=kind, assigned_role=assigned_role, limit=limit, cursor=cursor
-        )
-        if not page.items:  # a request's project exists (deleting it deletes them): only an empty page asks
-            await projects_service.ensure_exists(project_id)
+        async with runtime.connection() as connection:
+            page = await HitlPages(connection).of_project(
+                project_id, status=status, kind=kind, assigned_role=assigned_role, limit=limit, cursor=cursor
+            )
+            if not page.items:  # a request's project exists (deleting it deletes them): only an empty page asks
+                await ensure_project_exists(connection, project_id)
         return page
 
     @get("/pending", operation_id="ListPendingHitlRequests")
     async def list_pending(
         self,
+        runtime: RuntimeDependency,
         principal: NamedDependency[Principal],
-        db_session: NamedDependency[AsyncSession],
         assigned_role: str | None = Parameter(default=None, max_length=32, pattern=r"^[a-z_]+$"),
         limit: int = Parameter(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT),
         cursor: UUID | None = Parameter(default=None, description="next_cursor of the previous page"),
     ) -> Page[schemas.HitlRequestSummary]:
         """Every request still waiting for an answer, in every project the token may see."""
-        return await HitlQueries(db_session).pending(principal, assigned_role=assigned_role, limit=limit, cursor=cursor)
+        async with runtime.connection() as connection:
+            return await HitlPages(connection).pending(
+                principal, assigned_role=assigned_role, limit=limit, cursor=cursor
+            )
 
     @get("/statistics", operation_id="GetHitlStatistics")
     async def get_statistics(

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import msgspec
 from sqlalchemy import ColumnElement, Row, Select, Text, bindparam, cast, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased, defer, undefer
 
 from app.artifacts.models import Artifact
@@ -64,8 +64,9 @@ SUMMARY_FIELDS = (
 
 
 def summary_columns(entity: Any) -> list[Any]:
-    """The `SUMMARY_FIELDS` of `entity` (the model, or an alias of it)."""
-    return [getattr(entity, name) for name in SUMMARY_FIELDS]
+    """The `SUMMARY_FIELDS` of `entity` (the model, or an alias of it), each labelled with its field's
+    name: on a bare connection a column is otherwise named as in the table (`meta` is `metadata`)."""
+    return [getattr(entity, name).label(name) for name in SUMMARY_FIELDS]
 
 
 # The unfiltered pages, the common case, built once: their cache keys are computed once too.
@@ -83,7 +84,12 @@ def _unfiltered(filters: ArtifactFilters) -> bool:
 
 
 async def list_page(
-    session: AsyncSession, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
+    session: AsyncSession | AsyncConnection,
+    project_id: UUID,
+    filters: ArtifactFilters,
+    *,
+    limit: int,
+    cursor: UUID | None,
 ) -> tuple[list[Row[Any]], UUID | None]:
     """One page of summary rows (`SUMMARY_FIELDS`) in id (creation) order."""
     if _unfiltered(filters):

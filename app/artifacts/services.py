@@ -14,12 +14,12 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Row, Text, cast, delete, select
+from sqlalchemy import Text, cast, delete, select
 
 from app.artifacts.content import CONTENT_TYPES
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
 from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpdate
-from app.artifacts.search import ArtifactFilters, list_page, quoted_element
+from app.artifacts.search import quoted_element
 from app.core.exceptions import InvalidInputError, NotFoundError
 from app.events.services import EventService
 
@@ -72,13 +72,6 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         return EventService(session=self.repository.session)
 
     # -- reads -------------------------------------------------------------------------------
-
-    async def list_page(
-        self, project_id: UUID, filters: ArtifactFilters, *, limit: int, cursor: UUID | None
-    ) -> tuple[list[Row[Any]], UUID | None]:
-        """One page of the project's artifact summaries (`app.artifacts.search`), as rows of
-        `SUMMARY_FIELDS`."""
-        return await list_page(self.repository.session, project_id, filters, limit=limit, cursor=cursor)
 
     async def get_artifact(self, artifact_id: UUID) -> Artifact:
         artifact: Artifact | None = await self.repository.session.get(Artifact, artifact_id)

@@ -17,5 +17,6 @@ def row_by_id(model: Any, struct: type[msgspec.Struct]) -> Select[Any]:
     statement's cache key, an identity map entry and an instance for each, about a third of the
     request's Python time.
     """
-    columns = [getattr(model, name) for name in struct.__struct_fields__]
+    # Labelled: on a bare connection a column is otherwise named as in the table, not as its attribute.
+    columns = [getattr(model, name).label(name) for name in struct.__struct_fields__]
     return select(*columns).where(model.id == bindparam("id"))

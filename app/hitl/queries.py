@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Row, and_, bindparam, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import NotFoundError
@@ -91,6 +91,63 @@ def to_summary(request: Any) -> schemas.HitlRequestSummary:
     )
 
 
+class HitlPages:
+    """Lists of HITL requests, as summary columns: on a bare connection (the api's reads) or a session."""
+
+    def __init__(self, executor: AsyncSession | AsyncConnection) -> None:
+        self.executor = executor
+
+    async def page(
+        self, conditions: list[ColumnElement[bool]], *, limit: int, cursor: UUID | None
+    ) -> Page[schemas.HitlRequestSummary]:
+        statement = select(*SUMMARY_COLUMNS).where(*conditions)
+        if cursor is not None:
+            statement = statement.where(HitlRequest.id > cursor)
+        rows = list(await self.executor.execute(statement.order_by(HitlRequest.id).limit(limit + 1)))
+        return self._page_of(rows, limit)
+
+    @staticmethod
+    def _page_of(rows: list[Row[Any]], limit: int) -> Page[schemas.HitlRequestSummary]:
+        rows, next_cursor = cut_page(rows, limit)
+        return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
+
+    async def of_project(
+        self,
+        project_id: UUID,
+        *,
+        status: HitlStatus | None,
+        kind: HitlKind | None,
+        assigned_role: str | None,
+        limit: int,
+        cursor: UUID | None,
+    ) -> Page[schemas.HitlRequestSummary]:
+        if status is None and kind is None and assigned_role is None:
+            params: dict[str, Any] = {"project_id": project_id, "page_size": limit + 1}
+            if cursor is not None:
+                params["cursor"] = cursor
+            statement = _PROJECT_PAGE if cursor is None else _PROJECT_PAGE_AFTER
+            return self._page_of(list(await self.executor.execute(statement, params)), limit)
+        conditions = [HitlRequest.project_id == project_id]
+        if status is not None:
+            conditions.append(status_filter(status, now()))
+        if kind is not None:
+            conditions.append(HitlRequest.kind == kind.value)
+        if assigned_role is not None:
+            conditions.append(HitlRequest.assigned_role == assigned_role)
+        return await self.page(conditions, limit=limit, cursor=cursor)
+
+    async def pending(
+        self, principal: Principal, *, assigned_role: str | None, limit: int, cursor: UUID | None
+    ) -> Page[schemas.HitlRequestSummary]:
+        """Every request still waiting for an answer, in every project the caller may see."""
+        conditions = [status_filter(HitlStatus.PENDING, now())]
+        if principal.project_ids is not None:
+            conditions.append(HitlRequest.project_id.in_(principal.project_ids))
+        if assigned_role is not None:
+            conditions.append(HitlRequest.assigned_role == assigned_role)
+        return await self.page(conditions, limit=limit, cursor=cursor)
+
+
 class HitlQueries:
     """The read side of HITL requests, for the api and the console."""
 
@@ -140,56 +197,6 @@ class HitlQueries:
             expires_at=request.expires_at,
             responded_at=request.responded_at,
         )
-
-    async def page(
-        self, conditions: list[ColumnElement[bool]], *, limit: int, cursor: UUID | None
-    ) -> Page[schemas.HitlRequestSummary]:
-        statement = select(*SUMMARY_COLUMNS).where(*conditions)
-        if cursor is not None:
-            statement = statement.where(HitlRequest.id > cursor)
-        rows = list(await self.session.execute(statement.order_by(HitlRequest.id).limit(limit + 1)))
-        return self._page_of(rows, limit)
-
-    @staticmethod
-    def _page_of(rows: list[Row[Any]], limit: int) -> Page[schemas.HitlRequestSummary]:
-        rows, next_cursor = cut_page(rows, limit)
-        return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
-
-    async def of_project(
-        self,
-        project_id: UUID,
-        *,
-        status: HitlStatus | None,
-        kind: HitlKind | None,
-        assigned_role: str | None,
-        limit: int,
-        cursor: UUID | None,
-    ) -> Page[schemas.HitlRequestSummary]:
-        if status is None and kind is None and assigned_role is None:
-            params: dict[str, Any] = {"project_id": project_id, "page_size": limit + 1}
-            if cursor is not None:
-                params["cursor"] = cursor
-            statement = _PROJECT_PAGE if cursor is None else _PROJECT_PAGE_AFTER
-            return self._page_of(list(await self.session.execute(statement, params)), limit)
-        conditions = [HitlRequest.project_id == project_id]
-        if status is not None:
-            conditions.append(status_filter(status, now()))
-        if kind is not None:
-            conditions.append(HitlRequest.kind == kind.value)
-        if assigned_role is not None:
-            conditions.append(HitlRequest.assigned_role == assigned_role)
-        return await self.page(conditions, limit=limit, cursor=cursor)
-
-    async def pending(
-        self, principal: Principal, *, assigned_role: str | None, limit: int, cursor: UUID | None
-    ) -> Page[schemas.HitlRequestSummary]:
-        """Every request still waiting for an answer, in every project the caller may see."""
-        conditions = [status_filter(HitlStatus.PENDING, now())]
-        if principal.project_ids is not None:
-            conditions.append(HitlRequest.project_id.in_(principal.project_ids))
-        if assigned_role is not None:
-            conditions.append(HitlRequest.assigned_role == assigned_role)
-        return await self.page(conditions, limit=limit, cursor=cursor)
 
     async def context(self, hitl: HitlRequest) -> schemas.HitlContext:
         """The request with the artifacts it is about, its task, and what the agent said of its answer."""

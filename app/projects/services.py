@@ -34,6 +34,12 @@ _EXISTS = select(Project.id).where(Project.id == bindparam("project_id"))
 _PROJECT_VIEW = row_by_id(Project, schemas.Project)
 
 
+async def ensure_project_exists(executor: AsyncConnection | AsyncSession, project_id: UUID) -> None:
+    """NotFoundError unless the project exists: one statement built once, no ORM object."""
+    if (await executor.execute(_EXISTS, {"project_id": project_id})).first() is None:
+        raise NotFoundError(f"Project {project_id} does not exist.")
+
+
 async def project_view(connection: AsyncConnection, project_id: UUID) -> schemas.Project:
     """The project as the api answers it, read as columns (`row_by_id`) on a bare connection."""
     row = (await connection.execute(_PROJECT_VIEW, {"id": project_id})).first()
@@ -51,11 +57,6 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
     @property
     def events(self) -> EventService:
         return EventService(session=self.repository.session)
-
-    async def ensure_exists(self, project_id: UUID) -> None:
-        """NotFoundError unless the project exists: one prepared statement, no ORM object."""
-        if (await self.repository.session.execute(_EXISTS, {"project_id": project_id})).first() is None:
-            raise NotFoundError(f"Project {project_id} does not exist.")
 
     async def get_project(self, project_id: UUID) -> Project:
         project: Project | None = await self.repository.session.get(Project, project_id)  # its statement built once

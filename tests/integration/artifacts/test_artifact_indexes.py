@@ -16,8 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.artifacts.models import Artifact
-from app.artifacts.search import ArtifactFilters, page_statement
-from app.artifacts.services import ArtifactService
+from app.artifacts.search import ArtifactFilters, list_page, page_statement
 from app.config import load_settings
 from app.projects.models import Project
 
@@ -67,7 +66,7 @@ async def plan_of(
             # Text search walks the first rows in id order, then asks the index with this statement.
             await session.scalars(page_statement(project.id, filters, None).limit(101))
         else:
-            await ArtifactService(session=session).list_page(project.id, filters, limit=100, cursor=None)
+            await list_page(session, project.id, filters, limit=100, cursor=None)
     assert len(sent) == 1
     statement, parameters = sent[0]
     for scan in scans_off:
@@ -130,9 +129,7 @@ async def test_text_search_walk_stops_at_the_page_it_needs(session: AsyncSession
     )
     await session.flush()
     with artifact_selects(session) as sent:
-        page, cursor = await ArtifactService(session=session).list_page(
-            project.id, ArtifactFilters(q="COMMON"), limit=10, cursor=None
-        )
+        page, cursor = await list_page(session, project.id, ArtifactFilters(q="COMMON"), limit=10, cursor=None)
     assert [artifact.title for artifact in page] == [f"note {n}" for n in range(10)]
     assert cursor == page[-1].id
     assert len(sent) == 1  # the walk filled the page: no indexed statement past the window
