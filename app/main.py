@@ -27,7 +27,6 @@ from app import (
     models,  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 )
 from app.api.dependencies import provide_runtime, provide_settings
-from app.api.guards import access_guard
 from app.api.health import LivenessAnswer
 from app.api.metrics import start_metrics_server
 from app.api.routes import route_handlers
@@ -218,7 +217,6 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
             RateLimitMiddleware(settings.server, request_counter),
             DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
         ],
-        guards=[access_guard],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "runtime": Provide(provide_runtime, sync_to_thread=False),

@@ -22,6 +22,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.types import Send
 
 from app.api.chat import post_message
+from app.api.guards import access_guard
 from app.config import Settings
 from app.core.exceptions import AppError, InvalidInputError, NotFoundError, ServiceUnavailableError, TooManyError
 from app.core.ratelimit import RateLimiter, rate_limiter_of
@@ -287,12 +288,12 @@ class SocketMessage(msgspec.Struct, forbid_unknown_fields=True):
 _decoder = msgspec.json.Decoder(SocketMessage)
 
 
-@websocket("/ws/projects/{project_id:uuid}", name="project_stream", opt=needs(Role.VIEWER))
+@websocket("/ws/projects/{project_id:uuid}", name="project_stream", opt=needs(Role.VIEWER), guards=[access_guard])
 async def project_stream(socket: WebSocket[Principal, Any, Any], project_id: FromPath[UUID]) -> None:
     await _stream(socket, [project_id], project_id)
 
 
-@websocket("/ws", name="global_stream", opt=needs(Role.VIEWER))
+@websocket("/ws", name="global_stream", opt=needs(Role.VIEWER), guards=[access_guard])
 async def global_stream(socket: WebSocket[Principal, Any, Any]) -> None:
     """Every event; for a token limited to some projects, every event of those projects."""
     scope = socket.user.project_ids

@@ -1,39 +1,26 @@
-"""The project scope, checked once for every route: a token limited to some projects sees no other.
+"""Access to every route: its role, then the project scope (`app.core.security.check_access`).
+
+An HTTP request is checked by the authentication middleware as soon as its token is known
+(`app.tokens.auth`): not as a Litestar guard, because Litestar hands each guard its own copy of the
+route handler, which was 5 % of a read's CPU. A WebSocket is checked by this guard before its
+handler runs, so that a refused one is still closed the way the handler closes it.
 
 A route whose path names a project (`{project_id}`) answers 404 for a project outside the caller's
 scope, as if it did not exist, before its handler runs. Routes that reach a project through another
 object (an artifact, a request, a task) check it where they load that object (`visible` helpers).
-A WebSocket is let through: its handler accepts it and closes it with 4404, which a client can read
-(a refused handshake would only say 403).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from litestar.connection import ASGIConnection
-from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
-from app.core.security import Principal, role_guard
-
-
-def project_scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    del handler
-    if connection.scope["type"] != ScopeType.HTTP:
-        return
-    project_id = connection.path_params.get("project_id")
-    principal = connection.scope.get("user")
-    if isinstance(project_id, UUID) and isinstance(principal, Principal):
-        principal.ensure_can_see(project_id)
+from app.core.security import check_access
 
 
 async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """The role, then the project scope: the one app-wide guard.
-
-    One coroutine, because Litestar runs a plain function guard in a worker thread and hands each
-    guard its own copy of the handler: two sync guards were two thread hops and two copies per request.
-    """
-    role_guard(connection, handler)
-    project_scope_guard(connection, handler)
+    """`check_access` as a guard, for the WebSocket routes. A coroutine: Litestar runs a plain function
+    guard in a worker thread."""
+    check_access(connection, handler)

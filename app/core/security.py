@@ -134,6 +134,25 @@ def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRout
         )
 
 
+def project_scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """A route whose path names a project answers 404 for a project outside the caller's scope, as if
+    it did not exist. A WebSocket is let through: its handler accepts it and closes it with 4404,
+    which a client can read (a refused handshake would only say 403)."""
+    del handler
+    if connection.scope["type"] != ScopeType.HTTP:
+        return
+    project_id = connection.path_params.get("project_id")
+    principal = connection.scope.get("user")
+    if isinstance(project_id, UUID) and isinstance(principal, Principal):
+        principal.ensure_can_see(project_id)
+
+
+def check_access(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The role, then the project scope: every route's check (`app.api.guards`)."""
+    role_guard(connection, handler)
+    project_scope_guard(connection, handler)
+
+
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     """The `principal` dependency of HTTP handlers."""
     return current_principal(request)

@@ -20,11 +20,12 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.middleware._utils import should_bypass_middleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.core.ratelimit import RateLimiter, rate_limiter_of
 from app.core.runtime import Runtime
-from app.core.security import Principal, hash_token, token_of
+from app.core.security import Principal, check_access, hash_token, token_of
 from app.db.engine import reading_only
 from app.tokens.cache import TokenCache
 from app.tokens.revoked import RevokedTokens
@@ -87,10 +88,19 @@ class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException(BAD_TOKEN, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if limiter is not None and not counted:  # a WebSocket's handshake counts too, and then each of its messages
             await limiter.count(connection.scope, principal.token_id)
+        if connection.scope["type"] == ScopeType.HTTP:
+            # The route's access, as soon as the caller is known (`app.api.guards`).
+            connection.scope["user"] = principal
+            check_access(connection, connection.scope["route_handler"])
         return AuthenticationResult(user=principal, auth=None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.WEBSOCKET:
+            if scope.get("method") in self.exclude_http_methods and not should_bypass_middleware(
+                exclude_opt_key=self.exclude_opt_key, exclude_path_pattern=self.exclude, scope=scope, scopes=self.scopes
+            ):
+                # Not authenticated (an OPTIONS carries no token), but the route's access applies all the same.
+                check_access(ASGIConnection(scope), scope["route_handler"])
             # A GET or HEAD only reads: on SQLite its transactions take no write lock (`reading_only`).
             with reading_only(scope.get("method") in ("GET", "HEAD")):
                 await super().__call__(scope, receive, send)
