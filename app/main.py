@@ -40,7 +40,7 @@ from app.core.headers import DOCS_PREFIX, add_security_headers
 from app.core.instruments import HTTP_METRICS, SharedCounters, websocket_connection
 from app.core.logging import configure_logging
 from app.core.openapi import docs_router
-from app.core.ratelimit import RateLimitMiddleware, build_request_counter
+from app.core.ratelimit import RateLimiter, add_rate_limit_headers, build_request_counter
 from app.core.runtime import Runtime
 from app.core.security import provide_principal
 from app.db.engine import build_db_config, upgrade_database_async
@@ -211,11 +211,14 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         state=State(state),
         exception_handlers=exception_handlers,
         # Outermost first: measure, then limit before authenticating (guessing tokens is limited too).
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, add_rate_limit_headers],
         middleware=[
             HTTP_METRICS.middleware,  # outermost: counts and times 401s and 429s too
-            RateLimitMiddleware(settings.server, request_counter),
-            DefineMiddleware(TokenAuthenticationMiddleware, exclude=[rf"^{DOCS_PREFIX}"]),
+            DefineMiddleware(
+                TokenAuthenticationMiddleware,
+                limiter=RateLimiter(settings.server, request_counter),
+                exclude=[rf"^{DOCS_PREFIX}"],
+            ),
         ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),

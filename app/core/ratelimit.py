@@ -35,16 +35,13 @@ from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, cast
 
 import structlog
-from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.config import RedisSettings, ServerSettings
-from app.core.headers import DOCS_PREFIX
 
 logger = structlog.get_logger(__name__)
 
@@ -52,8 +49,8 @@ WINDOW_SECONDS = 60
 # Fields of one window's table of counters (identities) at most; any further one shares `OVERFLOW`.
 MAX_IDENTITIES = 50_000
 OVERFLOW = "overflow"
-# Where the middleware leaves the limiter for the authentication middleware, and where that leaves
-# the headers of the request's count.
+# Where the authentication middleware (which counts) leaves the limiter for the streams (which count
+# each WebSocket message), and the headers of the request's count for `add_rate_limit_headers`.
 LIMITER_KEY = "botarmy.rate_limiter"
 HEADERS_KEY = "botarmy.rate_limit_headers"
 
@@ -289,43 +286,18 @@ class RateLimiter:
 
 
 def rate_limiter_of(scope: Scope) -> RateLimiter | None:
+    """The limiter the authentication middleware left in the scope (`app.tokens.auth`)."""
     limiter = cast(dict[str, Any], scope).get(LIMITER_KEY)
     return limiter if isinstance(limiter, RateLimiter) else None
 
 
-def _not_limited(scope: Scope) -> bool:
-    """Health checks and the API docs are never limited."""
-    return scope["path"].startswith(("/health", DOCS_PREFIX))
-
-
-class RateLimitMiddleware(ASGIMiddleware):
-    """At most `rate_limit_per_minute` HTTP requests a minute per token, and `auth_failures_per_minute`
-    failed authentications per address (HTTP and WebSocket); more get a 429 with `Retry-After`.
-
-    The counting happens in the authentication middleware, which knows whether the token is valid;
-    this one hands it the limiter and adds the count's headers to the response.
-    """
-
-    scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
-    should_bypass_for_scope = staticmethod(_not_limited)
-
-    def __init__(self, settings: ServerSettings, counter: RequestCounter) -> None:
-        self.limiter = RateLimiter(settings, counter)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        state = cast(dict[str, Any], scope)
-        state[LIMITER_KEY] = self.limiter
-        if scope["type"] != ScopeType.HTTP:
-            await next_app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            headers = state.get(HEADERS_KEY)
-            if message["type"] == "http.response.start" and headers:
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    *((name.lower().encode(), value.encode()) for name, value in headers.items()),
-                ]
-            await send(message)
-
-        await next_app(scope, receive, send_with_headers)
+async def add_rate_limit_headers(message: Message, scope: Scope) -> None:
+    """The before-send hook that puts a counted request's `RateLimit-*` headers on its response."""
+    headers = cast(dict[str, Any], scope).get(HEADERS_KEY)
+    if message["type"] != "http.response.start" or not headers:
+        return
+    start: dict[str, Any] = message  # type: ignore[assignment]
+    start["headers"] = [
+        *start.get("headers", ()),
+        *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+    ]

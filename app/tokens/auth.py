@@ -13,7 +13,7 @@ generation of revocations that the rate-limit count reads in its own round trip 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar
 from litestar.connection import ASGIConnection
@@ -23,7 +23,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.middleware._utils import should_bypass_middleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from app.core.ratelimit import RateLimiter, rate_limiter_of
+from app.core.ratelimit import LIMITER_KEY, RateLimiter, rate_limiter_of
 from app.core.runtime import Runtime
 from app.core.security import Principal, check_access, hash_token, token_of
 from app.db.engine import reading_only
@@ -44,9 +44,13 @@ async def _from_database(app: Litestar, secret: str) -> Principal | None:
 
 
 class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
-    def __init__(self, app: ASGIApp, **kwargs: Any) -> None:
+    """Authentication, the rate limit (`limiter`: counted here, where a token is known to be valid)
+    and each HTTP route's access check (`app.api.guards`), in one middleware."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter | None = None, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.cache = TokenCache()
+        self.limiter = limiter
 
     async def _check(
         self, connection: ASGIConnection[Any, Any, Any, Any], secret: str, limiter: RateLimiter | None
@@ -95,6 +99,8 @@ class TokenAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.limiter is not None:
+            cast(dict[str, Any], scope)[LIMITER_KEY] = self.limiter
         if scope["type"] != ScopeType.WEBSOCKET:
             if scope.get("method") in self.exclude_http_methods and not should_bypass_middleware(
                 exclude_opt_key=self.exclude_opt_key, exclude_path_pattern=self.exclude, scope=scope, scopes=self.scopes
