@@ -12,8 +12,9 @@ from uuid import UUID
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import and_, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
@@ -47,36 +48,35 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
 
     async def set_status(
         self, project_id: UUID, agent_type: str, status: AgentState, *, task_id: UUID | None = None
-    ) -> AgentStatus:
-        """Upsert the agent's row; an event only when the status or the task changes."""
+    ) -> bool:
+        """Upsert the agent's row; an event only when the status or the task changes. True: it changed.
+
+        One statement (insert, or update if something differs): the row is locked from here to the
+        commit, so callers make it their transaction's last write before the events. Every task of
+        an agent in a project sets this row: a lock held across more round trips queues them all.
+        """
         session = self.repository.session
-        statement = (
-            select(AgentStatus)
-            .where(AgentStatus.project_id == project_id, AgentStatus.agent_type == agent_type)
-            .with_for_update()
+        connection = await session.connection()
+        insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        now = datetime.datetime.now(datetime.UTC)
+        row = insert(AgentStatus).values(
+            project_id=project_id, agent_type=agent_type, status=status.value, current_task_id=task_id, updated_at=now
         )
-        row: AgentStatus | None = await session.scalar(statement)
-        if row is None:
-            # Two of the agent's first tasks may start at once: both find no row and both insert.
-            # The loser's insert is undone by its savepoint and it updates the winner's row instead.
-            try:
-                async with session.begin_nested():
-                    row = AgentStatus(
-                        project_id=project_id, agent_type=agent_type, status=status.value, current_task_id=task_id
-                    )
-                    session.add(row)
-                    await session.flush()
-            except IntegrityError:
-                row = await session.scalar(statement.execution_options(populate_existing=True))
-                if row is None:  # cannot happen: the conflicting row is committed
-                    raise
-                row.status, row.current_task_id = status.value, task_id
-        elif row.status == status.value and row.current_task_id == task_id:
-            return row
-        else:
-            row.status = status.value
-            row.current_task_id = task_id
-        await session.flush()
+        table = AgentStatus.__table__
+        upsert = row.on_conflict_do_update(
+            index_elements=[table.c.project_id, table.c.agent_type],
+            set_={
+                "status": row.excluded.status,
+                "current_task_id": row.excluded.current_task_id,
+                "updated_at": row.excluded.updated_at,
+            },
+            where=or_(
+                table.c.status != row.excluded.status,
+                table.c.current_task_id.is_distinct_from(row.excluded.current_task_id),
+            ),
+        ).returning(table.c.id)
+        if (await session.execute(upsert)).first() is None:
+            return False  # as it was
         await self.events.record(
             "agent_status_changed",
             project_id=project_id,
@@ -87,7 +87,7 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
                 "current_task_id": str(task_id) if task_id else None,
             },
         )
-        return row
+        return True
 
     async def statuses(self, project_id: UUID | None, visible: frozenset[UUID] | None) -> Sequence[AgentStatus]:
         statement = select(AgentStatus).order_by(AgentStatus.project_id, AgentStatus.agent_type)

@@ -13,8 +13,11 @@ from app.tasks.moves import Enqueue, Lease, TaskMoves, _lost, _not_stopped, utcn
 
 
 class TaskLeases(TaskMoves):
-    async def claim(self, task_id: UUID, lease_seconds: float) -> Lease | None:
-        """Start an attempt: pending/queued, or working with a lease that ran out, becomes ours."""
+    async def claim(self, task_id: UUID, lease_seconds: float, *, commit: bool = True) -> Lease | None:
+        """Start an attempt: pending/queued, or working with a lease that ran out, becomes ours.
+
+        With `commit=False` the caller adds the attempt's first reads and writes to the transaction.
+        """
         now = utcnow()
         token = str(uuid4())
         claimable = and_(
@@ -38,6 +41,7 @@ class TaskLeases(TaskMoves):
             where=claimable,
             message="working",
             progress=0,
+            commit=commit,
         )
         return Lease(task, token) if task is not None else None
 

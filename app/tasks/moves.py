@@ -8,8 +8,9 @@ every new status is checked against the table of moves (`app.tasks.state`).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -17,6 +18,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement, and_, select, update
 
+from app.core.exceptions import is_unavailable_error
 from app.events.services import EventService
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
@@ -122,6 +124,55 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 message="task queue unavailable; will retry",
             )
             raise
+
+    async def queue_new(self, task_ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
+        """Mark tasks this transaction wrote `pending` as queued, each under a new job id (no commit).
+
+        The caller commits, then sends the jobs (`send_jobs`): the transaction that makes a task
+        makes it queued too, instead of a transaction of its own per task after the commit. A task
+        whose job is never sent (a crash right after the commit) is queued again by the sweep.
+        """
+        jobs: list[tuple[UUID, str]] = []
+        session = self.repository.session
+        for task_id in task_ids:
+            task = await session.get(AgentTask, task_id)  # in the session already: no statement
+            if task is None or task.status != TaskStatus.PENDING.value:
+                continue
+            TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
+            job_id = uuid4().hex
+            for key, value in self._queued_values(job_id).items():
+                setattr(task, key, value)
+            data = {"task_id": str(task.id), "agent_type": task.agent_type, "status": task.status}
+            await self.events.record(
+                "task_progress_updated",
+                project_id=task.project_id,
+                task_id=task.id,
+                data={**data, "message": "queued", "progress_percentage": 0},
+            )
+            jobs.append((task_id, job_id))
+        return jobs
+
+    async def send_jobs(self, jobs: Sequence[tuple[UUID, str]], enqueue: Enqueue) -> None:
+        """Send the jobs of tasks committed as queued, all at once. A job the broker refuses puts its
+        task back to pending for the sweep (a queue that is down); any other error is raised."""
+        if not jobs:
+            return
+        sent = await asyncio.gather(*(enqueue(task_id, job_id) for task_id, job_id in jobs), return_exceptions=True)
+        failure: BaseException | None = None
+        for (task_id, job_id), result in zip(jobs, sent, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            await self._transition(
+                task_id,
+                [TaskStatus.QUEUED],
+                {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None},
+                where=AgentTask.job_id == job_id,
+                message="task queue unavailable; will retry",
+            )
+            if not is_unavailable_error(result):
+                failure = failure or result
+        if failure is not None:
+            raise failure
 
     async def dispatch(
         self,
