@@ -323,11 +323,6 @@ class AgentExecutor:
         self.finishing.set()
         async with self.runtime.session() as session:
             tasks = services(session).tasks
-            # Hold the task's row first: if the lease is gone, nothing of this attempt is written.
-            if not await tasks.lock_held(self.lease):
-                await session.rollback()
-                self.log.info("task_result_discarded")
-                return []
             task = self.task
             usage = self.usage
             if usage is not None:
@@ -358,9 +353,12 @@ class AgentExecutor:
                 artifact_ids.append(artifact.id)
             status = TaskStatus.WAITING_FOR_HITL if asks or disputes else TaskStatus.COMPLETED
             output = self._output(answer, prompt, artifact_ids)
+            # Compare-and-set on the lease: if it is gone (cancelled, timed out, given to another
+            # worker), the whole transaction is rolled back and nothing of this attempt is written.
             finished = await tasks.complete(self.lease, output, status=status, commit=False)
-            if finished is None:  # cannot happen: the row is locked
+            if finished is None:
                 await session.rollback()
+                self.log.info("task_result_discarded")
                 return []
             hold = None
             if asks:

@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, case, select, update
 
 from app.core.exceptions import is_unavailable_error
 from app.events.services import EventService
@@ -126,27 +126,42 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             raise
 
     async def queue_new(self, task_ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
-        """Mark tasks this transaction wrote `pending` as queued, each under a new job id (no commit).
+        """Mark these tasks queued if they are pending, each under a new job id, in one statement (no
+        commit); the queued jobs, in the order asked for.
 
-        The caller commits, then sends the jobs (`send_jobs`): the transaction that makes a task
-        makes it queued too, instead of a transaction of its own per task after the commit. A task
-        whose job is never sent (a crash right after the commit) is queued again by the sweep.
+        For the tasks a transaction wrote: the caller commits, then sends the jobs (`send_jobs`), so
+        the transaction that makes a task makes it queued too, instead of a transaction of its own
+        per task after the commit. A task whose job is never sent (a crash right after the commit)
+        is queued again by the sweep.
         """
-        jobs: list[tuple[UUID, str]] = []
+        if not task_ids:
+            return []
+        TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
+        job_ids = {task_id: uuid4().hex for task_id in task_ids}
+        job_of_row = case(*((AgentTask.id == task_id, job_id) for task_id, job_id in job_ids.items()))
+        values = {**self._queued_values(""), "job_id": job_of_row}
+        statement = (
+            update(AgentTask)
+            .where(AgentTask.id.in_(list(job_ids)), AgentTask.status == TaskStatus.PENDING.value)
+            .values(updated_at=utcnow(), **values)
+            .returning(AgentTask.id, AgentTask.project_id, AgentTask.agent_type)
+            .execution_options(synchronize_session=False)
+        )
         session = self.repository.session
-        for task_id in task_ids:
-            task = await session.get(AgentTask, task_id)  # in the session already: no statement
-            if task is None or task.status != TaskStatus.PENDING.value:
+        rows = {row.id: row for row in await session.execute(statement)}
+        jobs: list[tuple[UUID, str]] = []
+        for task_id, job_id in job_ids.items():
+            row = rows.get(task_id)
+            if row is None:
                 continue
-            TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
-            job_id = uuid4().hex
-            for key, value in self._queued_values(job_id).items():
-                setattr(task, key, value)
-            data = {"task_id": str(task.id), "agent_type": task.agent_type, "status": task.status}
+            held = session.identity_map.get(session.identity_key(AgentTask, task_id))
+            if held is not None:
+                session.expire(held)  # the row changed under it
+            data = {"task_id": str(task_id), "agent_type": row.agent_type, "status": TaskStatus.QUEUED.value}
             await self.events.record(
                 "task_progress_updated",
-                project_id=task.project_id,
-                task_id=task.id,
+                project_id=row.project_id,
+                task_id=task_id,
                 data={**data, "message": "queued", "progress_percentage": 0},
             )
             jobs.append((task_id, job_id))
