@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, and_, case, select, update
+from sqlalchemy import ColumnElement, Executable, and_, case, select, update
 
 from app.core.exceptions import is_unavailable_error
 from app.events.services import EventService
@@ -84,8 +84,24 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             # the session may hold this task already: take the row as the UPDATE left it
             .execution_options(synchronize_session=False, populate_existing=True)
         )
+        return await self._apply(
+            statement, None, message=message, progress=progress, event_type=event_type, commit=commit
+        )
+
+    async def _apply(
+        self,
+        statement: Executable,
+        params: dict[str, Any] | None,
+        *,
+        message: str,
+        progress: int | None,
+        event_type: str = "task_progress_updated",
+        commit: bool = True,
+    ) -> AgentTask | None:
+        """Run a transition's UPDATE .. RETURNING the task (built by `_transition`, or once with bind
+        parameters for the hottest ones), record its event and commit (unless told not to)."""
         session = self.repository.session
-        task: AgentTask | None = (await session.execute(statement)).scalar_one_or_none()
+        task: AgentTask | None = (await session.execute(statement, params)).scalar_one_or_none()
         if task is None:
             if commit:
                 await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
