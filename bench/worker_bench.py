@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 import time
@@ -115,9 +116,8 @@ def botarmy_round(env: dict[str, str], checkout: Checkout, tasks: int, log_dir: 
 
 def bare_round(env: dict[str, str], tasks: int, log_dir: Path) -> dict[str, float]:
     namespace = f"{env['BOTARMY_REDIS_NAMESPACE']}-bare-{uuid.uuid4().hex[:6]}"
-    os.environ["BARE_NAMESPACE"] = namespace  # read when bench.bare_taskiq is imported
-    sys.modules.pop("bench.bare_taskiq", None)
-    from bench import bare_taskiq
+    os.environ["BARE_NAMESPACE"] = namespace  # read when bench.bare_taskiq is imported: its broker's queue
+    bare_taskiq = importlib.reload(importlib.import_module("bench.bare_taskiq"))
 
     dsn = env["DATABASE_URL"]
     run = uuid.uuid4().hex[:8]
