@@ -9,9 +9,10 @@ environment: `DATABASE_URL` (postgresql://…), `REDIS_URL` and `BARE_NAMESPACE`
 
 from __future__ import annotations
 
+import datetime
 import os
 
-from sqlalchemy import BigInteger, Identity, String
+from sqlalchemy import BigInteger, DateTime, Identity, String, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from taskiq import TaskiqEvents, TaskiqState
@@ -29,6 +30,10 @@ class BareRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     payload: Mapped[str] = mapped_column(String(100))
+    # When the job's transaction wrote it (bench.worker_bench's rate from a full queue).
+    done_at: Mapped[datetime.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
 
 
 def async_url(url: str) -> str:

@@ -1,8 +1,10 @@
 """Model output as it streams, sent to clients as `agent_output_delta` messages.
 
 Live only: they are not stored (the stored record is the finished artifact) and have no event id,
-so they are never replayed. Small pieces are sent together (every `FLUSH_CHARS` characters or
-`FLUSH_SECONDS`), so that a model streaming token by token does not flood the channels.
+so they are never replayed. Small pieces are sent together (every `FLUSH_SECONDS`, or sooner once
+`FLUSH_CHARS` characters wait), so that a model streaming token by token does not flood the channels;
+a fast stream (the offline provider writes a whole answer at once) is one or a few messages, not one
+per piece: each message is a Redis round trip of the worker.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from app.core.channels import EventPublisher, event_channels
 from app.events.schemas import EventMessage
 from app.tasks.models import AgentTask
 
-FLUSH_CHARS = 400
+FLUSH_CHARS = 16_000
 FLUSH_SECONDS = 0.1
 
 _encoder = msgspec.json.Encoder()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from uuid import UUID
@@ -70,6 +71,13 @@ def rank_context(agent_type: str, instructions: str, items: list[ContextItem]) -
 ItemWithIndex = tuple[int, ContextItem]
 
 
+@functools.cache
+def _schema_text(artifact_type: ArtifactType) -> str:
+    """The JSON schema of a content type, as the prompt shows it: made once (msgspec builds it anew
+    on every call, a few percent of a worker's CPU per task)."""
+    return _encoder.encode(content_schema(artifact_type)).decode()
+
+
 def build_prompt(
     persona: Persona,
     instructions: str,
@@ -116,7 +124,7 @@ def build_prompt(
         )
     outputs = "\n".join(
         f"- {artifact_type.value}{' (one artifact for each)' if artifact_type in MANY else ''}: content must match "
-        f"{_encoder.encode(content_schema(artifact_type)).decode()}"
+        f"{_schema_text(artifact_type)}"
         for artifact_type in artifact_types
     )
     parts = [

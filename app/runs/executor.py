@@ -19,6 +19,7 @@ from uuid import UUID
 import msgspec
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.live_output import LiveOutput
 from app.agents.models import AgentState
@@ -88,40 +89,54 @@ class AgentExecutor:
         # A workflow step's brief: the types it writes, its persona, task file and checklist.
         self.brief = msgspec.convert(self.task.brief or {}, StepBrief)
         self.persona = persona_for(self.agent_type)
+        self.project: Project | None = None
+        self.context: list[ContextItem] = []
+        # The successful call's llm_usage row, written with the result in one transaction.
+        self.usage: dict[str, Any] | None = None
 
-    async def execute(self) -> list[UUID]:
-        """Do the task; the workflow tasks its completion created, for the caller to enqueue."""
-        async with self.runtime.session() as session:
-            project = await session.get(Project, self.task.project_id)
-            if project is None:  # deleted meanwhile: nothing to work for
-                raise TaskFailedError(f"project {self.task.project_id} no longer exists", code="project_gone")
-            artifacts = await services(session).artifacts.by_ids(
-                project.id, [UUID(value) for value in self.task.context_ids]
+    async def load(self, session: AsyncSession) -> None:
+        """Read the project and the artifacts the task names, in the transaction of the claim."""
+        self.project = await session.get(Project, self.task.project_id)
+        if self.project is None:
+            return
+        artifacts = await services(session).artifacts.by_ids(
+            self.project.id, [UUID(value) for value in self.task.context_ids]
+        )
+        self.context = [
+            ContextItem(
+                artifact_id=artifact.id,
+                artifact_type=artifact.artifact_type,
+                title=artifact.title,
+                content=artifact.content,
+                source_agent=artifact.source_agent,
             )
-            context = [
-                ContextItem(
-                    artifact_id=artifact.id,
-                    artifact_type=artifact.artifact_type,
-                    title=artifact.title,
-                    content=artifact.content,
-                    source_agent=artifact.source_agent,
-                )
-                for artifact in artifacts
-            ]
+            for artifact in artifacts
+        ]
+
+    async def execute(self) -> list[tuple[UUID, str]]:
+        """Do the task; the workflow tasks its completion queued (with their job ids), for the caller
+        to send once the attempt is over."""
+        project = self.project
+        if project is None:  # deleted meanwhile: nothing to work for
+            raise TaskFailedError(f"project {self.task.project_id} no longer exists", code="project_gone")
         brief = self.brief
         allowed = tuple(ArtifactType(kind) for kind in brief.output_types) or AGENT_ARTIFACTS[self.agent_type]
         self.persona = msgspec.convert(brief.persona, Persona) if brief.persona else persona_for(self.agent_type)
         prompt = build_prompt(
-            self.persona, self.task.instructions, allowed, context, feedback=self.task.feedback, brief=brief
+            self.persona, self.task.instructions, allowed, self.context, feedback=self.task.feedback, brief=brief
         )
         if not await self._within_budget(project, prompt):
             return []
-        provider = build_provider(self.provider_name, self.models)
         try:
-            answer = await self._call_with_retries(provider, prompt, allowed)
+            provider = build_provider(self.provider_name, self.models)
+            try:
+                answer = await self._call_with_retries(provider, prompt, allowed)
+            finally:
+                await provider.aclose()
+            return await self._finish(answer, prompt, confidence_threshold(project, self.runtime.settings.hitl))
         finally:
-            await provider.aclose()
-        return await self._finish(answer, prompt, confidence_threshold(project, self.runtime.settings.hitl))
+            if self.usage is not None:  # the last call, not written with a result: on its own
+                await asyncio.shield(self._write_usage(self.usage))
 
     # -- budget ------------------------------------------------------------------------------
 
@@ -208,7 +223,7 @@ class AgentExecutor:
                 if live is not None:
                     live.flush()
             outcome = "success" if error is None else getattr(error, "code", "invalid_output")
-            await self._record_usage(response, outcome, time.perf_counter() - started)
+            await self._record_usage(response, outcome, time.perf_counter() - started, with_result=error is None)
             if error is None:
                 return answer
             retriable = isinstance(error, TransientModelError | InvalidAnswerError)
@@ -229,7 +244,11 @@ class AgentExecutor:
                 )
             await asyncio.sleep(delay)
 
-    async def _record_usage(self, response: ModelResponse | None, outcome: str, latency_s: float) -> None:
+    async def _record_usage(
+        self, response: ModelResponse | None, outcome: str, latency_s: float, *, with_result: bool = False
+    ) -> None:
+        """Count the call and write its llm_usage row; `with_result`: keep the row for the result's
+        transaction (`_finish`), which writes it, or `execute` does on its own if the result is not."""
         tokens_in = response.tokens_in if response else 0
         tokens_out = response.tokens_out if response else 0
         model = response.model if response else self.model
@@ -238,20 +257,29 @@ class AgentExecutor:
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
         self.cost += cost
+        usage = {
+            "project_id": self.task.project_id,
+            "task_id": self.task.id,
+            "agent_type": self.agent_type.value,
+            "provider": self.provider_name,
+            "model": model,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "cost_usd": cost,
+            "latency_ms": round(latency_s * 1000, 2),
+            "outcome": outcome,
+        }
+        if with_result:
+            self.usage = usage
+        else:
+            await self._write_usage(usage)
+
+    async def _write_usage(self, usage: dict[str, Any]) -> None:
         async with self.runtime.session() as session:
-            services(session).agents.record_usage(
-                project_id=self.task.project_id,
-                task_id=self.task.id,
-                agent_type=self.agent_type.value,
-                provider=self.provider_name,
-                model=model,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                cost_usd=cost,
-                latency_ms=round(latency_s * 1000, 2),
-                outcome=outcome,
-            )
+            services(session).agents.record_usage(**usage)
             await session.commit()
+        if usage is self.usage:
+            self.usage = None
 
     # -- the result --------------------------------------------------------------------------
 
@@ -285,7 +313,7 @@ class AgentExecutor:
             },
         }
 
-    async def _finish(self, answer: AgentAnswer, prompt: PromptContext, threshold: float) -> list[UUID]:
+    async def _finish(self, answer: AgentAnswer, prompt: PromptContext, threshold: float) -> list[tuple[UUID, str]]:
         unsure = answer.confidence < threshold
         mediating = self.task.mediates is not None
         chatting = is_chat_task(self.task)  # its questions go to the chat, not to a HITL request
@@ -295,12 +323,10 @@ class AgentExecutor:
         self.finishing.set()
         async with self.runtime.session() as session:
             tasks = services(session).tasks
-            # Hold the task's row first: if the lease is gone, nothing of this attempt is written.
-            if not await tasks.lock_held(self.lease):
-                await session.rollback()
-                self.log.info("task_result_discarded")
-                return []
             task = self.task
+            usage = self.usage
+            if usage is not None:
+                services(session).agents.record_usage(**usage)
             store = services(session).artifacts
             artifact_ids: list[UUID] = []
             derived_from = [str(artifact_id) for artifact_id in prompt.injected]
@@ -327,9 +353,12 @@ class AgentExecutor:
                 artifact_ids.append(artifact.id)
             status = TaskStatus.WAITING_FOR_HITL if asks or disputes else TaskStatus.COMPLETED
             output = self._output(answer, prompt, artifact_ids)
+            # Compare-and-set on the lease: if it is gone (cancelled, timed out, given to another
+            # worker), the whole transaction is rolled back and nothing of this attempt is written.
             finished = await tasks.complete(self.lease, output, status=status, commit=False)
-            if finished is None:  # cannot happen: the row is locked
+            if finished is None:
                 await session.rollback()
+                self.log.info("task_result_discarded")
                 return []
             hold = None
             if asks:
@@ -353,9 +382,13 @@ class AgentExecutor:
                 dispute=disputes,
             )
             _, follow_ups = await on_attempt_outcome(session, self.runtime.settings, finished, outcome)
+            # Queued in this transaction; the runner sends their jobs after the commit.
+            jobs = await tasks.queue_new(follow_ups)
             await session.commit()
+            if usage is self.usage:
+                self.usage = None  # written with the result
         self.log.info("task_finished", status=status.value, artifacts=len(artifact_ids))
-        return follow_ups
+        return jobs
 
     async def _park(self, session: Any, outcome: AttemptOutcome, output: dict[str, Any]) -> None:
         """Stop the attempt on a question for a human, in one transaction with its request."""

@@ -11,7 +11,7 @@ from taskiq import AsyncBroker, Context, TaskiqDepends, async_shared_broker
 from app.core.runtime import Runtime
 from app.runs.provider import services
 from app.runs.runner import TaskRunner
-from app.tasks.services import Enqueue, dispatch_all
+from app.tasks.services import Enqueue
 
 
 @async_shared_broker.task(task_name="tasks.run_agent_task")
@@ -28,7 +28,9 @@ def agent_task_enqueuer(broker: AsyncBroker) -> Enqueue:
 
 
 async def commit_and_dispatch(runtime: Runtime, session: AsyncSession, task_ids: Sequence[UUID]) -> None:
-    """Commit, then queue the tasks the transaction wrote: a worker must never get a job for a row it
-    cannot see yet (a queue that is down leaves them to the sweep)."""
+    """Mark the tasks the transaction wrote queued, commit, then send their jobs: a worker must never
+    get a job for a row it cannot see yet (a queue that is down leaves them to the sweep)."""
+    tasks = services(session).tasks
+    jobs = await tasks.queue_new(task_ids)
     await session.commit()
-    await dispatch_all(services(session).tasks, task_ids, agent_task_enqueuer(runtime.broker))
+    await tasks.send_jobs(jobs, agent_task_enqueuer(runtime.broker))

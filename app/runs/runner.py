@@ -30,7 +30,7 @@ from app.runs.executor import AgentExecutor, TaskFailedError
 from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
 from app.runs.provider import services
 from app.tasks.models import AgentTask, TaskStatus
-from app.tasks.services import Enqueue, Lease, dispatch_all
+from app.tasks.services import Enqueue, Lease
 
 logger = structlog.get_logger(__name__)
 
@@ -50,21 +50,25 @@ class TaskRunner:
                 await self._dispatch_safely(services(session).tasks.requeue_unstarted(task_id, self.enqueue), task_id)
             logger.info("task_left_to_another_worker", task_id=str(task_id))
             return
+        executor: AgentExecutor | None = None
         async with self.runtime.session() as session:
-            lease = await services(session).tasks.claim(task_id, self.lease_seconds)
+            # One transaction: the claim, what the attempt reads, and the agent's status (last: its
+            # row is shared by every task of the agent in the project, and locked to the commit).
+            lease = await services(session).tasks.claim(task_id, self.lease_seconds, commit=False)
             if lease is not None:
+                executor = AgentExecutor(self.runtime, lease)
+                await executor.load(session)
                 await services(session).agents.set_status(
                     lease.task.project_id, lease.task.agent_type, AgentState.WORKING, task_id=task_id
                 )
                 await session.commit()
-        if lease is None:
+        if lease is None or executor is None:
             # Already done, cancelled, or held by a live worker: a redelivered job has nothing to do.
             logger.info("task_not_claimable", task_id=str(task_id))
             return
         log = logger.bind(task_id=str(task_id), attempt=lease.task.attempts)
         log.info("task_started")
         lost = asyncio.Event()
-        executor = AgentExecutor(self.runtime, lease)
         work = asyncio.create_task(executor.execute())
         watcher = asyncio.create_task(self._watch(lease, work, lost, executor.finishing))
         handing_back = asyncio.Event()
@@ -75,7 +79,7 @@ class TaskRunner:
                 work.cancel()
 
         self.runtime.attempts.add(task_id, hand_back)
-        follow_ups: list[UUID] = []
+        follow_ups: list[tuple[UUID, str]] = []
         try:
             follow_ups = await work
         except asyncio.CancelledError:
@@ -104,10 +108,11 @@ class TaskRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         if follow_ups:
-            # Only now, with the watcher gone: nothing may cancel a half-sent job (the sweep would
-            # find it queued only after BOTARMY_QUEUED_REQUEUE_SECONDS).
+            # Committed as queued with the result; their jobs are sent only now, with the watcher
+            # gone: nothing may cancel a half-sent job (the sweep would find it queued only after
+            # BOTARMY_QUEUED_REQUEUE_SECONDS).
             async with self.runtime.session() as session:
-                await dispatch_all(services(session).tasks, follow_ups, self.enqueue)
+                await services(session).tasks.send_jobs(follow_ups, self.enqueue)
 
     async def _hand_back(self, lease: Lease) -> None:
         """The worker stops before the attempt finished: the task is queued again at once, for another
@@ -185,7 +190,7 @@ class TaskRunner:
             await session.commit()
 
     async def _watch(
-        self, lease: Lease, work: asyncio.Task[list[UUID]], lost: asyncio.Event, finishing: asyncio.Event
+        self, lease: Lease, work: asyncio.Task[list[tuple[UUID, str]]], lost: asyncio.Event, finishing: asyncio.Event
     ) -> None:
         renew_every = self.lease_seconds / 3
         progress_every = self.runtime.settings.models.progress_interval_seconds

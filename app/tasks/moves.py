@@ -8,15 +8,18 @@ every new status is checked against the table of moves (`app.tasks.state`).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from functools import cached_property
 from typing import Any
 from uuid import UUID, uuid4
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, Executable, and_, case, select, update
 
+from app.core.exceptions import is_unavailable_error
 from app.events.services import EventService
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
@@ -44,8 +47,9 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
 
     repository_type = Repo
 
-    @property
+    @cached_property
     def events(self) -> EventService:
+        """Made once per service (a service and its repository cost as much to build as a statement)."""
         return EventService(session=self.repository.session)
 
     # -- transitions ------------------------------------------------------------------------
@@ -80,8 +84,24 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             # the session may hold this task already: take the row as the UPDATE left it
             .execution_options(synchronize_session=False, populate_existing=True)
         )
+        return await self._apply(
+            statement, None, message=message, progress=progress, event_type=event_type, commit=commit
+        )
+
+    async def _apply(
+        self,
+        statement: Executable,
+        params: dict[str, Any] | None,
+        *,
+        message: str,
+        progress: int | None,
+        event_type: str = "task_progress_updated",
+        commit: bool = True,
+    ) -> AgentTask | None:
+        """Run a transition's UPDATE .. RETURNING the task (built by `_transition`, or once with bind
+        parameters for the hottest ones), record its event and commit (unless told not to)."""
         session = self.repository.session
-        task: AgentTask | None = (await session.execute(statement)).scalar_one_or_none()
+        task: AgentTask | None = (await session.execute(statement, params)).scalar_one_or_none()
         if task is None:
             if commit:
                 await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
@@ -122,6 +142,70 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 message="task queue unavailable; will retry",
             )
             raise
+
+    async def queue_new(self, task_ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
+        """Mark these tasks queued if they are pending, each under a new job id, in one statement (no
+        commit); the queued jobs, in the order asked for.
+
+        For the tasks a transaction wrote: the caller commits, then sends the jobs (`send_jobs`), so
+        the transaction that makes a task makes it queued too, instead of a transaction of its own
+        per task after the commit. A task whose job is never sent (a crash right after the commit)
+        is queued again by the sweep.
+        """
+        if not task_ids:
+            return []
+        TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
+        job_ids = {task_id: uuid4().hex for task_id in task_ids}
+        job_of_row = case(*((AgentTask.id == task_id, job_id) for task_id, job_id in job_ids.items()))
+        values = {**self._queued_values(""), "job_id": job_of_row}
+        statement = (
+            update(AgentTask)
+            .where(AgentTask.id.in_(list(job_ids)), AgentTask.status == TaskStatus.PENDING.value)
+            .values(updated_at=utcnow(), **values)
+            .returning(AgentTask.id, AgentTask.project_id, AgentTask.agent_type)
+            .execution_options(synchronize_session=False)
+        )
+        session = self.repository.session
+        rows = {row.id: row for row in await session.execute(statement)}
+        jobs: list[tuple[UUID, str]] = []
+        for task_id, job_id in job_ids.items():
+            row = rows.get(task_id)
+            if row is None:
+                continue
+            held = session.identity_map.get(session.identity_key(AgentTask, task_id))
+            if held is not None:
+                session.expire(held)  # the row changed under it
+            data = {"task_id": str(task_id), "agent_type": row.agent_type, "status": TaskStatus.QUEUED.value}
+            await self.events.record(
+                "task_progress_updated",
+                project_id=row.project_id,
+                task_id=task_id,
+                data={**data, "message": "queued", "progress_percentage": 0},
+            )
+            jobs.append((task_id, job_id))
+        return jobs
+
+    async def send_jobs(self, jobs: Sequence[tuple[UUID, str]], enqueue: Enqueue) -> None:
+        """Send the jobs of tasks committed as queued, all at once. A job the broker refuses puts its
+        task back to pending for the sweep (a queue that is down); any other error is raised."""
+        if not jobs:
+            return
+        sent = await asyncio.gather(*(enqueue(task_id, job_id) for task_id, job_id in jobs), return_exceptions=True)
+        failure: BaseException | None = None
+        for (task_id, job_id), result in zip(jobs, sent, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            await self._transition(
+                task_id,
+                [TaskStatus.QUEUED],
+                {"status": TaskStatus.PENDING.value, "job_id": None, "queued_at": None},
+                where=AgentTask.job_id == job_id,
+                message="task queue unavailable; will retry",
+            )
+            if not is_unavailable_error(result):
+                failure = failure or result
+        if failure is not None:
+            raise failure
 
     async def dispatch(
         self,
