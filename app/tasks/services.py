@@ -12,8 +12,9 @@ from typing import Any, cast
 from uuid import UUID, uuid4
 
 import msgspec
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import Select, bindparam, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import NullType
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import (
@@ -45,14 +46,25 @@ __all__ = [
 ]
 
 _TASK_VIEW = row_by_id(AgentTask, Task)
-# Built once: the statement and its cache key are reused by every status read.
-_STATUS_ROWS = (
-    select(AgentTask.id, AgentTask.agent_type, AgentTask.status, AgentTask.created_at, AgentTask.updated_at)
-    .select_from(Project)
-    .outerjoin(AgentTask, AgentTask.project_id == Project.id)
-    .where(Project.id == bindparam("project_id"))
-    .order_by(AgentTask.id)
-)
+_STATUS_COLUMNS = (AgentTask.id, AgentTask.agent_type, AgentTask.status, AgentTask.created_at, AgentTask.updated_at)
+
+
+def _status_rows(columns: Sequence[Any]) -> Select[Any]:
+    return (
+        select(*columns)
+        .select_from(Project)
+        .outerjoin(AgentTask, AgentTask.project_id == Project.id)
+        .where(Project.id == bindparam("project_id"))
+        .order_by(AgentTask.id)
+    )
+
+
+# Built once: the statement and its cache key are reused by every status read. On PostgreSQL the
+# driver already answers each column as the status needs it (UUID, text, aware datetimes): its
+# values skip the column types' conversions, three Python calls a row (a third of what each of a
+# large project's tasks added to its status).
+_STATUS_ROWS = _status_rows(_STATUS_COLUMNS)
+_STATUS_ROWS_AS_SENT = _status_rows([type_coerce(column, NullType()).label(column.key) for column in _STATUS_COLUMNS])
 
 
 async def status_rows_of_project(
@@ -62,7 +74,8 @@ async def status_rows_of_project(
     round trip: the project left-joined to its tasks (no row: no such project). Columns on a bare
     connection, no ORM session or entities: the status read is the hottest endpoint, polled by every
     client that follows a project."""
-    rows = (await connection.execute(_STATUS_ROWS, {"project_id": project_id})).all()
+    statement = _STATUS_ROWS_AS_SENT if connection.dialect.name == "postgresql" else _STATUS_ROWS
+    rows = (await connection.execute(statement, {"project_id": project_id})).all()
     if not rows:
         raise NotFoundError(f"Project {project_id} does not exist.")
     return [row._tuple() for row in rows if row[0] is not None]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime, timedelta
 
 from httpx import AsyncClient
+
+from app.tasks.models import TaskStatus
 
 
 async def create_project(client: AsyncClient, **fields: object) -> dict[str, object]:
@@ -80,6 +83,12 @@ async def test_project_status_lists_tasks(client: AsyncClient) -> None:
     row = status["tasks"][0]
     assert row["agent_type"] == "architect"
     assert set(row) == {"task_id", "agent_type", "status", "created_at", "updated_at"}
+    # Same values, same encoding as the task itself (on PostgreSQL the status skips the column
+    # types' conversions: the driver's own values must read the same).
+    task = (await client.get(f"/api/v1/tasks/{submitted['task_id']}")).json()
+    assert row["created_at"] == task["created_at"]
+    assert datetime.fromisoformat(row["updated_at"]).utcoffset() == timedelta(0)
+    assert row["status"] in {status.value for status in TaskStatus}
 
 
 async def test_unknown_ids_are_404(client: AsyncClient) -> None:
