@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -21,8 +22,7 @@ from app.runs.retention import purge_artifacts
 from app.tasks.models import AgentType
 
 
-def _summary_fields(row: Any) -> dict[str, Any]:
-    """Of an `Artifact`, or a row of its `SUMMARY_FIELDS` (`app.artifacts.search`)."""
+def _summary_fields(row: Artifact) -> dict[str, Any]:
     return {
         "id": row.id,
         "project_id": row.project_id,
@@ -44,8 +44,13 @@ def to_artifact(row: Artifact) -> schemas.Artifact:
     return schemas.Artifact(**_summary_fields(row), task_id=row.task_id, content=row.content)
 
 
-def to_summary(row: Any) -> schemas.ArtifactSummary:
+def to_summary(row: Artifact) -> schemas.ArtifactSummary:
     return schemas.ArtifactSummary(**_summary_fields(row))
+
+
+def summary_of_row(row: Sequence[Any]) -> schemas.ArtifactSummary:
+    """Of a row of `SUMMARY_FIELDS`, read by position: they are the summary's fields, in order."""
+    return schemas.ArtifactSummary(*row)
 
 
 def to_version(row: ArtifactVersion) -> schemas.ArtifactVersion:
@@ -121,7 +126,8 @@ class ProjectArtifactController(Controller):
             rows, next_cursor = await list_page(connection, project_id, filters, limit=limit, cursor=cursor)
             if not rows:  # an artifact's project exists (deleting it deletes them): only an empty page asks
                 await ensure_project_exists(connection, project_id)
-        return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
+        items = [summary_of_row(row) for row in rows]
+        return Page(items=items, next_cursor=str(next_cursor) if next_cursor else None)
 
     @get("/context", operation_id="GetProjectContext")
     async def get_context(

@@ -24,7 +24,7 @@ from app.hitl.models import HitlKind, HitlStatus
 from app.hitl.queries import HitlPages, HitlQueries
 from app.projects.models import Project
 from app.projects.schemas import ProjectUpdate
-from app.projects.services import ProjectService, ensure_project_exists
+from app.projects.services import ProjectService
 from app.runs.decisions import Answer, DecisionService
 from app.runs.jobs import commit_and_dispatch
 
@@ -169,12 +169,9 @@ class HitlController(Controller):
         cursor: UUID | None = Parameter(default=None, description="next_cursor of the previous page"),
     ) -> Page[schemas.HitlRequestSummary]:
         async with runtime.connection() as connection:
-            page = await HitlPages(connection).of_project(
+            return await HitlPages(connection).of_project(
                 project_id, status=status, kind=kind, assigned_role=assigned_role, limit=limit, cursor=cursor
             )
-            if not page.items:  # a request's project exists (deleting it deletes them): only an empty page asks
-                await ensure_project_exists(connection, project_id)
-        return page
 
     @get("/pending", operation_id="ListPendingHitlRequests")
     async def list_pending(

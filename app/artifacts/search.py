@@ -6,15 +6,17 @@ Content is never loaded for a list: pages stay small and fast.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import ColumnElement, Row, Select, Text, bindparam, cast, select
+from sqlalchemy import ColumnElement, Select, Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased, defer, undefer
 
 from app.artifacts.models import Artifact
+from app.db.driver import DriverRead
 from app.db.pages import cut_page
 
 # Text search walks this many of a project's rows in id order before it asks the trigram index.
@@ -69,14 +71,15 @@ def summary_columns(entity: Any) -> list[Any]:
     return [getattr(entity, name).label(name) for name in SUMMARY_FIELDS]
 
 
-# The unfiltered pages, the common case, built once: their cache keys are computed once too.
+# The unfiltered pages, the common case, built once (run by the driver on PostgreSQL).
 _FIRST_PAGE = (
     select(*summary_columns(Artifact))
     .where(Artifact.project_id == bindparam("project_id"), Artifact.deleted_at.is_(None))
     .order_by(Artifact.id)
     .limit(bindparam("page_size"))
 )
-_NEXT_PAGE = _FIRST_PAGE.where(Artifact.id > bindparam("cursor"))
+_FIRST_PAGE_READ = DriverRead(_FIRST_PAGE)
+_NEXT_PAGE_READ = DriverRead(_FIRST_PAGE.where(Artifact.id > bindparam("cursor")))
 
 
 def _unfiltered(filters: ArtifactFilters) -> bool:
@@ -90,17 +93,17 @@ async def list_page(
     *,
     limit: int,
     cursor: UUID | None,
-) -> tuple[list[Row[Any]], UUID | None]:
-    """One page of summary rows (`SUMMARY_FIELDS`) in id (creation) order."""
+) -> tuple[list[Sequence[Any]], UUID | None]:
+    """One page of summary rows (`SUMMARY_FIELDS`, read by position) in id (creation) order."""
     if _unfiltered(filters):
         params: dict[str, Any] = {"project_id": project_id, "page_size": limit + 1}
         if cursor is not None:
             params["cursor"] = cursor
-        rows = await session.execute(_FIRST_PAGE if cursor is None else _NEXT_PAGE, params)
-        return cut_page(list(rows), limit)
+        rows = await (_FIRST_PAGE_READ if cursor is None else _NEXT_PAGE_READ).rows(session, params)
+        return cut_page(list(rows), limit, key=0)
     statement = page_statement(project_id, filters, cursor)
     if not filters.q:
-        return cut_page(list(await session.execute(statement.limit(limit + 1))), limit)
+        return cut_page(list(await session.execute(statement.limit(limit + 1))), limit, key=0)
     # Text search. A common word fills a page from the project's first rows in id order, which a
     # walk finds at once; the trigram index would instead fetch and sort every match (bench/README.md).
     # So the first rows after the cursor are walked in order: a subquery with its own LIMIT fences
@@ -125,17 +128,17 @@ async def list_page(
         .order_by(rows_in_window.id)
         .limit(limit + 1)
     )
-    walked = list(await session.execute(walk))
+    walked: list[Sequence[Any]] = list(await session.execute(walk))
     if len(walked) > limit:
-        return cut_page(walked, limit)
+        return cut_page(walked, limit, key=0)
     # Past the window (none if the project has no more rows): one statement, the window's last id
     # found inside it.
     last_in_window = (
         select(Artifact.id).where(*in_order).order_by(Artifact.id).offset(SEARCH_WINDOW - 1).limit(1)
     ).scalar_subquery()
     past_window = statement.where(Artifact.id > last_in_window).limit(limit + 1 - len(walked))
-    rest = list(await session.execute(past_window))
-    return cut_page(walked + rest, limit)
+    rest: list[Sequence[Any]] = list(await session.execute(past_window))
+    return cut_page(walked + rest, limit, key=0)
 
 
 def page_statement(project_id: UUID, filters: ArtifactFilters, cursor: UUID | None) -> Select[Any]:

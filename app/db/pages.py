@@ -16,10 +16,12 @@ from sqlalchemy.orm import InstrumentedAttribute
 RowT = TypeVar("RowT")
 
 
-def cut_page(rows: list[RowT], limit: int, key: str = "id") -> tuple[list[RowT], Any | None]:
-    """The page of `rows` (read with `limit + 1`), and the next page's cursor (None: the last page)."""
+def cut_page(rows: list[RowT], limit: int, key: str | int = "id") -> tuple[list[RowT], Any | None]:
+    """The page of `rows` (read with `limit + 1`), and the next page's cursor (None: the last page):
+    the attribute `key` of its last row, or its column at that position (rows read by position)."""
     if len(rows) > limit:
-        return rows[:limit], getattr(rows[limit - 1], key)
+        last: Any = rows[limit - 1]
+        return rows[:limit], last[key] if isinstance(key, int) else getattr(last, key)
     return rows, None
 
 

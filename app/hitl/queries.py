@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import datetime
 import statistics
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Row, and_, bindparam, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import NotFoundError
 from app.core.schema import Page
 from app.core.security import Principal
+from app.db.driver import DriverRead
 from app.db.pages import cut_page
 from app.hitl import schemas
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HitlStatus
+from app.projects.models import Project
+from app.projects.services import ensure_project_exists
 from app.tasks.models import AgentTask
 
 ANSWERED_STATUSES = (HitlStatus.APPROVED.value, HitlStatus.REJECTED.value, HitlStatus.AMENDED.value)
@@ -63,18 +67,28 @@ SUMMARY_COLUMNS = (
     HitlRequest.expires_at,
     HitlRequest.responded_at,
 )
-# A project's requests, unfiltered (the common case), built once: their cache keys are computed once too.
-_PROJECT_PAGE = (
+# A project's requests, unfiltered (the common case): the project left-joined to them, so that an
+# empty page also says whether the project exists (no row: it does not), in one round trip.
+_PROJECT_PAGE = DriverRead(
     select(*SUMMARY_COLUMNS)
-    .where(HitlRequest.project_id == bindparam("project_id"))
+    .select_from(Project)
+    .outerjoin(HitlRequest, HitlRequest.project_id == Project.id)
+    .where(Project.id == bindparam("project_id"))
     .order_by(HitlRequest.id)
     .limit(bindparam("page_size"))
 )
-_PROJECT_PAGE_AFTER = _PROJECT_PAGE.where(HitlRequest.id > bindparam("cursor"))
+_PROJECT_PAGE_AFTER = DriverRead(
+    select(*SUMMARY_COLUMNS)
+    .select_from(Project)
+    .outerjoin(HitlRequest, and_(HitlRequest.project_id == Project.id, HitlRequest.id > bindparam("cursor")))
+    .where(Project.id == bindparam("project_id"))
+    .order_by(HitlRequest.id)
+    .limit(bindparam("page_size"))
+)
 
 
 def to_summary(request: Any) -> schemas.HitlRequestSummary:
-    """Of a `HitlRequest`, or a row of its `SUMMARY_COLUMNS`."""
+    """Of a `HitlRequest`."""
     return schemas.HitlRequestSummary(
         request_id=request.id,
         project_id=request.project_id,
@@ -91,10 +105,20 @@ def to_summary(request: Any) -> schemas.HitlRequestSummary:
     )
 
 
-class HitlPages:
-    """Lists of HITL requests, as summary columns: on a bare connection (the api's reads) or a session."""
+def summary_of_row(row: Sequence[Any], at: datetime.datetime) -> schemas.HitlRequestSummary:
+    """Of a row of `SUMMARY_COLUMNS` (read by position: a driver's record or a SQLAlchemy row)."""
+    request_id, project_id, task_id, execution_id, kind, question, urgency, role, status, created, expires, done = row
+    if status == HitlStatus.PENDING.value and expires is not None and expires <= at:
+        status = HitlStatus.EXPIRED.value
+    return schemas.HitlRequestSummary(
+        request_id, project_id, task_id, execution_id, kind, question, urgency, role, status, created, expires, done
+    )
 
-    def __init__(self, executor: AsyncSession | AsyncConnection) -> None:
+
+class HitlPages:
+    """Lists of HITL requests, as summary columns, on a bare connection (the api's reads)."""
+
+    def __init__(self, executor: AsyncConnection) -> None:
         self.executor = executor
 
     async def page(
@@ -107,9 +131,11 @@ class HitlPages:
         return self._page_of(rows, limit)
 
     @staticmethod
-    def _page_of(rows: list[Row[Any]], limit: int) -> Page[schemas.HitlRequestSummary]:
-        rows, next_cursor = cut_page(rows, limit)
-        return Page(items=[to_summary(row) for row in rows], next_cursor=str(next_cursor) if next_cursor else None)
+    def _page_of(rows: Sequence[Sequence[Any]], limit: int) -> Page[schemas.HitlRequestSummary]:
+        rows, next_cursor = cut_page(list(rows), limit, key=0)
+        at = now()
+        items = [summary_of_row(row, at) for row in rows]
+        return Page(items=items, next_cursor=str(next_cursor) if next_cursor else None)
 
     async def of_project(
         self,
@@ -121,12 +147,15 @@ class HitlPages:
         limit: int,
         cursor: UUID | None,
     ) -> Page[schemas.HitlRequestSummary]:
+        """A page of the project's requests; NotFoundError if there is no such project."""
         if status is None and kind is None and assigned_role is None:
             params: dict[str, Any] = {"project_id": project_id, "page_size": limit + 1}
             if cursor is not None:
                 params["cursor"] = cursor
-            statement = _PROJECT_PAGE if cursor is None else _PROJECT_PAGE_AFTER
-            return self._page_of(list(await self.executor.execute(statement, params)), limit)
+            rows = await (_PROJECT_PAGE if cursor is None else _PROJECT_PAGE_AFTER).rows(self.executor, params)
+            if not rows:
+                raise NotFoundError(f"Project {project_id} does not exist.")
+            return self._page_of([row for row in rows if row[0] is not None], limit)
         conditions = [HitlRequest.project_id == project_id]
         if status is not None:
             conditions.append(status_filter(status, now()))
@@ -134,7 +163,10 @@ class HitlPages:
             conditions.append(HitlRequest.kind == kind.value)
         if assigned_role is not None:
             conditions.append(HitlRequest.assigned_role == assigned_role)
-        return await self.page(conditions, limit=limit, cursor=cursor)
+        page = await self.page(conditions, limit=limit, cursor=cursor)
+        if not page.items:  # a request's project exists (deleting it deletes them): only an empty page asks
+            await ensure_project_exists(self.executor, project_id)
+        return page
 
     async def pending(
         self, principal: Principal, *, assigned_role: str | None, limit: int, cursor: UUID | None

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.exceptions import NotFoundError
 from app.core.security import Principal
+from app.db.driver import DriverRead
 from app.db.pages import keyset_page
-from app.db.rows import row_by_id
+from app.db.rows import row_by_id, struct_of
 from app.events.services import EventService
 from app.projects import schemas
 from app.projects.models import Project
@@ -30,22 +31,22 @@ async def visible_project(session: AsyncSession, principal: Principal, project_i
 
 
 # Built once: whether a project exists, for the reads that need no more of it.
-_EXISTS = select(Project.id).where(Project.id == bindparam("project_id"))
+_EXISTS = DriverRead(select(Project.id).where(Project.id == bindparam("project_id")))
 _PROJECT_VIEW = row_by_id(Project, schemas.Project)
 
 
-async def ensure_project_exists(executor: AsyncConnection | AsyncSession, project_id: UUID) -> None:
+async def ensure_project_exists(connection: AsyncConnection, project_id: UUID) -> None:
     """NotFoundError unless the project exists: one statement built once, no ORM object."""
-    if (await executor.execute(_EXISTS, {"project_id": project_id})).first() is None:
+    if not await _EXISTS.rows(connection, {"project_id": project_id}):
         raise NotFoundError(f"Project {project_id} does not exist.")
 
 
 async def project_view(connection: AsyncConnection, project_id: UUID) -> schemas.Project:
     """The project as the api answers it, read as columns (`row_by_id`) on a bare connection."""
-    row = (await connection.execute(_PROJECT_VIEW, {"id": project_id})).first()
-    if row is None:
+    rows = await _PROJECT_VIEW.rows(connection, {"id": project_id})
+    if not rows:
         raise NotFoundError(f"Project {project_id} does not exist.")
-    return msgspec.convert(row, schemas.Project, from_attributes=True)
+    return struct_of(rows[0], schemas.Project)
 
 
 class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):

@@ -6,15 +6,13 @@ Every state transition is a compare-and-set (`app.tasks.moves`); the worker's le
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 from typing import Any, cast
 from uuid import UUID, uuid4
 
 import msgspec
-from sqlalchemy import Select, bindparam, select, text, type_coerce
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.types import NullType
 
 from app.artifacts.models import Artifact
 from app.core.exceptions import (
@@ -25,7 +23,8 @@ from app.core.exceptions import (
     is_unavailable_error,
 )
 from app.core.security import Principal
-from app.db.rows import row_by_id
+from app.db.driver import DriverRead
+from app.db.rows import row_by_id, struct_of
 from app.events.outbox import EVENT_ORDER_LOCK, INSERT_ORDERED_AFTER_WRITTEN, committed, event_rows, written_in
 from app.projects.models import Project
 from app.tasks.models import AgentTask, TaskStatus
@@ -46,48 +45,35 @@ __all__ = [
 ]
 
 _TASK_VIEW = row_by_id(AgentTask, Task)
-_STATUS_COLUMNS = (AgentTask.id, AgentTask.agent_type, AgentTask.status, AgentTask.created_at, AgentTask.updated_at)
+# Built once, run by the driver on PostgreSQL (`DriverRead`): the status read is the hottest endpoint,
+# polled by every client that follows a project.
+_STATUS_ROWS = DriverRead(
+    select(AgentTask.id, AgentTask.agent_type, AgentTask.status, AgentTask.created_at, AgentTask.updated_at)
+    .select_from(Project)
+    .outerjoin(AgentTask, AgentTask.project_id == Project.id)
+    .where(Project.id == bindparam("project_id"))
+    .order_by(AgentTask.id)
+)
 
 
-def _status_rows(columns: Sequence[Any]) -> Select[Any]:
-    return (
-        select(*columns)
-        .select_from(Project)
-        .outerjoin(AgentTask, AgentTask.project_id == Project.id)
-        .where(Project.id == bindparam("project_id"))
-        .order_by(AgentTask.id)
-    )
-
-
-# Built once: the statement and its cache key are reused by every status read. On PostgreSQL the
-# driver already answers each column as the status needs it (UUID, text, aware datetimes): its
-# values skip the column types' conversions, three Python calls a row (a third of what each of a
-# large project's tasks added to its status).
-_STATUS_ROWS = _status_rows(_STATUS_COLUMNS)
-_STATUS_ROWS_AS_SENT = _status_rows([type_coerce(column, NullType()).label(column.key) for column in _STATUS_COLUMNS])
-
-
-async def status_rows_of_project(
-    connection: AsyncConnection, project_id: UUID
-) -> list[tuple[UUID, str, str, datetime.datetime, datetime.datetime]]:
+async def status_rows_of_project(connection: AsyncConnection, project_id: UUID) -> list[Sequence[Any]]:
     """(id, agent_type, status, created_at, updated_at) of the project's tasks in id order, in one
     round trip: the project left-joined to its tasks (no row: no such project). Columns on a bare
-    connection, no ORM session or entities: the status read is the hottest endpoint, polled by every
-    client that follows a project."""
-    statement = _STATUS_ROWS_AS_SENT if connection.dialect.name == "postgresql" else _STATUS_ROWS
-    rows = (await connection.execute(statement, {"project_id": project_id})).all()
+    connection, no ORM session or entities."""
+    rows = await _STATUS_ROWS.rows(connection, {"project_id": project_id})
     if not rows:
         raise NotFoundError(f"Project {project_id} does not exist.")
-    return [row._tuple() for row in rows if row[0] is not None]
+    return [row for row in rows if row[0] is not None]
 
 
 async def task_view(connection: AsyncConnection, task_id: UUID, principal: Principal) -> Task:
     """The task as the api answers it, read as columns (`row_by_id`) on a bare connection; 404
     outside the caller's scope."""
-    row = (await connection.execute(_TASK_VIEW, {"id": task_id})).first()
-    if row is None or not principal.can_see(row.project_id):
+    rows = await _TASK_VIEW.rows(connection, {"id": task_id})
+    task = struct_of(rows[0], Task) if rows else None
+    if task is None or not principal.can_see(task.project_id):
         raise NotFoundError(f"Task {task_id} does not exist.")
-    return msgspec.convert(row, Task, from_attributes=True)
+    return task
 
 
 # A task stored queued (`TaskService._store_queued`), then its events; no row: no such project.
