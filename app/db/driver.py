@@ -17,15 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Select
 
 __all__ = ["DriverRead"]
-
-# What asyncpg raises for a statement that could not run (a lost connection, a server error).
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 class DriverRead:
@@ -56,7 +52,7 @@ class DriverRead:
         driver: Any = (await connection.get_raw_connection()).driver_connection
         try:
             records: Sequence[Sequence[Any]] = await driver.fetch(sql, *values)
-        except _DRIVER_ERRORS:
+        except Exception:  # noqa: BLE001 - whatever the driver raised, SQLAlchemy raises it as its own
             # Run again through SQLAlchemy, which raises the driver's error as for any statement:
             # a lost connection is invalidated (and answered 503), anything else is what it is.
             return (await connection.execute(self.statement, dict(params))).all()

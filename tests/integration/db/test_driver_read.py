@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -53,11 +53,11 @@ async def a_project_with_work(engine: AsyncEngine) -> uuid.UUID:
     now = datetime.datetime.now(datetime.UTC)
     async with engine.begin() as connection:
         await connection.execute(
-            Project.__table__.insert(),
+            insert(Project),
             [{"id": project_id, "name": "p", "description": "", "settings": {"a": [1, 2]}}],
         )
         await connection.execute(
-            AgentTask.__table__.insert(),
+            insert(AgentTask),
             [
                 {
                     "id": uuid.uuid4(),
@@ -72,7 +72,7 @@ async def a_project_with_work(engine: AsyncEngine) -> uuid.UUID:
             ],
         )
         await connection.execute(
-            Artifact.__table__.insert(),
+            insert(Artifact),
             [
                 {
                     "id": uuid.uuid4(),
