@@ -276,7 +276,7 @@ class AgentExecutor:
 
     async def _write_usage(self, usage: dict[str, Any]) -> None:
         async with self.runtime.session() as session:
-            services(session).agents.record_usage(**usage)
+            await services(session).agents.record_usage(**usage)
             await session.commit()
         if usage is self.usage:
             self.usage = None
@@ -326,7 +326,7 @@ class AgentExecutor:
             task = self.task
             usage = self.usage
             if usage is not None:
-                services(session).agents.record_usage(**usage)
+                await services(session).agents.record_usage(**usage)
             store = services(session).artifacts
             artifact_ids: list[UUID] = []
             derived_from = [str(artifact_id) for artifact_id in prompt.injected]
