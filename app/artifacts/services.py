@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Text, cast, delete, insert, select
+from sqlalchemy import Text, bindparam, cast, delete, insert, select, text
 from sqlalchemy.orm import make_transient_to_detached
 
 from app.artifacts.content import CONTENT_TYPES
@@ -31,6 +31,54 @@ _encoder = msgspec.json.Encoder()
 # Core statements on the tables (the entities would make them ORM bulk inserts).
 _INSERT_ARTIFACTS = insert(Artifact.__table__)  # type: ignore[arg-type]
 _INSERT_VERSION = insert(ArtifactVersion.__table__)  # type: ignore[arg-type]
+# PostgreSQL: a new artifact's rows (the document first, then its sections; `_artifact_rows`) and its
+# first version, in one statement.
+_STORE_NEW = text(
+    """
+    WITH artifacts AS (
+        INSERT INTO artifact (
+            id, project_id, task_id, parent_id, source_agent, artifact_type, granularity, title, content,
+            version, metadata, stale, search_text, created_at, updated_at
+        )
+        SELECT r.id, r.project_id, r.task_id, r.parent_id, r.source_agent, r.artifact_type, r.granularity,
+            r.title, r.content, 1, r.metadata, false, r.search_text, :now, :now
+        FROM jsonb_to_recordset(CAST(:artifacts AS jsonb)) AS r(
+            n int, id uuid, project_id uuid, task_id uuid, parent_id uuid, source_agent text, artifact_type text,
+            granularity text, title text, content jsonb, metadata jsonb, search_text text
+        )
+        ORDER BY r.n
+    )
+    INSERT INTO artifact_version (
+        id, artifact_id, version, title, content, change_note, changed_by, created_at, updated_at
+    )
+    VALUES (:id, :artifact_id, 1, :title, CAST(:content AS jsonb), :change_note, :changed_by, :now, :now)
+    """
+).bindparams(
+    bindparam("id", type_=ArtifactVersion.__table__.c.id.type),
+    bindparam("artifact_id", type_=ArtifactVersion.__table__.c.artifact_id.type),
+    bindparam("now", type_=ArtifactVersion.__table__.c.created_at.type),
+)
+_ROW_FIELDS = (
+    "id",
+    "project_id",
+    "task_id",
+    "parent_id",
+    "source_agent",
+    "artifact_type",
+    "granularity",
+    "title",
+    "content",
+    "search_text",
+)
+
+
+def _artifact_rows(rows: list[dict[str, Any]]) -> str:
+    """The JSON of `rows` for `_STORE_NEW`'s `artifacts` parameter, in order."""
+    return _encoder.encode(
+        [{"n": n, "metadata": row["meta"], **{key: row[key] for key in _ROW_FIELDS}} for n, row in enumerate(rows)]
+    ).decode()
+
+
 # Attribute name -> column name, where they differ (`meta` is the column `metadata`).
 _ARTIFACT_COLUMNS = {key: column.name for key, column in Artifact.__mapper__.columns.items()}
 
@@ -254,7 +302,6 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         rows = [document]
         if granularity == Granularity.DOCUMENT.value:
             rows.extend(_section_rows(document, now))
-        await session.execute(_INSERT_ARTIFACTS, [_as_columns(row) for row in rows])
         version = {
             "id": _new_id(),
             "artifact_id": document["id"],
@@ -266,7 +313,14 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             "created_at": now,
             "updated_at": now,
         }
-        await session.execute(_INSERT_VERSION, [version])
+        connection = await session.connection()
+        if connection.dialect.name == "postgresql":
+            # One round trip: the rows as one JSON parameter, the version inserted with them.
+            params = {**version, "content": _encoder.encode(content).decode(), "artifacts": _artifact_rows(rows)}
+            await session.execute(_STORE_NEW, {**params, "now": now})
+        else:
+            await session.execute(_INSERT_ARTIFACTS, [_as_columns(row) for row in rows])
+            await session.execute(_INSERT_VERSION, [version])
         artifact = Artifact(**document)
         make_transient_to_detached(artifact)
         session.add(artifact)
