@@ -99,7 +99,7 @@ class AgentExecutor:
 
     async def load(self, session: AsyncSession) -> None:
         """Read the project and the artifacts the task names, in the transaction of the claim."""
-        self.project = await session.scalar(_PROJECT, {"id": self.task.project_id})
+        self.project = self.lease.project or await session.scalar(_PROJECT, {"id": self.task.project_id})
         if self.project is None:
             return
         artifacts = await services(session).artifacts.by_ids(
