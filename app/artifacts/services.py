@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -151,8 +152,9 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
 
     repository_type = Repo
 
-    @property
+    @cached_property
     def events(self) -> EventService:
+        """Made once per service (a service and its repository cost as much to build as a statement)."""
         return EventService(session=self.repository.session)
 
     # -- reads -------------------------------------------------------------------------------
