@@ -14,7 +14,7 @@ from uuid import UUID
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import TextClause, and_, bindparam, func, select, text
+from sqlalchemy import TextClause, and_, bindparam, func, insert, select, text
 from uuid_utils.compat import uuid7
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
@@ -52,6 +52,10 @@ def _status_upsert(dialect: str) -> TextClause:
         bindparam("task_id", type_=columns.current_task_id.type),
         bindparam("now", type_=columns.updated_at.type),
     )
+
+
+# On the table: on the entity it would be an ORM bulk insert.
+_INSERT_USAGE = insert(LlmUsage.__table__)  # type: ignore[arg-type]
 
 
 class BudgetExceededError(Exception):
@@ -153,10 +157,12 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
 
     # -- usage and budgets -------------------------------------------------------------------
 
-    def record_usage(self, **fields: Any) -> LlmUsage:
-        usage = LlmUsage(**fields)
-        self.repository.session.add(usage)
-        return usage
+    async def record_usage(self, **fields: Any) -> None:
+        """Write one model call's row (no commit): a core INSERT built once, not an ORM object that
+        the next statement's autoflush writes through the unit of work."""
+        now = datetime.datetime.now(datetime.UTC)
+        row = {"id": uuid7(), **fields, "created_at": now, "updated_at": now}
+        await self.repository.session.execute(_INSERT_USAGE, [row])
 
     async def spent(
         self, project_id: UUID, *, agent_type: str | None = None, task_id: UUID | None = None

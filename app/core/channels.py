@@ -23,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.config import RedisSettings
 
 GLOBAL_CHANNEL = "all"
+# Most events a publisher sends in one round trip (what queued up while the last batch was sent).
+PUBLISH_BATCH = 100
 # Where a session keeps the publisher of its committed events (`app.events.outbox` reads it).
 PUBLISHER_KEY = "botarmy.publisher"
 logger = structlog.get_logger(__name__)
@@ -61,6 +63,15 @@ class ResilientRedisPubSubBackend(RedisChannelsPubSubBackend):
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
         await super().publish(data, self._named(channels))
+
+    async def publish_many(self, messages: Iterable[tuple[bytes, Iterable[str]]]) -> None:
+        """Publish each message to its channels, in order, in one round trip: a pipeline of PUBLISH
+        commands, which Redis runs one after the other (the parent runs a script per message)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for data, channels in messages:
+            for channel in dict.fromkeys(self._named(channels)):
+                pipe.publish(channel, data)
+        await pipe.execute()
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
         failures = 0
@@ -133,13 +144,29 @@ class BackendPublisher:
 
     async def _drain(self) -> None:
         while True:
-            data, channels = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < PUBLISH_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._send(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _send(self, batch: list[tuple[bytes, list[str]]]) -> None:
+        """What queued up, in one round trip where the backend can (Redis); a failure loses these live
+        events only."""
+        if isinstance(self._backend, ResilientRedisPubSubBackend):
+            try:
+                await self._backend.publish_many(batch)
+            except Exception as exc:  # noqa: BLE001 - a lost live event is recoverable from the event table
+                logger.warning("publish_failed", events=len(batch), error=type(exc).__name__)
+            return
+        for data, channels in batch:
             try:
                 await self._backend.publish(data, channels)
             except Exception as exc:  # noqa: BLE001 - a lost live event is recoverable from the event table
                 logger.warning("publish_failed", channels=channels, error=type(exc).__name__)
-            finally:
-                self._queue.task_done()
 
 
 def session_info(publisher: EventPublisher | None) -> dict[str, Any]:

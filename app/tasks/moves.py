@@ -34,11 +34,13 @@ def utcnow() -> datetime.datetime:
 
 
 class Lease:
-    """A worker's claim on a running task; only its holder may report progress or finish it."""
+    """A worker's claim on a running task; only its holder may report progress or finish it. `project`:
+    the task's project as the claim read it (None: not read)."""
 
-    def __init__(self, task: AgentTask, token: str) -> None:
+    def __init__(self, task: AgentTask, token: str, project: Project | None = None) -> None:
         self.task = task
         self.token = token
+        self.project = project
 
 
 class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
@@ -102,6 +104,19 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
         parameters for the hottest ones), record its event and commit (unless told not to)."""
         session = self.repository.session
         task: AgentTask | None = (await session.execute(statement, params)).scalar_one_or_none()
+        return await self._moved(task, message=message, progress=progress, event_type=event_type, commit=commit)
+
+    async def _moved(
+        self,
+        task: AgentTask | None,
+        *,
+        message: str,
+        progress: int | None,
+        event_type: str = "task_progress_updated",
+        commit: bool = True,
+    ) -> AgentTask | None:
+        """After a transition's UPDATE: record its event and commit (unless told not to). None: it lost."""
+        session = self.repository.session
         if task is None:
             if commit:
                 await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
