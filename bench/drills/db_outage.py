@@ -57,7 +57,7 @@ async def drill(env: dict[str, str], outage: float, tasks: int, logs: Path) -> i
     task_ids: list[str] = []
     problems: list[str] = []
     readiness: list[int] = []
-    refused = 0
+    refused = reads_refused = 0
     recovered: float | None = None
     try:
         async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=15) as client:
@@ -88,12 +88,14 @@ async def drill(env: dict[str, str], outage: float, tasks: int, logs: Path) -> i
                         problems.append(f"an unclear 503: {response.text}")
                 else:
                     problems.append(f"during the outage: {response.status_code} {response.text[:200]}")
+                reads_refused += await check_reads(client, project["id"], problems, "during the outage", (200, 503))
                 await asyncio.sleep(0.5)
             await proxy.restore()
             say("PostgreSQL reachable again")
             recovered = await wait_ready(server.url, within=30)
             if recovered is None:
                 problems.append("readiness did not come back within 30 s")
+            await check_reads(client, project["id"], problems, "after the outage", (200,))
             for n in range(tasks - tasks // 2):
                 task_id = await submit(client, project["id"], f"after {n} [[offline:delay=0.5]]")
                 if task_id is None:
@@ -118,10 +120,35 @@ async def drill(env: dict[str, str], outage: float, tasks: int, logs: Path) -> i
         ("outage (proxy cut: refused + dropped)", f"{outage:g} s"),
         ("readiness probes during: 503 / all", f"{not_ready} / {len(readiness)}"),
         ("task submissions during: clear 503", str(refused)),
+        ("reads during (status, project, lists): clear 503", str(reads_refused)),
         ("ready again after the outage", f"{recovered:.2f} s" if recovered is not None else "never"),
         ("processes restarted", "none" if not problems else "see problems"),
     ]
     return report("PostgreSQL outage drill", rows, result)
+
+
+# The reads that asyncpg runs itself (app.db.driver): a connection lost under them must be answered
+# as under any statement (a clear 503), and the pool must serve them again afterwards.
+def driver_read_paths(project_id: str) -> list[str]:
+    project = f"/api/v1/projects/{project_id}"
+    return [f"{project}/status", project, f"{project}/artifacts", f"/api/v1/hitl/project/{project_id}/requests"]
+
+
+async def check_reads(
+    client: httpx.AsyncClient, project_id: str, problems: list[str], when: str, allowed: tuple[int, ...]
+) -> int:
+    """GET each driver read of the project; the number answered 503 (each a clear one, else a problem)."""
+    refused = 0
+    paths = driver_read_paths(project_id)
+    for path in paths:
+        response = await client.get(path)
+        if response.status_code not in allowed or "Traceback" in response.text:
+            problems.append(f"{when}: GET {path} answered {response.status_code} {response.text[:200]}")
+        elif response.status_code == 503:
+            refused += 1
+            if not response.json().get("detail"):
+                problems.append(f"an unclear 503 on GET {path}: {response.text}")
+    return refused
 
 
 def _start_server(env: dict[str, str], port: int, logs: Path) -> Server:
