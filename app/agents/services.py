@@ -69,6 +69,28 @@ class BudgetExceededError(Exception):
         self.estimate = estimate
 
 
+def budget_limits(
+    project: Project, *, agent_type: str, task_id: UUID, task_token_limit: int | None
+) -> list[tuple[str, str, float, UUID | None, str | None]]:
+    """The limits a call of `agent_type` for `task_id` is held to: (scope, unit, limit, the scope's
+    task, the scope's agent), only those set. None set: nothing to check, no query to make."""
+    limits: list[tuple[str, str, float | None, UUID | None, str | None]] = [
+        ("project", "tokens", project.budget_tokens, None, None),
+        ("project", "cost", project.budget_cost_usd, None, None),
+        ("task", "tokens", task_token_limit, task_id, None),
+    ]
+    per_agent = project.settings.get("agent_budgets", {}) if isinstance(project.settings, dict) else {}
+    agent_limits = per_agent.get(agent_type, {}) if isinstance(per_agent, dict) else {}
+    if isinstance(agent_limits, dict):
+        limits.append(("agent", "tokens", agent_limits.get("tokens"), None, agent_type))
+        limits.append(("agent", "cost", agent_limits.get("cost_usd"), None, agent_type))
+    return [
+        (scope, unit, float(limit), scope_task, scope_agent)
+        for scope, unit, limit, scope_task, scope_agent in limits
+        if limit is not None
+    ]
+
+
 class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
     class Repo(SQLAlchemyAsyncRepository[AgentStatus]):
         model_type = AgentStatus
@@ -190,19 +212,9 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         task_token_limit: int | None,
     ) -> None:
         """Raise BudgetExceededError if the call would pass a project, agent or task limit."""
-        limits: list[tuple[str, str, float | None, UUID | None, str | None]] = [
-            ("project", "tokens", project.budget_tokens, None, None),
-            ("project", "cost", project.budget_cost_usd, None, None),
-            ("task", "tokens", task_token_limit, task_id, None),
-        ]
-        per_agent = project.settings.get("agent_budgets", {}) if isinstance(project.settings, dict) else {}
-        agent_limits = per_agent.get(agent_type, {}) if isinstance(per_agent, dict) else {}
-        if isinstance(agent_limits, dict):
-            limits.append(("agent", "tokens", agent_limits.get("tokens"), None, agent_type))
-            limits.append(("agent", "cost", agent_limits.get("cost_usd"), None, agent_type))
-        for scope, unit, limit, scope_task, scope_agent in limits:
-            if limit is None:
-                continue
+        for scope, unit, limit, scope_task, scope_agent in budget_limits(
+            project, agent_type=agent_type, task_id=task_id, task_token_limit=task_token_limit
+        ):
             tokens, cost = await self.spent(project.id, agent_type=scope_agent, task_id=scope_task)
             spent, estimate = (float(tokens), float(estimate_tokens)) if unit == "tokens" else (cost, estimate_cost)
             if spent + estimate > float(limit):
