@@ -19,6 +19,7 @@ from uuid_utils.compat import uuid7
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
+from app.events.outbox import INSERT_ORDERED_AFTER_CHANGED, write_pending_with
 from app.events.services import EventService
 from app.projects.models import Project
 from app.tasks.models import AgentType
@@ -34,9 +35,32 @@ def _status_upsert(dialect: str) -> TextClause:
     "is distinct from".
     """
     distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
+    # No value is formatted in, only one of two fixed words.
+    return _typed(text(_STATUS_UPSERT_SQL.format(distinct=distinct)))
+
+
+@functools.cache
+def _status_upsert_and_events() -> TextClause:
+    """PostgreSQL: `_status_upsert`, then the transaction's events (`write_pending_with`), one statement."""
+    upsert = _STATUS_UPSERT_SQL.format(distinct="IS DISTINCT FROM")
+    statement = text(  # fixed text, no value formatted in
+        f"WITH status AS ({upsert}), changed AS (SELECT count(*) AS changed_rows FROM status)"  # noqa: S608
+        + INSERT_ORDERED_AFTER_CHANGED
+    )
+    return _typed(statement)
+
+
+def _typed(statement: TextClause) -> TextClause:
     columns = AgentStatus.__table__.c
-    statement = text(
-        f"""
+    return statement.bindparams(
+        bindparam("id", type_=columns.id.type),
+        bindparam("project_id", type_=columns.project_id.type),
+        bindparam("task_id", type_=columns.current_task_id.type),
+        bindparam("now", type_=columns.updated_at.type),
+    )
+
+
+_STATUS_UPSERT_SQL = """
         INSERT INTO agent_status (id, project_id, agent_type, status, current_task_id, created_at, updated_at)
         VALUES (:id, :project_id, :agent_type, :status, :task_id, :now, :now)
         ON CONFLICT (project_id, agent_type) DO UPDATE
@@ -44,14 +68,7 @@ def _status_upsert(dialect: str) -> TextClause:
         WHERE agent_status.status <> excluded.status
            OR agent_status.current_task_id {distinct} excluded.current_task_id
         RETURNING id
-        """  # noqa: S608 - no value is formatted in, only one of two fixed words
-    )
-    return statement.bindparams(
-        bindparam("id", type_=columns.id.type),
-        bindparam("project_id", type_=columns.project_id.type),
-        bindparam("task_id", type_=columns.current_task_id.type),
-        bindparam("now", type_=columns.updated_at.type),
-    )
+"""
 
 
 # On the table: on the entity it would be an ORM bulk insert.
@@ -105,17 +122,26 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
     # -- status ------------------------------------------------------------------------------
 
     async def set_status(
-        self, project_id: UUID, agent_type: str, status: AgentState, *, task_id: UUID | None = None
+        self,
+        project_id: UUID,
+        agent_type: str,
+        status: AgentState,
+        *,
+        task_id: UUID | None = None,
+        last: bool = False,
     ) -> bool:
         """Upsert the agent's row; an event only when the status or the task changes. True: it changed.
 
         One statement (insert, or update if something differs): the row is locked from here to the
         commit, so callers make it their transaction's last write before the events. Every task of
         an agent in a project sets this row: a lock held across more round trips queues them all.
+
+        `last`: nothing but the commit follows. On PostgreSQL the same statement then writes the
+        transaction's events too (one round trip less, the order lock taken after the row lock);
+        not for a transaction that writes or locks more afterwards.
         """
         session = self.repository.session
         connection = await session.connection()
-        upsert = _status_upsert(connection.dialect.name)
         now = datetime.datetime.now(datetime.UTC)
         values = {
             "id": uuid7(),
@@ -123,19 +149,17 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
             "agent_type": agent_type,
             "status": status.value,
             "task_id": task_id,
+            "now": now,
         }
-        if (await session.execute(upsert, {**values, "now": now})).first() is None:
+        data = {"agent_type": agent_type, "status": status.value, "current_task_id": str(task_id) if task_id else None}
+        if last and connection.dialect.name == "postgresql":
+            event = self.events.event("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
+            statement = _status_upsert_and_events()
+            changed: bool = await session.run_sync(write_pending_with, statement, values, event)
+            return changed
+        if (await session.execute(_status_upsert(connection.dialect.name), values)).first() is None:
             return False  # as it was
-        await self.events.record(
-            "agent_status_changed",
-            project_id=project_id,
-            task_id=task_id,
-            data={
-                "agent_type": agent_type,
-                "status": status.value,
-                "current_task_id": str(task_id) if task_id else None,
-            },
-        )
+        await self.events.record("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
         return True
 
     async def statuses(self, project_id: UUID | None, visible: frozenset[UUID] | None) -> Sequence[AgentStatus]:
