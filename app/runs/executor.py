@@ -388,7 +388,9 @@ class AgentExecutor:
                 answer=answer,
                 dispute=disputes,
             )
-            _, follow_ups = await on_attempt_outcome(session, self.runtime.settings, finished, outcome)
+            _, follow_ups = await on_attempt_outcome(
+                session, self.runtime.settings, finished, outcome, then_commit=True
+            )
             # Queued in this transaction; the runner sends their jobs after the commit.
             jobs = await tasks.queue_new(follow_ups)
             await session.commit()
