@@ -19,6 +19,7 @@ from uuid_utils.compat import uuid7
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
+from app.events.outbox import INSERT_ORDERED_AFTER_CHANGED, write_pending_with
 from app.events.services import EventService
 from app.projects.models import Project
 from app.tasks.models import AgentType
@@ -34,9 +35,32 @@ def _status_upsert(dialect: str) -> TextClause:
     "is distinct from".
     """
     distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
+    # No value is formatted in, only one of two fixed words.
+    return _typed(text(_STATUS_UPSERT_SQL.format(distinct=distinct)))
+
+
+@functools.cache
+def _status_upsert_and_events() -> TextClause:
+    """PostgreSQL: `_status_upsert`, then the transaction's events (`write_pending_with`), one statement."""
+    upsert = _STATUS_UPSERT_SQL.format(distinct="IS DISTINCT FROM")
+    statement = text(  # fixed text, no value formatted in
+        f"WITH status AS ({upsert}), changed AS (SELECT count(*) AS changed_rows FROM status)"  # noqa: S608
+        + INSERT_ORDERED_AFTER_CHANGED
+    )
+    return _typed(statement)
+
+
+def _typed(statement: TextClause) -> TextClause:
     columns = AgentStatus.__table__.c
-    statement = text(
-        f"""
+    return statement.bindparams(
+        bindparam("id", type_=columns.id.type),
+        bindparam("project_id", type_=columns.project_id.type),
+        bindparam("task_id", type_=columns.current_task_id.type),
+        bindparam("now", type_=columns.updated_at.type),
+    )
+
+
+_STATUS_UPSERT_SQL = """
         INSERT INTO agent_status (id, project_id, agent_type, status, current_task_id, created_at, updated_at)
         VALUES (:id, :project_id, :agent_type, :status, :task_id, :now, :now)
         ON CONFLICT (project_id, agent_type) DO UPDATE
@@ -44,14 +68,7 @@ def _status_upsert(dialect: str) -> TextClause:
         WHERE agent_status.status <> excluded.status
            OR agent_status.current_task_id {distinct} excluded.current_task_id
         RETURNING id
-        """  # noqa: S608 - no value is formatted in, only one of two fixed words
-    )
-    return statement.bindparams(
-        bindparam("id", type_=columns.id.type),
-        bindparam("project_id", type_=columns.project_id.type),
-        bindparam("task_id", type_=columns.current_task_id.type),
-        bindparam("now", type_=columns.updated_at.type),
-    )
+"""
 
 
 # On the table: on the entity it would be an ORM bulk insert.
@@ -69,6 +86,28 @@ class BudgetExceededError(Exception):
         self.estimate = estimate
 
 
+def budget_limits(
+    project: Project, *, agent_type: str, task_id: UUID, task_token_limit: int | None
+) -> list[tuple[str, str, float, UUID | None, str | None]]:
+    """The limits a call of `agent_type` for `task_id` is held to: (scope, unit, limit, the scope's
+    task, the scope's agent), only those set. None set: nothing to check, no query to make."""
+    limits: list[tuple[str, str, float | None, UUID | None, str | None]] = [
+        ("project", "tokens", project.budget_tokens, None, None),
+        ("project", "cost", project.budget_cost_usd, None, None),
+        ("task", "tokens", task_token_limit, task_id, None),
+    ]
+    per_agent = project.settings.get("agent_budgets", {}) if isinstance(project.settings, dict) else {}
+    agent_limits = per_agent.get(agent_type, {}) if isinstance(per_agent, dict) else {}
+    if isinstance(agent_limits, dict):
+        limits.append(("agent", "tokens", agent_limits.get("tokens"), None, agent_type))
+        limits.append(("agent", "cost", agent_limits.get("cost_usd"), None, agent_type))
+    return [
+        (scope, unit, float(limit), scope_task, scope_agent)
+        for scope, unit, limit, scope_task, scope_agent in limits
+        if limit is not None
+    ]
+
+
 class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
     class Repo(SQLAlchemyAsyncRepository[AgentStatus]):
         model_type = AgentStatus
@@ -83,17 +122,26 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
     # -- status ------------------------------------------------------------------------------
 
     async def set_status(
-        self, project_id: UUID, agent_type: str, status: AgentState, *, task_id: UUID | None = None
+        self,
+        project_id: UUID,
+        agent_type: str,
+        status: AgentState,
+        *,
+        task_id: UUID | None = None,
+        last: bool = False,
     ) -> bool:
         """Upsert the agent's row; an event only when the status or the task changes. True: it changed.
 
         One statement (insert, or update if something differs): the row is locked from here to the
         commit, so callers make it their transaction's last write before the events. Every task of
         an agent in a project sets this row: a lock held across more round trips queues them all.
+
+        `last`: nothing but the commit follows. On PostgreSQL the same statement then writes the
+        transaction's events too (one round trip less, the order lock taken after the row lock);
+        not for a transaction that writes or locks more afterwards.
         """
         session = self.repository.session
         connection = await session.connection()
-        upsert = _status_upsert(connection.dialect.name)
         now = datetime.datetime.now(datetime.UTC)
         values = {
             "id": uuid7(),
@@ -101,19 +149,17 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
             "agent_type": agent_type,
             "status": status.value,
             "task_id": task_id,
+            "now": now,
         }
-        if (await session.execute(upsert, {**values, "now": now})).first() is None:
+        data = {"agent_type": agent_type, "status": status.value, "current_task_id": str(task_id) if task_id else None}
+        if last and connection.dialect.name == "postgresql":
+            event = self.events.event("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
+            statement = _status_upsert_and_events()
+            changed: bool = await session.run_sync(write_pending_with, statement, values, event)
+            return changed
+        if (await session.execute(_status_upsert(connection.dialect.name), values)).first() is None:
             return False  # as it was
-        await self.events.record(
-            "agent_status_changed",
-            project_id=project_id,
-            task_id=task_id,
-            data={
-                "agent_type": agent_type,
-                "status": status.value,
-                "current_task_id": str(task_id) if task_id else None,
-            },
-        )
+        await self.events.record("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
         return True
 
     async def statuses(self, project_id: UUID | None, visible: frozenset[UUID] | None) -> Sequence[AgentStatus]:
@@ -190,19 +236,9 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         task_token_limit: int | None,
     ) -> None:
         """Raise BudgetExceededError if the call would pass a project, agent or task limit."""
-        limits: list[tuple[str, str, float | None, UUID | None, str | None]] = [
-            ("project", "tokens", project.budget_tokens, None, None),
-            ("project", "cost", project.budget_cost_usd, None, None),
-            ("task", "tokens", task_token_limit, task_id, None),
-        ]
-        per_agent = project.settings.get("agent_budgets", {}) if isinstance(project.settings, dict) else {}
-        agent_limits = per_agent.get(agent_type, {}) if isinstance(per_agent, dict) else {}
-        if isinstance(agent_limits, dict):
-            limits.append(("agent", "tokens", agent_limits.get("tokens"), None, agent_type))
-            limits.append(("agent", "cost", agent_limits.get("cost_usd"), None, agent_type))
-        for scope, unit, limit, scope_task, scope_agent in limits:
-            if limit is None:
-                continue
+        for scope, unit, limit, scope_task, scope_agent in budget_limits(
+            project, agent_type=agent_type, task_id=task_id, task_token_limit=task_token_limit
+        ):
             tokens, cost = await self.spent(project.id, agent_type=scope_agent, task_id=scope_task)
             spent, estimate = (float(tokens), float(estimate_tokens)) if unit == "tokens" else (cost, estimate_cost)
             if spent + estimate > float(limit):

@@ -30,8 +30,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from sqlalchemy import Executable, func, insert, select, text
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.core.channels import PUBLISHER_KEY, EventPublisher, event_channels
@@ -59,6 +59,26 @@ INSERT_ORDERED_AFTER_WRITTEN = """
         SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
             n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
         )
+        ORDER BY r.n
+    ) AS e
+    RETURNING id
+"""
+# The same after a `WITH changed AS (…)` whose one row counts, in `changed.changed_rows`, the rows its
+# statement changed: the events of `event_rows` numbered below the bind parameter `always_written`
+# are inserted in any case, the others only if that count is not 0. The lock is taken after the
+# count (so after the statement's row locks), and only if something is inserted.
+INSERT_ORDERED_AFTER_CHANGED = """
+    , ordered AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock(:event_order_lock), c.changed_rows FROM changed AS c
+        WHERE c.changed_rows > 0 OR :always_written > 0
+    )
+    INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
+    SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
+    FROM (
+        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
+            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
+        )
+        WHERE r.n < :always_written OR ordered.changed_rows > 0
         ORDER BY r.n
     ) AS e
     RETURNING id
@@ -164,6 +184,28 @@ def write_pending(session: Session) -> None:
     for event, event_id in zip(pending, ids, strict=True):
         event.id = event_id  # the objects stay out of the session: they carry what was written
     session.info.setdefault(WRITTEN_KEY, []).extend(pending)
+
+
+def write_pending_with(session: Session, statement: Executable, params: dict[str, Any], if_changed: Event) -> bool:
+    """Write the transaction's last change and its events in one statement (PostgreSQL): `statement`
+    is `WITH changed AS (…)` + `INSERT_ORDERED_AFTER_CHANGED`; the events recorded so far are written
+    in any case, `if_changed` after them only if the change changed a row (returned: did it).
+
+    One round trip instead of two (the change, then the events at commit). The order lock is held
+    from here to the commit, as after `write_pending`: only the commit may follow.
+    """
+    pending: list[Event] = session.info.pop(PENDING_KEY, None) or []
+    session.flush()  # as in write_pending: no row lock waited for under the order lock
+    events = [*pending, if_changed]
+    params = {
+        **params,
+        "event_order_lock": EVENT_ORDER_LOCK,
+        "event_rows": event_rows(events),
+        "always_written": len(pending),
+    }
+    ids = list(session.connection().execute(statement, params).scalars())
+    written_in(session, events[: len(ids)], ids)
+    return len(ids) > len(pending)
 
 
 @sa_event.listens_for(Session, "before_commit")

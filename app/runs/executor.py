@@ -26,7 +26,7 @@ from app.agents.models import AgentState
 from app.agents.outputs import AgentAnswer, InvalidAnswerError, parse_answer
 from app.agents.personas import AGENT_ARTIFACTS, Persona, persona_for
 from app.agents.prompts import ContextItem, PromptContext, build_prompt
-from app.agents.services import BudgetExceededError
+from app.agents.services import BudgetExceededError, budget_limits
 from app.artifacts.models import ArtifactType
 from app.chat.services import is_chat_task
 from app.config import HitlSettings
@@ -146,6 +146,16 @@ class AgentExecutor:
     async def _within_budget(self, project: Project, prompt: PromptContext) -> bool:
         estimate = estimate_tokens(prompt.request.system + prompt.request.prompt) + OUTPUT_TOKENS_ESTIMATE
         estimate_cost = cost_usd(self.model, estimate - OUTPUT_TOKENS_ESTIMATE, OUTPUT_TOKENS_ESTIMATE)
+        limit = call_cost_limit(project, self.runtime.settings.hitl)
+        call_checked = project.oversight_level == OversightLevel.HIGH.value and limit is not None
+        limits = budget_limits(
+            project,
+            agent_type=self.agent_type.value,
+            task_id=self.task.id,
+            task_token_limit=self.models.task_token_limit,
+        )
+        if not limits and not call_checked:
+            return True  # no limit applies: no session, no query
         async with self.runtime.session() as session:
             try:
                 await services(session).agents.check_budget(
@@ -173,13 +183,7 @@ class AgentExecutor:
                     session, outcome, {"blocked_by": "budget", "message": str(exc), "estimate_tokens": estimate}
                 )
                 return False
-            limit = call_cost_limit(project, self.runtime.settings.hitl)
-            if (
-                project.oversight_level == OversightLevel.HIGH.value
-                and limit is not None
-                and estimate_cost > limit
-                and not await self._call_approved(session)
-            ):
+            if call_checked and limit is not None and estimate_cost > limit and not await self._call_approved(session):
                 self.log.info("call_needs_approval", estimate_cost=estimate_cost, limit=limit)
                 question = (
                     f"This {self.agent_type.value} call to {self.model} would cost about ${estimate_cost:.4f}, "
@@ -384,7 +388,9 @@ class AgentExecutor:
                 answer=answer,
                 dispute=disputes,
             )
-            _, follow_ups = await on_attempt_outcome(session, self.runtime.settings, finished, outcome)
+            _, follow_ups = await on_attempt_outcome(
+                session, self.runtime.settings, finished, outcome, then_commit=True
+            )
             # Queued in this transaction; the runner sends their jobs after the commit.
             jobs = await tasks.queue_new(follow_ups)
             await session.commit()

@@ -62,10 +62,12 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def on_attempt_outcome(
-    session: AsyncSession, settings: Settings, task: AgentTask, outcome: AttemptOutcome
+    session: AsyncSession, settings: Settings, task: AgentTask, outcome: AttemptOutcome, *, then_commit: bool = False
 ) -> tuple[HitlRequest | None, list[UUID]]:
     """Everything that follows an attempt's end (no commit): the request opened, if any, and the tasks
-    to queue once the caller has committed."""
+    to queue once the caller has committed.
+
+    `then_commit`: the caller commits next, writing nothing else (no follow-up to queue)."""
     policy = settings.hitl
     follow_ups: list[UUID] = []
     request = None
@@ -73,12 +75,25 @@ async def on_attempt_outcome(
         follow_ups.append((await start_mediation(session, task, round_number=1)).id)
     if outcome.hold is not None:
         request = await _open_hold(session, settings, task, outcome.hold)
+    answer = outcome.answer
+    # Nothing written after the agent's status (a task of no workflow, chat or mediation, no
+    # notice): it may carry the transaction's events (`AgentService.set_status`'s `last`).
+    last = (
+        then_commit
+        and not follow_ups
+        and outcome.notice is None
+        and (task.workflow_execution_id is None or task.step_id is None)
+        and not (answer is not None and (is_chat_task(task) or task.mediates is not None))
+    )
     await services(session).agents.set_status(
         task.project_id,
         task.agent_type,
         outcome.agent_state,
         task_id=task.id if outcome.agent_names_task and outcome.agent_state != AgentState.IDLE else None,
+        last=last,
     )
+    if last:
+        return request, follow_ups
     if outcome.notice is not None:
         await services(session).events.notify_error(
             project_id=task.project_id,
@@ -88,7 +103,6 @@ async def on_attempt_outcome(
             task_id=task.id,
             agent_type=task.agent_type,
         )
-    answer = outcome.answer
     # A workflow step advances in this same transaction (flags feed the workflow's conditions).
     follow_ups += await ExecutionService(session, policy).on_task_finished(task, flags=answer.flags if answer else None)
     if answer is not None and is_chat_task(task):

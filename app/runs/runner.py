@@ -59,7 +59,7 @@ class TaskRunner:
                 executor = AgentExecutor(self.runtime, lease)
                 await executor.load(session)
                 await services(session).agents.set_status(
-                    lease.task.project_id, lease.task.agent_type, AgentState.WORKING, task_id=task_id
+                    lease.task.project_id, lease.task.agent_type, AgentState.WORKING, task_id=task_id, last=True
                 )
                 await session.commit()
         if lease is None or executor is None:

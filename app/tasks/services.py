@@ -271,7 +271,10 @@ class TaskService(TaskRecovery):
                 "redo_of": redo_of,
                 "mediates": mediates,
                 "brief": brief,
-            }
+            },
+            # Every column is set here (no server default to read back): a refresh was a SELECT
+            # more per task, in the transaction that advances a workflow.
+            auto_refresh=False,
         )
         await self.events.record(
             "task_created",
