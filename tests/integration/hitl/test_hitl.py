@@ -232,6 +232,9 @@ async def test_only_the_role_a_request_names_answers_it(client: AsyncClient, set
     listed = first["items"] + rest["items"]
     assert [item["request_id"] for item in listed] == [for_admin, for_architect, for_owner]
     assert rest["next_cursor"] is None
+    # Past the last request the page is empty, not a 404: the project is still found by the same statement.
+    past = await client.get(path, params={"cursor": for_owner})
+    assert past.status_code == 200 and past.json() == {"items": [], "next_cursor": None}, past.text
     assert [(item["assigned_role"], item["status"], item["urgency"]) for item in listed] == [
         ("admin", "pending", "critical"),
         ("architect", "pending", "critical"),
