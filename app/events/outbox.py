@@ -45,24 +45,28 @@ WRITTEN_KEY = "botarmy.events.written"  # written in this transaction, published
 EVENT_ORDER_LOCK = 0x426F7441726D79
 
 _encoder = msgspec.json.Encoder()
-# The end of a `WITH written AS (…)` statement: once `written` has a row, take the order lock and
-# insert the events of the JSON array in the bind parameter `event_rows` (`event_rows()`), returning
-# their ids in order. If `written` has no row, nothing is inserted and no lock is taken. The lock key
-# is the bind parameter `event_order_lock` (`EVENT_ORDER_LOCK`).
-INSERT_ORDERED_AFTER_WRITTEN = """
-    , ordered AS MATERIALIZED (
-        SELECT pg_advisory_xact_lock(:event_order_lock) FROM (SELECT 1 FROM written LIMIT 1) AS one
-    )
+# After a CTE `ordered` (which takes the order lock): the events of the JSON array in the bind
+# parameter `event_rows` (`event_rows()`) inserted in their order, `{only}` a condition on them or
+# nothing, returning their ids in order. The lock key is the bind parameter `event_order_lock`
+# (`EVENT_ORDER_LOCK`).
+_INSERT_EVENTS_AFTER_ORDERED = """
     INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
     SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
     FROM (
         SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
             n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
         )
+        {only}
         ORDER BY r.n
     ) AS e
     RETURNING id
 """
+# The end of a `WITH written AS (…)` statement: once `written` has a row, take the order lock and
+# insert the events. If `written` has no row, nothing is inserted and no lock is taken.
+INSERT_ORDERED_AFTER_WRITTEN = """
+    , ordered AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock(:event_order_lock) FROM (SELECT 1 FROM written LIMIT 1) AS one
+    )""" + _INSERT_EVENTS_AFTER_ORDERED.format(only="")  # noqa: S608 - fixed text, no value formatted in
 # The same after a `WITH changed AS (…)` whose one row counts, in `changed.changed_rows`, the rows its
 # statement changed: the events of `event_rows` numbered below the bind parameter `always_written`
 # are inserted in any case, the others only if that count is not 0. The lock is taken after the
@@ -71,18 +75,9 @@ INSERT_ORDERED_AFTER_CHANGED = """
     , ordered AS MATERIALIZED (
         SELECT pg_advisory_xact_lock(:event_order_lock), c.changed_rows FROM changed AS c
         WHERE c.changed_rows > 0 OR :always_written > 0
-    )
-    INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
-    SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
-    FROM (
-        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
-            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
-        )
-        WHERE r.n < :always_written OR ordered.changed_rows > 0
-        ORDER BY r.n
-    ) AS e
-    RETURNING id
-"""
+    )""" + _INSERT_EVENTS_AFTER_ORDERED.format(  # noqa: S608 - fixed text, no value formatted in
+    only="WHERE r.n < :always_written OR ordered.changed_rows > 0"
+)
 _NOTHING_ELSE_WRITTEN = "WITH written AS (SELECT 1)"
 _LOCK_AND_INSERT = text(_NOTHING_ELSE_WRITTEN + INSERT_ORDERED_AFTER_WRITTEN)
 
@@ -106,8 +101,8 @@ def event_rows(events: list[Event]) -> str:
 
 
 def written_in(session: Session, events: list[Event], ids: list[int]) -> None:
-    """`events` were written with `INSERT_ORDERED_AFTER_WRITTEN` in the session's transaction and got
-    `ids`: they are published once it commits."""
+    """`events` were written in the session's transaction and got `ids`: they are published once it
+    commits."""
     for event, event_id in zip(events, ids, strict=True):
         event.id = event_id
     session.info.setdefault(WRITTEN_KEY, []).extend(events)
@@ -181,9 +176,7 @@ def write_pending(session: Session) -> None:
         highest = connection.execute(select(func.max(Event.id))).scalar() or 0
         ids = list(range(highest + 1, highest + 1 + len(rows)))
         connection.execute(insert(Event), [{**row, "id": event_id} for row, event_id in zip(rows, ids, strict=True)])
-    for event, event_id in zip(pending, ids, strict=True):
-        event.id = event_id  # the objects stay out of the session: they carry what was written
-    session.info.setdefault(WRITTEN_KEY, []).extend(pending)
+    written_in(session, pending, ids)  # the objects stay out of the session: they carry what was written
 
 
 def write_pending_with(session: Session, statement: Executable, params: dict[str, Any], if_changed: Event) -> bool:
