@@ -95,17 +95,25 @@ def _as_columns(row: dict[str, Any]) -> dict[str, Any]:
     return {_ARTIFACT_COLUMNS[key]: value for key, value in row.items()}
 
 
+# What a section takes from its document.
+_SECTION_INHERITS = ("project_id", "task_id", "source_agent", "artifact_type", "version")
+
+
 def _section_rows(document: dict[str, Any], now: datetime.datetime) -> list[dict[str, Any]]:
-    """The rows of a new document's sections (`split_sections`), as `ArtifactService._add_sections` makes them."""
+    """The rows of a document's sections (`split_sections`), new or after a change of the document."""
+    inherited = {key: document[key] for key in _SECTION_INHERITS}
     return [
         {
-            **document,
+            **inherited,
             "id": _new_id(),
             "parent_id": document["id"],
             "granularity": Granularity.SECTION.value,
             "title": section_title,
             "content": section_content,
             "meta": {"section_of": str(document["id"])},
+            "stale": False,
+            "stale_reason": None,
+            "deleted_at": None,
             "search_text": search_text_of(section_title, section_content),
             "created_at": now,
             "updated_at": now,
@@ -477,21 +485,9 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
 
     async def _add_sections(self, document: Artifact) -> None:
         """Sections of a changed document (a new artifact's are written with it, in `store`)."""
-        for title, content in split_sections(document.content):
-            self.repository.session.add(
-                Artifact(
-                    project_id=document.project_id,
-                    task_id=document.task_id,
-                    parent_id=document.id,
-                    source_agent=document.source_agent,
-                    artifact_type=document.artifact_type,
-                    granularity=Granularity.SECTION.value,
-                    title=title,
-                    content=content,
-                    version=document.version,
-                    meta={"section_of": str(document.id)},
-                )
-            )
+        fields = {key: getattr(document, key) for key in ("id", "content", *_SECTION_INHERITS)}
+        now = datetime.datetime.now(datetime.UTC)
+        self.repository.session.add_all([Artifact(**row) for row in _section_rows(fields, now)])
         await self.repository.session.flush()
 
     async def _mark_dependents_stale(self, artifact: Artifact) -> None:
