@@ -34,11 +34,15 @@ def now() -> datetime.datetime:
 
 
 def effective_status(request: Any, at: datetime.datetime | None = None) -> str:
+    """The status of a request (or of anything with its `status` and `expires_at`) as it reads now."""
+    return status_at(request.status, request.expires_at, at or now())
+
+
+def status_at(status: str, expires_at: datetime.datetime | None, at: datetime.datetime) -> str:
     """A pending request past its `expires_at` is expired, whether or not the sweep has run."""
-    at = at or now()
-    if request.status == HitlStatus.PENDING.value and request.expires_at is not None and request.expires_at <= at:
+    if status == HitlStatus.PENDING.value and expires_at is not None and expires_at <= at:
         return HitlStatus.EXPIRED.value
-    return str(request.status)
+    return str(status)
 
 
 def status_filter(status: HitlStatus, at: datetime.datetime) -> ColumnElement[bool]:
@@ -108,8 +112,7 @@ def to_summary(request: Any) -> schemas.HitlRequestSummary:
 def summary_of_row(row: Sequence[Any], at: datetime.datetime) -> schemas.HitlRequestSummary:
     """Of a row of `SUMMARY_COLUMNS` (read by position: a driver's record or a SQLAlchemy row)."""
     request_id, project_id, task_id, execution_id, kind, question, urgency, role, status, created, expires, done = row
-    if status == HitlStatus.PENDING.value and expires is not None and expires <= at:
-        status = HitlStatus.EXPIRED.value
+    status = status_at(status, expires, at)
     return schemas.HitlRequestSummary(
         request_id, project_id, task_id, execution_id, kind, question, urgency, role, status, created, expires, done
     )
