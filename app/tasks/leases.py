@@ -15,6 +15,7 @@ from app.tasks.moves import Enqueue, Lease, TaskMoves, _not_stopped, utcnow
 from app.tasks.state import TASK_MOVES
 
 _TASKS: Table = AgentTask.__table__  # type: ignore[assignment]
+_PROJECTS: Table = Project.__table__  # type: ignore[assignment]
 
 
 class TaskLeases(TaskMoves):
@@ -197,9 +198,6 @@ def _returning_task(statement: Update) -> Executable:
     """`statement` returning every column of the task, as the task (the session's copy refreshed)."""
     returning = statement.returning(*AgentTask.__table__.columns)
     return select(AgentTask).from_statement(returning).execution_options(populate_existing=True)
-
-
-_PROJECTS: Table = Project.__table__  # type: ignore[assignment]
 
 
 def _claim(project_joined: bool) -> Update:
