@@ -24,6 +24,28 @@ from app.events.services import EventService
 from app.projects.models import Project
 from app.tasks.models import AgentType
 
+# The agent's row inserted, or updated if its status or task differs (`_status_upsert`).
+_STATUS_UPSERT_SQL = """
+        INSERT INTO agent_status (id, project_id, agent_type, status, current_task_id, created_at, updated_at)
+        VALUES (:id, :project_id, :agent_type, :status, :task_id, :now, :now)
+        ON CONFLICT (project_id, agent_type) DO UPDATE
+        SET status = excluded.status, current_task_id = excluded.current_task_id, updated_at = excluded.updated_at
+        WHERE agent_status.status <> excluded.status
+           OR agent_status.current_task_id {distinct} excluded.current_task_id
+        RETURNING id
+"""
+
+
+def _typed(statement: TextClause) -> TextClause:
+    """The statement with its bind parameters typed as the columns they fill."""
+    columns = AgentStatus.__table__.c
+    return statement.bindparams(
+        bindparam("id", type_=columns.id.type),
+        bindparam("project_id", type_=columns.project_id.type),
+        bindparam("task_id", type_=columns.current_task_id.type),
+        bindparam("now", type_=columns.updated_at.type),
+    )
+
 
 @functools.cache
 def _status_upsert(dialect: str) -> TextClause:
@@ -48,27 +70,6 @@ def _status_upsert_and_events() -> TextClause:
         + INSERT_ORDERED_AFTER_CHANGED
     )
     return _typed(statement)
-
-
-def _typed(statement: TextClause) -> TextClause:
-    columns = AgentStatus.__table__.c
-    return statement.bindparams(
-        bindparam("id", type_=columns.id.type),
-        bindparam("project_id", type_=columns.project_id.type),
-        bindparam("task_id", type_=columns.current_task_id.type),
-        bindparam("now", type_=columns.updated_at.type),
-    )
-
-
-_STATUS_UPSERT_SQL = """
-        INSERT INTO agent_status (id, project_id, agent_type, status, current_task_id, created_at, updated_at)
-        VALUES (:id, :project_id, :agent_type, :status, :task_id, :now, :now)
-        ON CONFLICT (project_id, agent_type) DO UPDATE
-        SET status = excluded.status, current_task_id = excluded.current_task_id, updated_at = excluded.updated_at
-        WHERE agent_status.status <> excluded.status
-           OR agent_status.current_task_id {distinct} excluded.current_task_id
-        RETURNING id
-"""
 
 
 # On the table: on the entity it would be an ORM bulk insert.
