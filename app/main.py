@@ -26,7 +26,7 @@ from app import (
     __version__,
     models,  # noqa: F401 - every mapper, so that foreign keys resolve in any process
 )
-from app.api.dependencies import provide_runtime, provide_settings
+from app.api.dependencies import provide_value
 from app.api.health import LivenessAnswer
 from app.api.metrics import start_metrics_server
 from app.api.routes import route_handlers
@@ -222,9 +222,9 @@ def create_app(settings: Settings | None = None, *, freeze_startup_heap: bool = 
         ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
-            "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "runtime": provide_value(runtime),
             # Not "settings": a dependency must not share its name with a field of a body (a project's `settings`).
-            "app_settings": Provide(provide_settings, sync_to_thread=False),
+            "app_settings": provide_value(settings),
         },
         cors_config=CORSConfig(
             allow_origins=origins,
