@@ -10,13 +10,13 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from taskiq import AsyncBroker
 
 from app.config import Settings
@@ -70,6 +70,26 @@ class Attempts:
         return len(jobs)
 
 
+@asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine` for reads, closed at once when it has no transaction to end.
+
+    `async with engine.connect()` closes in a task of its own, shielded, so that a cancelled
+    request still finishes the close's ROLLBACK: a task and a turn of the event loop on every read.
+    On PostgreSQL a connection that began no transaction (`app.db.driver`'s reads begin none) closes
+    without waiting for anything, so nothing can interrupt it; any other closes shielded, as
+    SQLAlchemy's own exit does.
+    """
+    connection = await engine.connect()
+    try:
+        yield connection
+    finally:
+        if connection.dialect.name == "postgresql" and not connection.in_transaction():
+            await connection.close()
+        else:
+            await connection.__aexit__(None, None, None)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -87,8 +107,6 @@ class Runtime:
         async with self.db_config.get_session() as session:
             yield session
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection]:
+    def connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection without an ORM session, for a read of plain columns on a hot path."""
-        async with self.db_config.get_engine().connect() as connection:
-            yield connection
+        return read_connection(self.db_config.get_engine())

@@ -1,10 +1,13 @@
 """Hot reads run by asyncpg itself (`app.db.driver.DriverRead`) answer what SQLAlchemy answers, and a
 connection lost under them fails as every statement does: an invalidated connection (503), after
-which the pool serves a new one."""
+which the pool serves a new one. Their connection (`app.core.runtime.read_connection`) goes back to
+the pool however the request ends, cancelled included."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.artifacts.models import Artifact
 from app.artifacts.search import summary_columns
 from app.config import load_settings
+from app.core.runtime import read_connection
 from app.db.driver import DriverRead
 from app.db.engine import build_db_config, upgrade_database
 from app.projects.models import Project
@@ -133,3 +137,39 @@ async def test_a_lost_connection_is_invalidated_and_replaced(engine: AsyncEngine
         assert lost.value.connection_invalidated  # the api answers it 503
     async with engine.connect() as connection:  # the pool's next connection works
         assert len(await read.rows(connection, {"project_id": project_id})) == 1
+
+
+async def test_cancelled_reads_give_their_connections_back(engine: AsyncEngine) -> None:
+    """Requests dropped at any moment, and again while they end: waiting for a connection, reading,
+    or closing. Half of them also begin a transaction (a statement through SQLAlchemy), whose close
+    must ROLLBACK even when cancelled meanwhile. Each connection goes back to the pool (a read cut
+    short mid-statement is replaced, as with any statement)."""
+    project_id = await a_project_with_work(engine)
+    read = DriverRead(READS["status"])
+    params = {"project_id": project_id}
+
+    async def one_request(begins: bool) -> None:
+        async with read_connection(engine) as connection:
+            await read.rows(connection, params)
+            if begins:
+                await connection.execute(READS["project"], params)
+
+    def keep_cancelling(request: asyncio.Task[None]) -> None:
+        if not request.done():
+            request.cancel()
+            asyncio.get_running_loop().call_later(0.0005, keep_cancelling, request)
+
+    outcomes: dict[str, int] = {"done": 0, "cancelled": 0}
+    rng = random.Random(17)
+    for _ in range(5):
+        requests = [asyncio.create_task(one_request(begins=n % 2 == 0)) for n in range(40)]
+        for request in requests:
+            asyncio.get_running_loop().call_later(rng.uniform(0, 0.1), keep_cancelling, request)
+        for result in await asyncio.gather(*requests, return_exceptions=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+            outcomes["cancelled" if isinstance(result, asyncio.CancelledError) else "done"] += 1
+    assert outcomes["cancelled"] and outcomes["done"], outcomes  # dropped at some moment, not all or none
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with read_connection(engine) as connection:  # and the pool serves as before
+        assert len(await read.rows(connection, params)) == 3
