@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime
 import functools
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import ColumnElement, Executable, Table, Update, and_, bindparam, or_, select, update
+from sqlalchemy import CTE, ColumnElement, Executable, Table, Update, and_, bindparam, or_, select, update
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
@@ -16,6 +18,8 @@ from app.tasks.state import TASK_MOVES
 
 _TASKS: Table = AgentTask.__table__  # type: ignore[assignment]
 _PROJECTS: Table = Project.__table__  # type: ignore[assignment]
+# The message of the claim's `task_progress_updated` event.
+CLAIM_MESSAGE = "working"
 
 
 class TaskLeases(TaskMoves):
@@ -24,14 +28,8 @@ class TaskLeases(TaskMoves):
 
         With `commit=False` the caller adds the attempt's first reads and writes to the transaction.
         """
-        now = utcnow()
-        token = str(uuid4())
-        params = {
-            "task_id": task_id,
-            "now": now,
-            "token": token,
-            "expires": now + datetime.timedelta(seconds=lease_seconds),
-        }
+        params = claim_parameters(task_id, lease_seconds)
+        token = params["token"]
         session = self.repository.session
         project: Project | None = None
         if session.get_bind().dialect.name == "postgresql":
@@ -40,7 +38,7 @@ class TaskLeases(TaskMoves):
             task, project = row if row is not None else (None, None)
         else:
             task = (await session.execute(_claim_statement(), params)).scalar_one_or_none()
-        task = await self._moved(task, message="working", progress=0, commit=commit)
+        task = await self._moved(task, message=CLAIM_MESSAGE, progress=0, commit=commit)
         return Lease(task, token, project) if task is not None else None
 
     @staticmethod
@@ -229,6 +227,38 @@ def _claim(project_joined: bool) -> Update:
             updated_at=now,
         )
     )
+
+
+def claim_parameters(task_id: UUID, lease_seconds: float) -> dict[str, Any]:
+    """The bind parameters of the claim (`claimed_cte` too): the task, now, the new lease's token and end."""
+    now = utcnow()
+    return {
+        "task_id": task_id,
+        "now": now,
+        "token": str(uuid4()),
+        "expires": now + datetime.timedelta(seconds=lease_seconds),
+    }
+
+
+@functools.cache
+def claimed_cte() -> CTE:
+    """PostgreSQL: the claim as the CTE `claimed` (the task's columns, then its project's), for a
+    statement that writes what follows from it too (`claim_parameters`; `lease_of_claimed`)."""
+    return _claim(project_joined=True).returning(*_TASKS.columns, *_PROJECTS.columns).cte("claimed")
+
+
+_TASK_KEYS = [AgentTask.__mapper__.get_property_by_column(column).key for column in _TASKS.columns]
+_PROJECT_KEYS = [Project.__mapper__.get_property_by_column(column).key for column in _PROJECTS.columns]
+
+
+def lease_of_claimed(row: Sequence[Any], token: str) -> Lease:
+    """The lease of a row of `claimed_cte` (its first columns), its task and project detached entities
+    as if loaded, not tied to a session."""
+    task = AgentTask(**dict(zip(_TASK_KEYS, row, strict=False)))
+    project = Project(**dict(zip(_PROJECT_KEYS, row[len(_TASK_KEYS) :], strict=False)))
+    make_transient_to_detached(task)
+    make_transient_to_detached(project)
+    return Lease(task, token, project)
 
 
 @functools.cache

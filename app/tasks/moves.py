@@ -121,14 +121,7 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             if commit:
                 await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
             return None
-        data: dict[str, Any] = {
-            "task_id": str(task.id),
-            "agent_type": task.agent_type,
-            "status": task.status,
-            "message": message,
-        }
-        if progress is not None:
-            data["progress_percentage"] = progress
+        data = progress_data(task.id, task.agent_type, task.status, message, progress)
         await self.events.record(event_type, project_id=task.project_id, task_id=task.id, data=data)
         if commit:
             await session.commit()
@@ -245,6 +238,14 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             return None
         await self._enqueue_or_fall_back(task_id, job_id, enqueue)
         return job_id
+
+
+def progress_data(task_id: UUID, agent_type: str, status: str, message: str, progress: int | None) -> dict[str, Any]:
+    """The payload of a transition's `task_progress_updated` event."""
+    data: dict[str, Any] = {"task_id": str(task_id), "agent_type": agent_type, "status": status, "message": message}
+    if progress is not None:
+        data["progress_percentage"] = progress
+    return data
 
 
 def _not_stopped() -> ColumnElement[bool]:
