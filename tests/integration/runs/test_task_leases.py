@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import func, select, update
 
+from app.agents.models import AgentStatus
+from app.agents.services import AgentService
 from app.config import Settings
 from app.core.broker import build_broker
 from app.core.runtime import Runtime
@@ -150,3 +152,36 @@ async def test_broker_outage_puts_the_task_back_to_pending_for_the_sweep(runtime
     assert [task_id for task_id, _ in enqueue.calls] == [task.id]
     assert await sweep(runtime, enqueue, queued_after=0) == 1  # queued too long: sent again
     assert len(enqueue.calls) == 2 and enqueue.calls[0][1] != enqueue.calls[1][1]
+
+
+async def test_an_attempt_starts_with_its_agent_working_and_both_events(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+    async with runtime.session() as session:
+        lease = await AgentService(session=session).start_attempt(task.id, 30)
+    assert lease is not None
+    assert (lease.task.status, lease.task.attempts, lease.task.agent_type) == ("working", 1, "coder")
+    assert lease.project is None or lease.project.id == task.project_id  # read by the claim on PostgreSQL
+    async with runtime.session() as session:
+        assert await AgentService(session=session).start_attempt(task.id, 30) is None  # held by a live lease
+        status = await session.scalar(select(AgentStatus).where(AgentStatus.project_id == task.project_id))
+        assert status is not None and (status.status, status.current_task_id) == ("working", task.id)
+        events = list(await session.scalars(select(Event).where(Event.task_id == task.id).order_by(Event.id)))
+    started = [(event.event_type, event.project_id, event.data) for event in events[1:]]  # after task_created
+    assert started == [
+        (
+            "task_progress_updated",
+            task.project_id,
+            {
+                "task_id": str(task.id),
+                "agent_type": "coder",
+                "status": "working",
+                "message": "working",
+                "progress_percentage": 0,
+            },
+        ),
+        (
+            "agent_status_changed",
+            task.project_id,
+            {"agent_type": "coder", "status": "working", "current_task_id": str(task.id)},
+        ),
+    ]
