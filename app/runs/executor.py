@@ -332,8 +332,8 @@ class AgentExecutor:
             tasks = services(session).tasks
             task = self.task
             usage = self.usage
-            if usage is not None:
-                await services(session).agents.record_usage(**usage)
+            # Written by the completion's statement on PostgreSQL (rolled back with it if the lease is gone).
+            usage_along = await services(session).agents.record_usage_along(**usage) if usage is not None else None
             store = services(session).artifacts
             artifact_ids: list[UUID] = []
             derived_from = [str(artifact_id) for artifact_id in prompt.injected]
@@ -362,7 +362,7 @@ class AgentExecutor:
             output = self._output(answer, prompt, artifact_ids)
             # Compare-and-set on the lease: if it is gone (cancelled, timed out, given to another
             # worker), the whole transaction is rolled back and nothing of this attempt is written.
-            finished = await tasks.complete(self.lease, output, status=status, commit=False)
+            finished = await tasks.complete(self.lease, output, status=status, commit=False, along=usage_along)
             if finished is None:
                 await session.rollback()
                 self.log.info("task_result_discarded")

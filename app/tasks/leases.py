@@ -18,6 +18,9 @@ from app.tasks.state import TASK_MOVES
 
 _TASKS: Table = AgentTask.__table__  # type: ignore[assignment]
 _PROJECTS: Table = Project.__table__  # type: ignore[assignment]
+# PostgreSQL: a row that a transition's statement writes too, one round trip less: an INSERT as a CTE,
+# built once (the statement is built once for it), and the values of its bind parameters.
+Along = tuple[CTE, dict[str, Any]]
 # The message of the claim's `task_progress_updated` event.
 CLAIM_MESSAGE = "working"
 
@@ -91,10 +94,13 @@ class TaskLeases(TaskMoves):
         status: TaskStatus = TaskStatus.COMPLETED,
         error: str | None = None,
         commit: bool = True,
+        along: Along | None = None,
     ) -> AgentTask | None:
         """Finish the attempt. Accepted only from the current lease holder, so a task completes once.
 
         `status` is `waiting_for_hitl` when the agent asked a question: the work is stored, a person answers.
+        `along` (PostgreSQL): a row written by the same statement whether or not the lease still holds
+        (the caller rolls back if it does not).
         """
         TASK_MOVES.check(TaskStatus.WORKING, status)
         done = status == TaskStatus.COMPLETED
@@ -108,9 +114,10 @@ class TaskLeases(TaskMoves):
             "finished_at": now if done else None,
             "now": now,
         }
+        statement = _complete_statement(along[0] if along is not None else None)
         return await self._apply(
-            _complete_statement(),
-            params,
+            statement,
+            {**params, **along[1]} if along is not None else params,
             message="completed" if done else "waiting for a human answer",
             progress=100 if done else None,
             commit=commit,
@@ -275,8 +282,9 @@ def _claim_with_project() -> Executable:
 
 
 @functools.cache
-def _complete_statement() -> Executable:
-    return _returning_task(
+def _complete_statement(along: CTE | None = None) -> Executable:
+    """The completion; `along`: an INSERT, as a CTE, that the statement makes too (`Along`)."""
+    complete = (
         update(_TASKS)
         .where(
             AgentTask.id == bindparam("task_id"),
@@ -293,3 +301,4 @@ def _complete_statement() -> Executable:
             updated_at=bindparam("now"),
         )
     )
+    return _returning_task(complete if along is None else complete.add_cte(along))
