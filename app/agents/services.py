@@ -34,6 +34,7 @@ from uuid_utils.compat import uuid7
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
+from app.db.rows import Along
 from app.events.outbox import (
     EVENT_ORDER_LOCK,
     INSERT_ORDERED_AFTER_CHANGED,
@@ -45,7 +46,7 @@ from app.events.outbox import (
 )
 from app.events.services import EventService
 from app.projects.models import Project
-from app.tasks.leases import CLAIM_MESSAGE, Along, claim_parameters, claimed_cte, lease_of_claimed
+from app.tasks.leases import CLAIM_MESSAGE, claim_parameters, claimed_cte, lease_of_claimed
 from app.tasks.models import AgentType, TaskStatus
 from app.tasks.moves import Lease, progress_data
 from app.tasks.services import TaskService
@@ -356,7 +357,7 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
             await self.record_usage(**fields)
             return None
         row = _usage_row(fields)
-        return _usage_cte(), {f"usage_{key}": value for key, value in row.items()}
+        return (_usage_cte(),), {f"usage_{key}": value for key, value in row.items()}
 
     async def spent(
         self, project_id: UUID, *, agent_type: str | None = None, task_id: UUID | None = None

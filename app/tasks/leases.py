@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import CTE, ColumnElement, Executable, Table, Update, and_, bindparam, or_, select, update
 from sqlalchemy.orm import make_transient_to_detached
 
+from app.db.rows import Along
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.moves import Enqueue, Lease, TaskMoves, _not_stopped, utcnow
@@ -18,9 +19,6 @@ from app.tasks.state import TASK_MOVES
 
 _TASKS: Table = AgentTask.__table__  # type: ignore[assignment]
 _PROJECTS: Table = Project.__table__  # type: ignore[assignment]
-# PostgreSQL: a row that a transition's statement writes too, one round trip less: an INSERT as a CTE,
-# built once (the statement is built once for it), and the values of its bind parameters.
-Along = tuple[CTE, dict[str, Any]]
 # The message of the claim's `task_progress_updated` event.
 CLAIM_MESSAGE = "working"
 
@@ -99,7 +97,7 @@ class TaskLeases(TaskMoves):
         """Finish the attempt. Accepted only from the current lease holder, so a task completes once.
 
         `status` is `waiting_for_hitl` when the agent asked a question: the work is stored, a person answers.
-        `along` (PostgreSQL): a row written by the same statement whether or not the lease still holds
+        `along` (PostgreSQL): rows written by the same statement whether or not the lease still holds
         (the caller rolls back if it does not).
         """
         TASK_MOVES.check(TaskStatus.WORKING, status)
@@ -114,7 +112,7 @@ class TaskLeases(TaskMoves):
             "finished_at": now if done else None,
             "now": now,
         }
-        statement = _complete_statement(along[0] if along is not None else None)
+        statement = _complete_statement(along[0] if along is not None else ())
         return await self._apply(
             statement,
             {**params, **along[1]} if along is not None else params,
@@ -282,8 +280,8 @@ def _claim_with_project() -> Executable:
 
 
 @functools.cache
-def _complete_statement(along: CTE | None = None) -> Executable:
-    """The completion; `along`: an INSERT, as a CTE, that the statement makes too (`Along`)."""
+def _complete_statement(along: tuple[CTE, ...] = ()) -> Executable:
+    """The completion; `along`: INSERTs, as CTEs, that the statement makes too (`Along`)."""
     complete = (
         update(_TASKS)
         .where(
@@ -301,4 +299,4 @@ def _complete_statement(along: CTE | None = None) -> Executable:
             updated_at=bindparam("now"),
         )
     )
-    return _returning_task(complete if along is None else complete.add_cte(along))
+    return _returning_task(complete.add_cte(*along) if along else complete)
