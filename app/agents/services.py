@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -198,10 +197,9 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
 
     repository_type = Repo
 
-    @cached_property
+    @property
     def events(self) -> EventService:
-        """Made once per service (a service and its repository cost as much to build as a statement)."""
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     # -- status ------------------------------------------------------------------------------
 

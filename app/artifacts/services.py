@@ -9,7 +9,6 @@ import datetime
 import functools
 import re
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -210,10 +209,9 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
 
     repository_type = Repo
 
-    @cached_property
+    @property
     def events(self) -> EventService:
-        """Made once per service (a service and its repository cost as much to build as a statement)."""
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from functools import cached_property
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -49,10 +48,9 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
 
     repository_type = Repo
 
-    @cached_property
+    @property
     def events(self) -> EventService:
-        """Made once per service (a service and its repository cost as much to build as a statement)."""
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     # -- transitions ------------------------------------------------------------------------
 
