@@ -100,9 +100,9 @@ class AgentExecutor:
         self.usage: dict[str, Any] | None = None
 
     async def load(self, session: AsyncSession) -> None:
-        """Read the project and the artifacts the task names, in the transaction of the claim."""
+        """Read the project (unless the claim did) and the artifacts the task names, after the claim."""
         self.project = self.lease.project or await session.scalar(_PROJECT, {"id": self.task.project_id})
-        if self.project is None:
+        if self.project is None or not self.task.context_ids:
             return
         artifacts = await services(session).artifacts.by_ids(
             self.project.id, [UUID(value) for value in self.task.context_ids]
