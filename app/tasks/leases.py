@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from sqlalchemy import CTE, ColumnElement, Executable, Table, Update, and_, bindparam, or_, select, update
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import manager_of_class
 
 from app.db.rows import Along
 from app.projects.models import Project, ProjectStatus
@@ -21,6 +22,7 @@ _TASKS: Table = AgentTask.__table__  # type: ignore[assignment]
 _PROJECTS: Table = Project.__table__  # type: ignore[assignment]
 # The message of the claim's `task_progress_updated` event.
 CLAIM_MESSAGE = "working"
+ModelT = TypeVar("ModelT")
 
 
 class TaskLeases(TaskMoves):
@@ -259,11 +261,18 @@ _PROJECT_KEYS = [Project.__mapper__.get_property_by_column(column).key for colum
 def lease_of_claimed(row: Sequence[Any], token: str) -> Lease:
     """The lease of a row of `claimed_cte` (its first columns), its task and project detached entities
     as if loaded, not tied to a session."""
-    task = AgentTask(**dict(zip(_TASK_KEYS, row, strict=False)))
-    project = Project(**dict(zip(_PROJECT_KEYS, row[len(_TASK_KEYS) :], strict=False)))
-    make_transient_to_detached(task)
-    make_transient_to_detached(project)
+    task = _loaded(AgentTask, dict(zip(_TASK_KEYS, row, strict=False)))
+    project = _loaded(Project, dict(zip(_PROJECT_KEYS, row[len(_TASK_KEYS) :], strict=False)))
     return Lease(task, token, project)
+
+
+def _loaded(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """An entity of `model` from the values of all its columns, detached, as a load makes it: the values
+    put in its dict, not set one by one through the constructor's attribute events (6x the time)."""
+    entity: ModelT = manager_of_class(model).new_instance()
+    entity.__dict__.update(values)
+    make_transient_to_detached(entity)
+    return entity
 
 
 @functools.cache
