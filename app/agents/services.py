@@ -8,32 +8,60 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import TextClause, and_, bindparam, func, insert, select, text
+from sqlalchemy import (
+    ARRAY,
+    CTE,
+    BigInteger,
+    Select,
+    TextClause,
+    and_,
+    bindparam,
+    column,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
 from uuid_utils.compat import uuid7
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
-from app.events.outbox import INSERT_ORDERED_AFTER_CHANGED, write_pending_with
+from app.db.rows import Along
+from app.events.outbox import (
+    EVENT_ORDER_LOCK,
+    INSERT_ORDERED_AFTER_CHANGED,
+    ORDERED_AFTER_CHANGED,
+    event_rows,
+    insert_events_if_changed,
+    write_pending_with,
+    written_in,
+)
 from app.events.services import EventService
 from app.projects.models import Project
-from app.tasks.models import AgentType
+from app.tasks.leases import CLAIM_MESSAGE, claim_parameters, claimed_cte, lease_of_claimed
+from app.tasks.models import AgentType, TaskStatus
+from app.tasks.moves import Lease, progress_data
+from app.tasks.services import TaskService
 
-# The agent's row inserted, or updated if its status or task differs (`_status_upsert`).
+# The agent's row (`{row}`, one row of its columns) inserted, or updated if its status or task differs
+# (`_status_upsert`).
 _STATUS_UPSERT_SQL = """
         INSERT INTO agent_status (id, project_id, agent_type, status, current_task_id, created_at, updated_at)
-        VALUES (:id, :project_id, :agent_type, :status, :task_id, :now, :now)
+        {row}
         ON CONFLICT (project_id, agent_type) DO UPDATE
         SET status = excluded.status, current_task_id = excluded.current_task_id, updated_at = excluded.updated_at
         WHERE agent_status.status <> excluded.status
            OR agent_status.current_task_id {distinct} excluded.current_task_id
         RETURNING id
 """
+_GIVEN_ROW = "VALUES (:id, :project_id, :agent_type, :status, :task_id, :now, :now)"
 
 
 def _typed(statement: TextClause) -> TextClause:
@@ -58,13 +86,13 @@ def _status_upsert(dialect: str) -> TextClause:
     """
     distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
     # No value is formatted in, only one of two fixed words.
-    return _typed(text(_STATUS_UPSERT_SQL.format(distinct=distinct)))
+    return _typed(text(_STATUS_UPSERT_SQL.format(row=_GIVEN_ROW, distinct=distinct)))
 
 
 @functools.cache
 def _status_upsert_and_events() -> TextClause:
     """PostgreSQL: `_status_upsert`, then the transaction's events (`write_pending_with`), one statement."""
-    upsert = _STATUS_UPSERT_SQL.format(distinct="IS DISTINCT FROM")
+    upsert = _STATUS_UPSERT_SQL.format(row=_GIVEN_ROW, distinct="IS DISTINCT FROM")
     statement = text(  # fixed text, no value formatted in
         f"WITH status AS ({upsert}), changed AS (SELECT count(*) AS changed_rows FROM status)"  # noqa: S608
         + INSERT_ORDERED_AFTER_CHANGED
@@ -72,8 +100,62 @@ def _status_upsert_and_events() -> TextClause:
     return _typed(statement)
 
 
+# PostgreSQL, the start of an attempt in one statement (`_claim_with_status`): after the claim (the CTE
+# `claimed`, `app.tasks.leases.claimed_cte`), the claimed task's agent set working on it (`{row}` of
+# `_STATUS_UPSERT_SQL`), and the events of the bind parameter `event_rows` (the claim's, then the
+# status change's) with the task's project and agent type, which the worker learns only from the claim.
+_CLAIMED_ROW = (
+    "SELECT :status_id, c.project_id, c.agent_type, :working, c.id, c.started_at, c.started_at FROM claimed AS c"
+)
+_CLAIM_EVENTS = """
+    SELECT r.n, r.event_type, c.project_id, c.id AS task_id, r.actor,
+        r.data || jsonb_build_object('agent_type', c.agent_type) AS data, r.created_at
+    FROM claimed AS c, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
+        n int, event_type text, actor text, data jsonb, created_at timestamptz
+    )"""
+
+
+@functools.cache
+def _claim_with_status() -> Select[Any]:
+    """PostgreSQL: the claim, the agent's status and both events in one statement, returning the claimed
+    task's and project's columns (`claimed_cte`) and the ids of the events written. Nothing claimed: no
+    row, nothing else written, no lock taken. The order lock is taken last, after the row locks of
+    the claim and the upsert (as `INSERT_ORDERED_AFTER_CHANGED`)."""
+    claimed = claimed_cte()
+    upsert = text(_STATUS_UPSERT_SQL.format(row=_CLAIMED_ROW, distinct="IS DISTINCT FROM")).bindparams(
+        bindparam("status_id", type_=AgentStatus.__table__.c.id.type)
+    )
+    status = upsert.columns(column("id")).cte("status")
+    changed_sql = "SELECT count(*) AS changed_rows FROM status HAVING EXISTS (SELECT 1 FROM claimed)"
+    changed = text(changed_sql).columns(column("changed_rows")).cte("changed")
+    ordered = text(ORDERED_AFTER_CHANGED).columns(column("changed_rows")).cte("ordered").prefix_with("MATERIALIZED")
+    claim_events = text(_CLAIM_EVENTS).columns(column("n")).cte("claim_events")
+    events = text(insert_events_if_changed("claim_events AS r")).columns(column("id")).cte("events")
+    event_ids = literal_column("ARRAY(SELECT id FROM events ORDER BY id)", type_=ARRAY(BigInteger))
+    return select(*claimed.c, event_ids).add_cte(claimed, status, changed, ordered, claim_events, events)
+
+
+def _status_data(agent_type: str, status: AgentState, task_id: UUID | None) -> dict[str, Any]:
+    """The payload of an `agent_status_changed` event."""
+    return {"agent_type": agent_type, "status": status.value, "current_task_id": str(task_id) if task_id else None}
+
+
 # On the table: on the entity it would be an ORM bulk insert.
 _INSERT_USAGE = insert(LlmUsage.__table__)  # type: ignore[arg-type]
+
+
+def _usage_row(fields: dict[str, Any]) -> dict[str, Any]:
+    now = datetime.datetime.now(datetime.UTC)
+    return {"id": uuid7(), **fields, "created_at": now, "updated_at": now}
+
+
+@functools.cache
+def _usage_cte() -> CTE:
+    """PostgreSQL: `_INSERT_USAGE` as a CTE, its values the bind parameters `usage_<column>` (null if
+    not given, as the columns `_usage_row` has not)."""
+    columns = LlmUsage.__table__.columns
+    values = {column.name: bindparam(f"usage_{column.name}", None, type_=column.type) for column in columns}
+    return _INSERT_USAGE.values(values).cte("usage")
 
 
 class BudgetExceededError(Exception):
@@ -115,10 +197,9 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
 
     repository_type = Repo
 
-    @cached_property
+    @property
     def events(self) -> EventService:
-        """Made once per service (a service and its repository cost as much to build as a statement)."""
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -152,7 +233,7 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
             "task_id": task_id,
             "now": now,
         }
-        data = {"agent_type": agent_type, "status": status.value, "current_task_id": str(task_id) if task_id else None}
+        data = _status_data(agent_type, status, task_id)
         if last and connection.dialect.name == "postgresql":
             event = self.events.event("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
             statement = _status_upsert_and_events()
@@ -162,6 +243,64 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
             return False  # as it was
         await self.events.record("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
         return True
+
+    async def start_attempt(self, task_id: UUID, lease_seconds: float) -> Lease | None:
+        """Claim the task (`TaskLeases.claim`) and set its agent working on it, with both events; commits.
+        None: not claimable (done, cancelled, held by a live worker, or its project stopped).
+
+        On PostgreSQL one statement (`_claim_with_status`), run outside a transaction block when the
+        session has not begun one: it commits by itself, one round trip instead of four (BEGIN, the
+        claim, the status with the events, COMMIT), and the order lock is held only while the server
+        runs and commits it. Elsewhere the claim, then the status, in one transaction.
+        """
+        session = self.repository.session
+        if session.get_bind().dialect.name != "postgresql":
+            lease = await TaskService(session=session).claim(task_id, lease_seconds, commit=False)
+            if lease is not None:
+                task = lease.task
+                await self.set_status(task.project_id, task.agent_type, AgentState.WORKING, task_id=task_id, last=True)
+            await session.commit()
+            return lease
+        if isinstance(session.bind, AsyncEngine) and not session.in_transaction():
+            connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            connection = await session.connection()
+        params = claim_parameters(task_id, lease_seconds)
+        # The agent type and the project are filled in by the statement (`_CLAIM_EVENTS`), then here.
+        events = [
+            self.events.event(
+                "task_progress_updated",
+                project_id=None,
+                task_id=task_id,
+                data=progress_data(task_id, "", TaskStatus.WORKING.value, CLAIM_MESSAGE, 0),
+            ),
+            self.events.event(
+                "agent_status_changed",
+                project_id=None,
+                task_id=task_id,
+                data=_status_data("", AgentState.WORKING, task_id),
+            ),
+        ]
+        values = {
+            **params,
+            "status_id": uuid7(),
+            "working": AgentState.WORKING.value,
+            "event_order_lock": EVENT_ORDER_LOCK,
+            "event_rows": event_rows(events),
+            "always_written": 1,  # the claim's; the status change's only if the row changed
+        }
+        row = (await connection.execute(_claim_with_status(), values)).first()
+        if row is None:
+            await session.commit()
+            return None
+        lease = lease_of_claimed(row, params["token"])
+        ids: list[int] = row[-1]
+        for event in events:
+            event.project_id = lease.task.project_id
+            event.data["agent_type"] = lease.task.agent_type
+        written_in(session.sync_session, events[: len(ids)], ids)
+        await session.commit()  # publishes the events (nothing is sent outside a transaction block)
+        return lease
 
     async def statuses(self, project_id: UUID | None, visible: frozenset[UUID] | None) -> Sequence[AgentStatus]:
         statement = select(AgentStatus).order_by(AgentStatus.project_id, AgentStatus.agent_type)
@@ -207,9 +346,16 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
     async def record_usage(self, **fields: Any) -> None:
         """Write one model call's row (no commit): a core INSERT built once, not an ORM object that
         the next statement's autoflush writes through the unit of work."""
-        now = datetime.datetime.now(datetime.UTC)
-        row = {"id": uuid7(), **fields, "created_at": now, "updated_at": now}
-        await self.repository.session.execute(_INSERT_USAGE, [row])
+        await self.repository.session.execute(_INSERT_USAGE, [_usage_row(fields)])
+
+    async def record_usage_along(self, **fields: Any) -> Along | None:
+        """`record_usage`, but on PostgreSQL written by the transaction's next statement that takes it
+        (`TaskLeases.complete`'s `along`): one round trip less. None: written now (SQLite)."""
+        if (await self.repository.session.connection()).dialect.name != "postgresql":
+            await self.record_usage(**fields)
+            return None
+        row = _usage_row(fields)
+        return (_usage_cte(),), {f"usage_{key}": value for key, value in row.items()}
 
     async def spent(
         self, project_id: UUID, *, agent_type: str | None = None, task_id: UUID | None = None

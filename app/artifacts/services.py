@@ -6,16 +6,16 @@ Writes here never commit: the caller's transaction holds the change and its even
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Text, bindparam, cast, delete, insert, select, text
+from sqlalchemy import CTE, Text, TextClause, bindparam, cast, column, delete, insert, select, text
 from sqlalchemy.orm import make_transient_to_detached
 
 from app.artifacts.content import CONTENT_TYPES
@@ -23,6 +23,7 @@ from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granul
 from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpdate
 from app.artifacts.search import quoted_element
 from app.core.exceptions import InvalidInputError, NotFoundError
+from app.db.rows import Along
 from app.events.services import EventService
 
 # Largest content of one artifact, encoded.
@@ -32,33 +33,42 @@ _encoder = msgspec.json.Encoder()
 # Core statements on the tables (the entities would make them ORM bulk inserts).
 _INSERT_ARTIFACTS = insert(Artifact.__table__)  # type: ignore[arg-type]
 _INSERT_VERSION = insert(ArtifactVersion.__table__)  # type: ignore[arg-type]
-# PostgreSQL: a new artifact's rows (the document first, then its sections; `_artifact_rows`) and its
-# first version, in one statement.
-_STORE_NEW = text(
-    """
-    WITH artifacts AS (
+# PostgreSQL: new artifacts' rows (each document, then its sections; `_artifact_rows`) ...
+_INSERT_ARTIFACT_ROWS = """
         INSERT INTO artifact (
             id, project_id, task_id, parent_id, source_agent, artifact_type, granularity, title, content,
             version, metadata, stale, search_text, created_at, updated_at
         )
         SELECT r.id, r.project_id, r.task_id, r.parent_id, r.source_agent, r.artifact_type, r.granularity,
-            r.title, r.content, 1, r.metadata, false, r.search_text, :now, :now
+            r.title, r.content, 1, r.metadata, false, r.search_text, :stored_at, :stored_at
         FROM jsonb_to_recordset(CAST(:artifacts AS jsonb)) AS r(
             n int, id uuid, project_id uuid, task_id uuid, parent_id uuid, source_agent text, artifact_type text,
             granularity text, title text, content jsonb, metadata jsonb, search_text text
         )
         ORDER BY r.n
-    )
-    INSERT INTO artifact_version (
-        id, artifact_id, version, title, content, change_note, changed_by, created_at, updated_at
-    )
-    VALUES (:id, :artifact_id, 1, :title, CAST(:content AS jsonb), :change_note, :changed_by, :now, :now)
-    """
-).bindparams(
-    bindparam("id", type_=ArtifactVersion.__table__.c.id.type),
-    bindparam("artifact_id", type_=ArtifactVersion.__table__.c.artifact_id.type),
-    bindparam("now", type_=ArtifactVersion.__table__.c.created_at.type),
-)
+        RETURNING id, content
+"""
+# ... and the documents' first versions (`_version_rows`), after the CTE `artifacts` (the insert above):
+# a version's content is its document's as inserted, not sent twice.
+_INSERT_VERSION_ROWS = """
+        INSERT INTO artifact_version (
+            id, artifact_id, version, title, content, change_note, changed_by, created_at, updated_at
+        )
+        SELECT v.id, v.artifact_id, 1, v.title, a.content, v.change_note, v.changed_by, :stored_at, :stored_at
+        FROM jsonb_to_recordset(CAST(:versions AS jsonb)) AS v(
+            n int, id uuid, artifact_id uuid, title text, change_note text, changed_by text
+        )
+        JOIN artifacts AS a ON a.id = v.artifact_id
+        ORDER BY v.n
+"""
+
+
+def _typed(statement: TextClause) -> TextClause:
+    return statement.bindparams(bindparam("stored_at", type_=Artifact.__table__.c.created_at.type))
+
+
+# PostgreSQL: both inserts in one statement.
+_STORE_NEW = _typed(text(f"WITH artifacts AS ({_INSERT_ARTIFACT_ROWS}) {_INSERT_VERSION_ROWS}"))
 _ROW_FIELDS = (
     "id",
     "project_id",
@@ -74,10 +84,49 @@ _ROW_FIELDS = (
 
 
 def _artifact_rows(rows: list[dict[str, Any]]) -> str:
-    """The JSON of `rows` for `_STORE_NEW`'s `artifacts` parameter, in order."""
+    """The JSON of `rows` for `_INSERT_ARTIFACT_ROWS`'s `artifacts` parameter, in order."""
     return _encoder.encode(
         [{"n": n, "metadata": row["meta"], **{key: row[key] for key in _ROW_FIELDS}} for n, row in enumerate(rows)]
     ).decode()
+
+
+_VERSION_FIELDS = ("id", "artifact_id", "title", "change_note", "changed_by")
+
+
+def _version_rows(versions: list[dict[str, Any]]) -> str:
+    """The JSON of `versions` for `_INSERT_VERSION_ROWS`'s `versions` parameter, in order (no content)."""
+    return _encoder.encode(
+        [{"n": n, **{key: version[key] for key in _VERSION_FIELDS}} for n, version in enumerate(versions)]
+    ).decode()
+
+
+@functools.cache
+def _inserts_along() -> tuple[CTE, ...]:
+    """PostgreSQL: both inserts as CTEs, for another write's statement (`NewArtifacts.along`)."""
+    artifacts = _typed(text(_INSERT_ARTIFACT_ROWS)).columns(column("id"), column("content")).cte("artifacts")
+    versions = _typed(text(_INSERT_VERSION_ROWS)).columns().cte("artifact_versions")
+    return artifacts, versions
+
+
+class NewArtifacts:
+    """New artifacts' rows and first versions, held for another write's statement to insert (`along`,
+    PostgreSQL): all of them in it, instead of a statement each before it."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.versions: list[dict[str, Any]] = []
+        self.stored_at = datetime.datetime.now(datetime.UTC)
+
+    def along(self) -> Along | None:
+        """The inserts and their values; None: nothing held."""
+        if not self.rows:
+            return None
+        params = {
+            "artifacts": _artifact_rows(self.rows),
+            "versions": _version_rows(self.versions),
+            "stored_at": self.stored_at,
+        }
+        return _inserts_along(), params
 
 
 # Attribute name -> column name, where they differ (`meta` is the column `metadata`).
@@ -160,10 +209,9 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
 
     repository_type = Repo
 
-    @cached_property
+    @property
     def events(self) -> EventService:
-        """Made once per service (a service and its repository cost as much to build as a statement)."""
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -252,9 +300,10 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         content: Any,
         meta: dict[str, Any],
         parent_id: UUID | None = None,
+        later: NewArtifacts | None = None,
     ) -> Artifact:
         """A document an agent wrote (content already validated), with its sections; `parent_id`: the
-        document it belongs under (a PRD's epics, an epic's stories)."""
+        document it belongs under (a PRD's epics, an epic's stories). `later`: see `store`."""
         return await self.store(
             project_id=project_id,
             task_id=task_id,
@@ -267,6 +316,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             parent_id=parent_id,
             changed_by=f"agent:{source_agent}",
             event_type="artifact_generated",
+            later=later,
         )
 
     async def store(
@@ -283,13 +333,17 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         parent_id: UUID | None,
         changed_by: str,
         event_type: str,
+        later: NewArtifacts | None = None,
     ) -> Artifact:
-        # Rows written with two core INSERTs built once (the document and its sections, then its first
+        """A new artifact with its sections and first version, and its event (no commit). `later`
+        (PostgreSQL): its rows are held there for a statement of the caller's to insert (the
+        caller's next write, `NewArtifacts.along`) instead of being inserted now."""
+        # Rows written with core INSERTs built once (the document and its sections, then its first
         # version), not through the unit of work: three flushes with their ORM bookkeeping were the
         # largest part of a worker's CPU per task. The document is then made a persistent object of
         # the session as if loaded, for callers that read or change it.
         session = self.repository.session
-        now = datetime.datetime.now(datetime.UTC)
+        now = later.stored_at if later is not None else datetime.datetime.now(datetime.UTC)
         document: dict[str, Any] = {
             "id": _new_id(),
             "project_id": project_id,
@@ -324,10 +378,13 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             "updated_at": now,
         }
         connection = await session.connection()
-        if connection.dialect.name == "postgresql":
+        if connection.dialect.name == "postgresql" and later is not None:
+            later.rows.extend(rows)
+            later.versions.append(version)
+        elif connection.dialect.name == "postgresql":
             # One round trip: the rows as one JSON parameter, the version inserted with them.
-            params = {**version, "content": _encoder.encode(content).decode(), "artifacts": _artifact_rows(rows)}
-            await session.execute(_STORE_NEW, {**params, "now": now})
+            params = {"artifacts": _artifact_rows(rows), "versions": _version_rows([version]), "stored_at": now}
+            await session.execute(_STORE_NEW, params)
         else:
             await session.execute(_INSERT_ARTIFACTS, [_as_columns(row) for row in rows])
             await session.execute(_INSERT_VERSION, [version])

@@ -45,39 +45,49 @@ WRITTEN_KEY = "botarmy.events.written"  # written in this transaction, published
 EVENT_ORDER_LOCK = 0x426F7441726D79
 
 _encoder = msgspec.json.Encoder()
-# After a CTE `ordered` (which takes the order lock): the events of the JSON array in the bind
-# parameter `event_rows` (`event_rows()`) inserted in their order, `{only}` a condition on them or
-# nothing, returning their ids in order. The lock key is the bind parameter `event_order_lock`
-# (`EVENT_ORDER_LOCK`).
+# After a CTE `ordered` (which takes the order lock): the events of `{rows}` inserted in their order,
+# `{only}` a condition on them or nothing, returning their ids in order. `{rows}` is `EVENT_ROWS`, the
+# JSON array in the bind parameter `event_rows` (`event_rows()`), or a relation `r` of the same columns.
+# The lock key is the bind parameter `event_order_lock` (`EVENT_ORDER_LOCK`).
 _INSERT_EVENTS_AFTER_ORDERED = """
     INSERT INTO event (id, event_type, project_id, task_id, actor, data, created_at)
     SELECT nextval('event_id_seq'), e.event_type, e.project_id, e.task_id, e.actor, e.data, e.created_at
     FROM (
-        SELECT r.* FROM ordered, jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
-            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
-        )
+        SELECT r.* FROM ordered, {rows}
         {only}
         ORDER BY r.n
     ) AS e
     RETURNING id
 """
+EVENT_ROWS = """jsonb_to_recordset(CAST(:event_rows AS jsonb)) AS r(
+            n int, event_type text, project_id uuid, task_id uuid, actor text, data jsonb, created_at timestamptz
+        )"""
 # The end of a `WITH written AS (…)` statement: once `written` has a row, take the order lock and
 # insert the events. If `written` has no row, nothing is inserted and no lock is taken.
 INSERT_ORDERED_AFTER_WRITTEN = """
     , ordered AS MATERIALIZED (
         SELECT pg_advisory_xact_lock(:event_order_lock) FROM (SELECT 1 FROM written LIMIT 1) AS one
-    )""" + _INSERT_EVENTS_AFTER_ORDERED.format(only="")  # noqa: S608 - fixed text, no value formatted in
-# The same after a `WITH changed AS (…)` whose one row counts, in `changed.changed_rows`, the rows its
-# statement changed: the events of `event_rows` numbered below the bind parameter `always_written`
-# are inserted in any case, the others only if that count is not 0. The lock is taken after the
-# count (so after the statement's row locks), and only if something is inserted.
-INSERT_ORDERED_AFTER_CHANGED = """
-    , ordered AS MATERIALIZED (
+    )""" + _INSERT_EVENTS_AFTER_ORDERED.format(rows=EVENT_ROWS, only="")  # noqa: S608 - fixed text, no value formatted in
+# After a `WITH changed AS (…)` whose one row counts, in `changed.changed_rows`, the rows its statement
+# changed (no row: nothing written at all): the body of the CTE `ordered`, which takes the order lock
+# after the count (so after the statement's row locks), and only if an event is inserted; then the
+# insert of the events of `{rows}` (`insert_events_if_changed`): those numbered below the bind
+# parameter `always_written` in any case, the others only if that count is not 0.
+ORDERED_AFTER_CHANGED = """
         SELECT pg_advisory_xact_lock(:event_order_lock), c.changed_rows FROM changed AS c
-        WHERE c.changed_rows > 0 OR :always_written > 0
-    )""" + _INSERT_EVENTS_AFTER_ORDERED.format(  # noqa: S608 - fixed text, no value formatted in
-    only="WHERE r.n < :always_written OR ordered.changed_rows > 0"
-)
+        WHERE c.changed_rows > 0 OR :always_written > 0"""
+
+
+def insert_events_if_changed(rows: str = EVENT_ROWS) -> str:
+    """The events' INSERT after `ORDERED_AFTER_CHANGED`, from `rows` (`EVENT_ROWS` or a relation `r`)."""
+    only = "WHERE r.n < :always_written OR ordered.changed_rows > 0"
+    return _INSERT_EVENTS_AFTER_ORDERED.format(rows=rows, only=only)
+
+
+# The end of a `WITH changed AS (…)` statement: `ORDERED_AFTER_CHANGED`, then the events of `EVENT_ROWS`.
+INSERT_ORDERED_AFTER_CHANGED = f"""
+    , ordered AS MATERIALIZED ({ORDERED_AFTER_CHANGED}
+    )""" + insert_events_if_changed()
 _NOTHING_ELSE_WRITTEN = "WITH written AS (SELECT 1)"
 _LOCK_AND_INSERT = text(_NOTHING_ELSE_WRITTEN + INSERT_ORDERED_AFTER_WRITTEN)
 

@@ -7,6 +7,7 @@ from uuid import UUID
 import structlog
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.events.catalog import PayloadError, check_payload
 from app.events.models import Event
@@ -20,6 +21,7 @@ class PayloadChecks:
 
 
 payload_checks = PayloadChecks()
+_SERVICE_KEY = "botarmy.events.service"
 logger = structlog.get_logger(__name__)
 
 
@@ -30,6 +32,15 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
         model_type = Event
 
     repository_type = Repo
+
+    @classmethod
+    def of(cls, session: AsyncSession) -> EventService:
+        """The session's event service, made once and kept with it: the services of a transaction
+        share it (a service and its repository cost as much to build as a statement)."""
+        found = session.info.get(_SERVICE_KEY)
+        if not isinstance(found, EventService) or found.repository.session is not session:
+            found = session.info[_SERVICE_KEY] = cls(session=session)
+        return found
 
     async def record(
         self,

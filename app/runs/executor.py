@@ -28,9 +28,11 @@ from app.agents.personas import AGENT_ARTIFACTS, Persona, persona_for
 from app.agents.prompts import ContextItem, PromptContext, build_prompt
 from app.agents.services import BudgetExceededError, budget_limits
 from app.artifacts.models import ArtifactType
+from app.artifacts.services import NewArtifacts
 from app.chat.services import is_chat_task
 from app.config import HitlSettings
 from app.core.runtime import Runtime
+from app.db.rows import along_together
 from app.hitl.models import HitlKind, HitlRequest, HitlStatus, Urgency
 from app.llm.base import ModelError, ModelProvider, ModelResponse, TransientModelError
 from app.llm.offline import estimate_tokens
@@ -98,9 +100,9 @@ class AgentExecutor:
         self.usage: dict[str, Any] | None = None
 
     async def load(self, session: AsyncSession) -> None:
-        """Read the project and the artifacts the task names, in the transaction of the claim."""
+        """Read the project (unless the claim did) and the artifacts the task names, after the claim."""
         self.project = self.lease.project or await session.scalar(_PROJECT, {"id": self.task.project_id})
-        if self.project is None:
+        if self.project is None or not self.task.context_ids:
             return
         artifacts = await services(session).artifacts.by_ids(
             self.project.id, [UUID(value) for value in self.task.context_ids]
@@ -332,9 +334,11 @@ class AgentExecutor:
             tasks = services(session).tasks
             task = self.task
             usage = self.usage
-            if usage is not None:
-                await services(session).agents.record_usage(**usage)
+            # Written by the completion's statement on PostgreSQL (rolled back with it if the lease is gone).
+            usage_along = await services(session).agents.record_usage_along(**usage) if usage is not None else None
             store = services(session).artifacts
+            # Inserted by the completion's statement on PostgreSQL, as the usage row.
+            new_artifacts = NewArtifacts()
             artifact_ids: list[UUID] = []
             derived_from = [str(artifact_id) for artifact_id in prompt.injected]
             parent_id = UUID(self.brief.parent_id) if self.brief.parent_id else None
@@ -356,13 +360,15 @@ class AgentExecutor:
                         "derived_from": derived_from,
                     },
                     parent_id=None if review else parent_id,
+                    later=new_artifacts,
                 )
                 artifact_ids.append(artifact.id)
             status = TaskStatus.WAITING_FOR_HITL if asks or disputes else TaskStatus.COMPLETED
             output = self._output(answer, prompt, artifact_ids)
             # Compare-and-set on the lease: if it is gone (cancelled, timed out, given to another
             # worker), the whole transaction is rolled back and nothing of this attempt is written.
-            finished = await tasks.complete(self.lease, output, status=status, commit=False)
+            along = along_together(usage_along, new_artifacts.along())
+            finished = await tasks.complete(self.lease, output, status=status, commit=False, along=along)
             if finished is None:
                 await session.rollback()
                 self.log.info("task_result_discarded")

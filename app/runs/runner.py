@@ -52,16 +52,11 @@ class TaskRunner:
             return
         executor: AgentExecutor | None = None
         async with self.runtime.session() as session:
-            # One transaction: the claim, what the attempt reads, and the agent's status (last: its
-            # row is shared by every task of the agent in the project, and locked to the commit).
-            lease = await services(session).tasks.claim(task_id, self.lease_seconds, commit=False)
+            # The claim and the agent's status (working on it) commit together; then what the attempt reads.
+            lease = await services(session).agents.start_attempt(task_id, self.lease_seconds)
             if lease is not None:
                 executor = AgentExecutor(self.runtime, lease)
                 await executor.load(session)
-                await services(session).agents.set_status(
-                    lease.task.project_id, lease.task.agent_type, AgentState.WORKING, task_id=task_id, last=True
-                )
-                await session.commit()
         if lease is None or executor is None:
             # Already done, cancelled, or held by a live worker: a redelivered job has nothing to do.
             logger.info("task_not_claimable", task_id=str(task_id))

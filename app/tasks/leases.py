@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime
 import functools
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from sqlalchemy import ColumnElement, Executable, Table, Update, and_, bindparam, or_, select, update
+from sqlalchemy import CTE, ColumnElement, Executable, Table, Update, and_, bindparam, or_, select, update
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import manager_of_class
 
+from app.db.rows import Along
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.moves import Enqueue, Lease, TaskMoves, _not_stopped, utcnow
@@ -16,6 +20,9 @@ from app.tasks.state import TASK_MOVES
 
 _TASKS: Table = AgentTask.__table__  # type: ignore[assignment]
 _PROJECTS: Table = Project.__table__  # type: ignore[assignment]
+# The message of the claim's `task_progress_updated` event.
+CLAIM_MESSAGE = "working"
+ModelT = TypeVar("ModelT")
 
 
 class TaskLeases(TaskMoves):
@@ -24,14 +31,8 @@ class TaskLeases(TaskMoves):
 
         With `commit=False` the caller adds the attempt's first reads and writes to the transaction.
         """
-        now = utcnow()
-        token = str(uuid4())
-        params = {
-            "task_id": task_id,
-            "now": now,
-            "token": token,
-            "expires": now + datetime.timedelta(seconds=lease_seconds),
-        }
+        params = claim_parameters(task_id, lease_seconds)
+        token = params["token"]
         session = self.repository.session
         project: Project | None = None
         if session.get_bind().dialect.name == "postgresql":
@@ -40,7 +41,7 @@ class TaskLeases(TaskMoves):
             task, project = row if row is not None else (None, None)
         else:
             task = (await session.execute(_claim_statement(), params)).scalar_one_or_none()
-        task = await self._moved(task, message="working", progress=0, commit=commit)
+        task = await self._moved(task, message=CLAIM_MESSAGE, progress=0, commit=commit)
         return Lease(task, token, project) if task is not None else None
 
     @staticmethod
@@ -93,10 +94,13 @@ class TaskLeases(TaskMoves):
         status: TaskStatus = TaskStatus.COMPLETED,
         error: str | None = None,
         commit: bool = True,
+        along: Along | None = None,
     ) -> AgentTask | None:
         """Finish the attempt. Accepted only from the current lease holder, so a task completes once.
 
         `status` is `waiting_for_hitl` when the agent asked a question: the work is stored, a person answers.
+        `along` (PostgreSQL): rows written by the same statement whether or not the lease still holds
+        (the caller rolls back if it does not).
         """
         TASK_MOVES.check(TaskStatus.WORKING, status)
         done = status == TaskStatus.COMPLETED
@@ -110,9 +114,10 @@ class TaskLeases(TaskMoves):
             "finished_at": now if done else None,
             "now": now,
         }
+        statement = _complete_statement(along[0] if along is not None else ())
         return await self._apply(
-            _complete_statement(),
-            params,
+            statement,
+            {**params, **along[1]} if along is not None else params,
             message="completed" if done else "waiting for a human answer",
             progress=100 if done else None,
             commit=commit,
@@ -231,6 +236,45 @@ def _claim(project_joined: bool) -> Update:
     )
 
 
+def claim_parameters(task_id: UUID, lease_seconds: float) -> dict[str, Any]:
+    """The bind parameters of the claim (`claimed_cte` too): the task, now, the new lease's token and end."""
+    now = utcnow()
+    return {
+        "task_id": task_id,
+        "now": now,
+        "token": str(uuid4()),
+        "expires": now + datetime.timedelta(seconds=lease_seconds),
+    }
+
+
+@functools.cache
+def claimed_cte() -> CTE:
+    """PostgreSQL: the claim as the CTE `claimed` (the task's columns, then its project's), for a
+    statement that writes what follows from it too (`claim_parameters`; `lease_of_claimed`)."""
+    return _claim(project_joined=True).returning(*_TASKS.columns, *_PROJECTS.columns).cte("claimed")
+
+
+_TASK_KEYS = [AgentTask.__mapper__.get_property_by_column(column).key for column in _TASKS.columns]
+_PROJECT_KEYS = [Project.__mapper__.get_property_by_column(column).key for column in _PROJECTS.columns]
+
+
+def lease_of_claimed(row: Sequence[Any], token: str) -> Lease:
+    """The lease of a row of `claimed_cte` (its first columns), its task and project detached entities
+    as if loaded, not tied to a session."""
+    task = _loaded(AgentTask, dict(zip(_TASK_KEYS, row, strict=False)))
+    project = _loaded(Project, dict(zip(_PROJECT_KEYS, row[len(_TASK_KEYS) :], strict=False)))
+    return Lease(task, token, project)
+
+
+def _loaded(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """An entity of `model` from the values of all its columns, detached, as a load makes it: the values
+    put in its dict, not set one by one through the constructor's attribute events (6x the time)."""
+    entity: ModelT = manager_of_class(model).new_instance()
+    entity.__dict__.update(values)
+    make_transient_to_detached(entity)
+    return entity
+
+
 @functools.cache
 def _claim_statement() -> Executable:
     return _returning_task(_claim(project_joined=False))
@@ -245,8 +289,9 @@ def _claim_with_project() -> Executable:
 
 
 @functools.cache
-def _complete_statement() -> Executable:
-    return _returning_task(
+def _complete_statement(along: tuple[CTE, ...] = ()) -> Executable:
+    """The completion; `along`: INSERTs, as CTEs, that the statement makes too (`Along`)."""
+    complete = (
         update(_TASKS)
         .where(
             AgentTask.id == bindparam("task_id"),
@@ -263,3 +308,4 @@ def _complete_statement() -> Executable:
             updated_at=bindparam("now"),
         )
     )
+    return _returning_task(complete.add_cte(*along) if along else complete)

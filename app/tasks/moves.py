@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from functools import cached_property
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -49,10 +48,9 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
 
     repository_type = Repo
 
-    @cached_property
+    @property
     def events(self) -> EventService:
-        """Made once per service (a service and its repository cost as much to build as a statement)."""
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     # -- transitions ------------------------------------------------------------------------
 
@@ -121,14 +119,7 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             if commit:
                 await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
             return None
-        data: dict[str, Any] = {
-            "task_id": str(task.id),
-            "agent_type": task.agent_type,
-            "status": task.status,
-            "message": message,
-        }
-        if progress is not None:
-            data["progress_percentage"] = progress
+        data = progress_data(task.id, task.agent_type, task.status, message, progress)
         await self.events.record(event_type, project_id=task.project_id, task_id=task.id, data=data)
         if commit:
             await session.commit()
@@ -245,6 +236,14 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             return None
         await self._enqueue_or_fall_back(task_id, job_id, enqueue)
         return job_id
+
+
+def progress_data(task_id: UUID, agent_type: str, status: str, message: str, progress: int | None) -> dict[str, Any]:
+    """The payload of a transition's `task_progress_updated` event."""
+    data: dict[str, Any] = {"task_id": str(task_id), "agent_type": agent_type, "status": status, "message": message}
+    if progress is not None:
+        data["progress_percentage"] = progress
+    return data
 
 
 def _not_stopped() -> ColumnElement[bool]:

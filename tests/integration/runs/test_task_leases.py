@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import func, select, update
 
+from app.agents.models import AgentStatus, LlmUsage
+from app.agents.services import AgentService
 from app.config import Settings
 from app.core.broker import build_broker
 from app.core.runtime import Runtime
@@ -18,7 +20,7 @@ from app.events.models import Event
 from app.projects.models import Project
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import TaskCreate
-from app.tasks.services import TaskService
+from app.tasks.services import Lease, TaskService
 
 
 @pytest.fixture
@@ -150,3 +152,76 @@ async def test_broker_outage_puts_the_task_back_to_pending_for_the_sweep(runtime
     assert [task_id for task_id, _ in enqueue.calls] == [task.id]
     assert await sweep(runtime, enqueue, queued_after=0) == 1  # queued too long: sent again
     assert len(enqueue.calls) == 2 and enqueue.calls[0][1] != enqueue.calls[1][1]
+
+
+async def test_an_attempt_starts_with_its_agent_working_and_both_events(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+    async with runtime.session() as session:
+        lease = await AgentService(session=session).start_attempt(task.id, 30)
+    assert lease is not None
+    assert (lease.task.status, lease.task.attempts, lease.task.agent_type) == ("working", 1, "coder")
+    assert lease.project is None or lease.project.id == task.project_id  # read by the claim on PostgreSQL
+    async with runtime.session() as session:
+        assert await AgentService(session=session).start_attempt(task.id, 30) is None  # held by a live lease
+        status = await session.scalar(select(AgentStatus).where(AgentStatus.project_id == task.project_id))
+        assert status is not None and (status.status, status.current_task_id) == ("working", task.id)
+        events = list(await session.scalars(select(Event).where(Event.task_id == task.id).order_by(Event.id)))
+    started = [(event.event_type, event.project_id, event.data) for event in events[1:]]  # after task_created
+    assert started == [
+        (
+            "task_progress_updated",
+            task.project_id,
+            {
+                "task_id": str(task.id),
+                "agent_type": "coder",
+                "status": "working",
+                "message": "working",
+                "progress_percentage": 0,
+            },
+        ),
+        (
+            "agent_status_changed",
+            task.project_id,
+            {"agent_type": "coder", "status": "working", "current_task_id": str(task.id)},
+        ),
+    ]
+
+
+async def test_a_usage_row_along_a_completion_is_written_only_with_it(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+    usage = {
+        "project_id": task.project_id,
+        "task_id": task.id,
+        "agent_type": "coder",
+        "provider": "offline",
+        "model": "offline-1",
+        "tokens_in": 10,
+        "tokens_out": 20,
+        "cost_usd": 0.0,
+        "latency_ms": 1.0,
+        "outcome": "success",
+    }
+
+    async def complete(lease: Lease) -> bool:
+        async with runtime.session() as session:
+            along = await AgentService(session=session).record_usage_along(**usage)
+            finished = await TaskService(session=session).complete(
+                lease, {"by": lease.token}, along=along, commit=False
+            )
+            if finished is None:
+                await session.rollback()
+                return False
+            await session.commit()
+            return True
+
+    async with runtime.session() as session:
+        first = await AgentService(session=session).start_attempt(task.id, 30)
+    assert first is not None
+    stale = Lease(first.task, "a lease that is gone")
+    assert not await complete(stale)
+    async with runtime.session() as session:
+        assert await session.scalar(select(func.count()).select_from(LlmUsage)) == 0  # rolled back with it
+    assert await complete(first)
+    async with runtime.session() as session:
+        rows = list(await session.scalars(select(LlmUsage)))
+    assert [(row.task_id, row.tokens_in, row.tokens_out) for row in rows] == [(task.id, 10, 20)]
