@@ -114,6 +114,7 @@ class StepStarter:
                 at_most_once=step.side_effects,
                 feedback=feedback,
                 brief=msgspec.to_builtins(brief),
+                context_read=True,  # the inputs just read, and the execution's own idea
             )
             runs.append(
                 RunState(task_id=task.id, status=RunStatus.RUNNING, item=item.title or item_label(item.content))
