@@ -89,6 +89,20 @@ class ExecutionCore:
             raise NotFoundError(f"Execution {execution_id} does not exist.")
         return execution
 
+    async def locked_with_project(self, execution_id: UUID) -> tuple[WorkflowExecution, Project | None]:
+        """The execution, locked, and its project read (not locked) in the same statement: for an
+        advance, which reads the project."""
+        statement = (
+            select(WorkflowExecution, Project)
+            .outerjoin(Project, Project.id == WorkflowExecution.project_id)
+            .where(WorkflowExecution.id == execution_id)
+            .with_for_update(of=WorkflowExecution)
+        )
+        row = (await self.session.execute(statement)).first()
+        if row is None:
+            raise NotFoundError(f"Execution {execution_id} does not exist.")
+        return row[0], row[1]
+
     async def of_project(self, project_id: UUID) -> list[WorkflowExecution]:
         statement = (
             select(WorkflowExecution).where(WorkflowExecution.project_id == project_id).order_by(WorkflowExecution.id)
@@ -266,7 +280,7 @@ class ExecutionCore:
         """
         if task.workflow_execution_id is None or task.step_id is None:
             return []
-        execution = await self.get(task.workflow_execution_id, lock=True)
+        execution, project = await self.locked_with_project(task.workflow_execution_id)
         state = step_state(execution, task.step_id)
         run = next((run for run in state.all_runs() if run.task_id == task.id), None)
         if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING_FOR_HITL):
@@ -296,7 +310,7 @@ class ExecutionCore:
             )
         if state.status == StepStatus.FAILED:
             return await self._fail(execution, int(task.step_id), task.error)
-        return await self.advance(execution)
+        return await self.advance(execution, project)
 
     async def replace_run(self, old: AgentTask, new: AgentTask) -> None:
         """A rejected task is redone by `new`: the step's run follows the new task."""
