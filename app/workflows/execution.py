@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import ArtifactType, Granularity
@@ -68,6 +68,15 @@ RUN_OF_TASK = {
     TaskStatus.QUEUED.value: RunStatus.RUNNING,
 }
 
+# Every finished run of a step reads its execution this way: built once (building it and generating
+# its cache key on each call cost as much as running it).
+_LOCKED_WITH_PROJECT = (
+    select(WorkflowExecution, Project)
+    .outerjoin(Project, Project.id == WorkflowExecution.project_id)
+    .where(WorkflowExecution.id == bindparam("id"))
+    .with_for_update(of=WorkflowExecution)
+)
+
 
 class ExecutionCore:
     """An execution's life: start, advance step by step, record finished runs, pause, resume, cancel."""
@@ -92,13 +101,7 @@ class ExecutionCore:
     async def locked_with_project(self, execution_id: UUID) -> tuple[WorkflowExecution, Project | None]:
         """The execution, locked, and its project read (not locked) in the same statement: for an
         advance, which reads the project."""
-        statement = (
-            select(WorkflowExecution, Project)
-            .outerjoin(Project, Project.id == WorkflowExecution.project_id)
-            .where(WorkflowExecution.id == execution_id)
-            .with_for_update(of=WorkflowExecution)
-        )
-        row = (await self.session.execute(statement)).first()
+        row = (await self.session.execute(_LOCKED_WITH_PROJECT, {"id": execution_id})).first()
         if row is None:
             raise NotFoundError(f"Execution {execution_id} does not exist.")
         return row[0], row[1]
