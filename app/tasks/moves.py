@@ -150,8 +150,9 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             raise
 
     async def queue_new(self, task_ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
-        """Mark these tasks queued if they are pending, each under a new job id, in one statement (no
-        commit); the queued jobs, in the order asked for.
+        """Mark these tasks queued if they are pending, each under a new job id (no commit): those the
+        transaction added set queued before their INSERT, the others by one UPDATE. The queued jobs, in
+        the order asked for.
 
         For the tasks a transaction wrote: the caller commits, then sends the jobs (`send_jobs`), so
         the transaction that makes a task makes it queued too, instead of a transaction of its own
@@ -162,25 +163,36 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
             return []
         TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
         job_ids = {task_id: uuid4().hex for task_id in task_ids}
-        job_of_row = case(*((AgentTask.id == task_id, job_id) for task_id, job_id in job_ids.items()))
-        values = {**self._queued_values(""), "job_id": job_of_row}
-        statement = (
-            update(AgentTask)
-            .where(AgentTask.id.in_(list(job_ids)), AgentTask.status == TaskStatus.PENDING.value)
-            .values(updated_at=utcnow(), **values)
-            .returning(AgentTask.id, AgentTask.project_id, AgentTask.agent_type)
-            .execution_options(synchronize_session=False)
-        )
         session = self.repository.session
-        rows = {row.id: row for row in await session.execute(statement)}
+        now = utcnow()
+        # Tasks this transaction added and has not flushed yet are inserted queued: no UPDATE.
+        rows: dict[UUID, Any] = {}
+        for added in session.new:
+            if isinstance(added, AgentTask) and added.id in job_ids and added.status == TaskStatus.PENDING.value:
+                for key, value in {**self._queued_values(job_ids[added.id]), "updated_at": now}.items():
+                    setattr(added, key, value)
+                rows[added.id] = added
+        stored = [task_id for task_id in job_ids if task_id not in rows]
+        if stored:
+            job_of_row = case(*((AgentTask.id == task_id, job_ids[task_id]) for task_id in stored))
+            values = {**self._queued_values(""), "job_id": job_of_row}
+            statement = (
+                update(AgentTask)
+                .where(AgentTask.id.in_(stored), AgentTask.status == TaskStatus.PENDING.value)
+                .values(updated_at=now, **values)
+                .returning(AgentTask.id, AgentTask.project_id, AgentTask.agent_type)
+                .execution_options(synchronize_session=False)
+            )
+            for row in await session.execute(statement):
+                held = session.identity_map.get(session.identity_key(AgentTask, row.id))
+                if held is not None:
+                    session.expire(held)  # the row changed under it
+                rows[row.id] = row
         jobs: list[tuple[UUID, str]] = []
         for task_id, job_id in job_ids.items():
             row = rows.get(task_id)
             if row is None:
                 continue
-            held = session.identity_map.get(session.identity_key(AgentTask, task_id))
-            if held is not None:
-                session.expire(held)  # the row changed under it
             data = {"task_id": str(task_id), "agent_type": row.agent_type, "status": TaskStatus.QUEUED.value}
             await self.events.record(
                 "task_progress_updated",

@@ -250,32 +250,42 @@ class TaskService(TaskRecovery):
         redo_of: UUID | None = None,
         mediates: UUID | None = None,
         brief: dict[str, Any] | None = None,
+        context_read: bool = False,
     ) -> AgentTask:
-        """Store a task `pending` with its `task_created` event (no commit, not yet queued)."""
+        """Store a task `pending` with its `task_created` event (no commit, not yet queued).
+
+        `context_read`: `context_ids` are what the caller read from the project's live artifacts in this
+        transaction, and the execution's own idea (a workflow step's inputs): not looked up again.
+        """
         session = self.repository.session
         if await session.get(Project, project_id) is None:
             raise NotFoundError(f"Project {project_id} does not exist.")
-        await self._check_context_ids(project_id, data.context_ids)
-        task = await self.create(
-            {
-                "project_id": project_id,
-                "agent_type": data.agent_type.value,
-                "instructions": data.instructions,
-                "context_ids": [str(artifact_id) for artifact_id in data.context_ids],
-                "status": TaskStatus.PENDING.value,
-                "timeout_seconds": data.timeout_seconds or default_timeout,
-                "workflow_execution_id": workflow_execution_id,
-                "step_id": step_id,
-                "at_most_once": at_most_once,
-                "feedback": feedback,
-                "redo_of": redo_of,
-                "mediates": mediates,
-                "brief": brief,
-            },
-            # Every column is set here (no server default to read back): a refresh was a SELECT
-            # more per task, in the transaction that advances a workflow.
-            auto_refresh=False,
+        if not context_read:
+            await self._check_context_ids(project_id, data.context_ids)
+        now = utcnow()
+        # Added, not flushed: its INSERT goes with the transaction's next flush (the tasks of a
+        # step in one statement), and a task queued in the same transaction is inserted queued
+        # (`queue_new`). Every column is set here, the id too (no refresh, nothing to read back).
+        task = AgentTask(
+            id=_new_task_id(),
+            project_id=project_id,
+            agent_type=data.agent_type.value,
+            instructions=data.instructions,
+            context_ids=[str(artifact_id) for artifact_id in data.context_ids],
+            status=TaskStatus.PENDING.value,
+            attempts=0,
+            timeout_seconds=data.timeout_seconds or default_timeout,
+            workflow_execution_id=workflow_execution_id,
+            step_id=step_id,
+            at_most_once=at_most_once,
+            feedback=feedback,
+            redo_of=redo_of,
+            mediates=mediates,
+            brief=brief,
+            created_at=now,
+            updated_at=now,
         )
+        session.add(task)
         await self.events.record(
             "task_created",
             project_id=project_id,

@@ -17,7 +17,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.personas import AGENT_ARTIFACTS
@@ -198,18 +198,24 @@ class Inputs(msgspec.Struct, kw_only=True):
     belongs_to: dict[UUID, list[UUID]] = msgspec.field(default_factory=dict)
 
 
+# A project's live documents (bind parameter `project_id`), and the reads of one type (`kind`) every
+# step's inputs make, built once: building them and generating their cache keys on every read was
+# most of what reading a step's inputs cost.
+_DOCUMENTS = select(Artifact.id, Artifact.artifact_type, Artifact.task_id).where(
+    Artifact.project_id == bindparam("project_id"),
+    Artifact.granularity == Granularity.DOCUMENT.value,
+    Artifact.deleted_at.is_(None),
+)
+_OF_KIND = _DOCUMENTS.where(Artifact.artifact_type == bindparam("kind"))
+_OF_KIND_BY_TASKS = _OF_KIND.where(Artifact.task_id.in_(bindparam("task_ids", expanding=True)))
+_NEWEST_OF_KIND = _OF_KIND.order_by(Artifact.id.desc()).limit(1)
+
+
 class StepInputs:
     """Resolve a step's `requires` (and what it updates or validates) to artifacts."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    def _documents(self, project_id: UUID) -> Any:
-        return select(Artifact.id, Artifact.artifact_type, Artifact.task_id).where(
-            Artifact.project_id == project_id,
-            Artifact.granularity == Granularity.DOCUMENT.value,
-            Artifact.deleted_at.is_(None),
-        )
 
     async def resolve(
         self,
@@ -270,13 +276,13 @@ class StepInputs:
         rows: list[tuple[UUID, str]] = []
         review = (
             await self.session.execute(
-                self._documents(project_id)
-                .where(
+                _DOCUMENTS.where(
                     Artifact.artifact_type == ArtifactType.REVIEW.value,
                     cast(Artifact.meta["related_artifacts"], Text).like(quoted_element(str(artifact_id))),
                 )
                 .order_by(Artifact.id.desc())
-                .limit(1)
+                .limit(1),
+                {"project_id": project_id},
             )
         ).first()
         if review is not None:
@@ -284,29 +290,27 @@ class StepInputs:
         meta = await self.session.scalar(select(Artifact.meta).where(Artifact.id == artifact_id))
         made_from = [UUID(str(value)) for value in (meta or {}).get("derived_from") or []]
         if made_from:
-            stories = self._documents(project_id).where(
-                Artifact.id.in_(made_from), Artifact.artifact_type == ArtifactType.STORY.value
-            )
-            rows += [(row.id, row.artifact_type) for row in (await self.session.execute(stories.order_by(Artifact.id)))]
+            stories = _DOCUMENTS.where(Artifact.id.in_(made_from), Artifact.artifact_type == ArtifactType.STORY.value)
+            found = await self.session.execute(stories.order_by(Artifact.id), {"project_id": project_id})
+            rows += [(row.id, row.artifact_type) for row in found]
         return rows
 
     async def _of_kind(
         self, project_id: UUID, kind: DocumentKind, made_by_earlier: dict[ArtifactType, list[UUID]]
     ) -> list[tuple[UUID, str]]:
-        statement = self._documents(project_id)
         if isinstance(kind, AllDocuments):
             return await self._current_documents(project_id, made_by_earlier)
-        statement = statement.where(Artifact.artifact_type == kind.value)
+        params: dict[str, Any] = {"project_id": project_id, "kind": kind.value}
         producers = made_by_earlier.get(kind)
         if producers:
-            rows = (await self.session.execute(statement.where(Artifact.task_id.in_(producers)))).all()
+            rows = (await self.session.execute(_OF_KIND_BY_TASKS, {**params, "task_ids": producers})).all()
             if rows:
                 return [(row.id, row.artifact_type) for row in sorted(rows, key=lambda row: row.id)]
-        newest = (await self.session.execute(statement.order_by(Artifact.id.desc()).limit(1))).first()
+        newest = (await self.session.execute(_NEWEST_OF_KIND, params)).first()
         if newest is None:
             return []
         if kind in SET_KINDS and newest.task_id is not None:  # the whole set its task made
-            rows = (await self.session.execute(statement.where(Artifact.task_id == newest.task_id))).all()
+            rows = (await self.session.execute(_OF_KIND_BY_TASKS, {**params, "task_ids": [newest.task_id]})).all()
             return [(row.id, row.artifact_type) for row in sorted(rows, key=lambda row: row.id)]
         return [(newest.id, newest.artifact_type)]
 

@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.artifacts.models import ArtifactType, Granularity
@@ -68,6 +68,15 @@ RUN_OF_TASK = {
     TaskStatus.QUEUED.value: RunStatus.RUNNING,
 }
 
+# Every finished run of a step reads its execution this way: built once (building it and generating
+# its cache key on each call cost as much as running it).
+_LOCKED_WITH_PROJECT = (
+    select(WorkflowExecution, Project)
+    .outerjoin(Project, Project.id == WorkflowExecution.project_id)
+    .where(WorkflowExecution.id == bindparam("id"))
+    .with_for_update(of=WorkflowExecution)
+)
+
 
 class ExecutionCore:
     """An execution's life: start, advance step by step, record finished runs, pause, resume, cancel."""
@@ -88,6 +97,14 @@ class ExecutionCore:
         if execution is None:
             raise NotFoundError(f"Execution {execution_id} does not exist.")
         return execution
+
+    async def locked_with_project(self, execution_id: UUID) -> tuple[WorkflowExecution, Project | None]:
+        """The execution, locked, and its project read (not locked) in the same statement: for an
+        advance, which reads the project."""
+        row = (await self.session.execute(_LOCKED_WITH_PROJECT, {"id": execution_id})).first()
+        if row is None:
+            raise NotFoundError(f"Execution {execution_id} does not exist.")
+        return row[0], row[1]
 
     async def of_project(self, project_id: UUID) -> list[WorkflowExecution]:
         statement = (
@@ -266,7 +283,7 @@ class ExecutionCore:
         """
         if task.workflow_execution_id is None or task.step_id is None:
             return []
-        execution = await self.get(task.workflow_execution_id, lock=True)
+        execution, project = await self.locked_with_project(task.workflow_execution_id)
         state = step_state(execution, task.step_id)
         run = next((run for run in state.all_runs() if run.task_id == task.id), None)
         if run is None or run.status not in (RunStatus.RUNNING, RunStatus.WAITING_FOR_HITL):
@@ -296,7 +313,7 @@ class ExecutionCore:
             )
         if state.status == StepStatus.FAILED:
             return await self._fail(execution, int(task.step_id), task.error)
-        return await self.advance(execution)
+        return await self.advance(execution, project)
 
     async def replace_run(self, old: AgentTask, new: AgentTask) -> None:
         """A rejected task is redone by `new`: the step's run follows the new task."""

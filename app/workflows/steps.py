@@ -66,8 +66,12 @@ class StepStarter:
         self, execution: WorkflowExecution, project: Project, workflow: Workflow, step: WorkflowStep
     ) -> list[UUID]:
         """One task per run: one run, or one per item of the list the step `repeats` over."""
-        inputs = await self._inputs(execution, workflow, step)
-        items, note = await self._repeat_items(repeats_of(workflow, step), inputs)
+        # Only artifacts are read here: new ones are written by core statements, and one this
+        # transaction amended through the session is read as the session holds it. So no autoflush,
+        # which would write the execution's steps once before the commit writes them again.
+        with self.session.no_autoflush:
+            inputs = await self._inputs(execution, workflow, step)
+            items, note = await self._repeat_items(repeats_of(workflow, step), inputs)
         text = instructions(workflow, step, str(execution.inputs.get("idea", "")))
         previous = step_state(execution, step.index)
         feedback = previous.feedback  # a redo of a phase a human rejected
@@ -114,6 +118,7 @@ class StepStarter:
                 at_most_once=step.side_effects,
                 feedback=feedback,
                 brief=msgspec.to_builtins(brief),
+                context_read=True,  # the inputs just read, and the execution's own idea
             )
             runs.append(
                 RunState(task_id=task.id, status=RunStatus.RUNNING, item=item.title or item_label(item.content))
