@@ -23,6 +23,7 @@ from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granul
 from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpdate
 from app.artifacts.search import quoted_element
 from app.core.exceptions import InvalidInputError, NotFoundError
+from app.db.base import new_id
 from app.db.rows import Along
 from app.events.services import EventService
 
@@ -140,13 +141,6 @@ class NewArtifacts:
 _ARTIFACT_COLUMNS = {key: column.name for key, column in Artifact.__mapper__.columns.items()}
 
 
-def _new_id() -> UUID:
-    """A new id as the models' default makes it (UUIDv7)."""
-    default: Any = Artifact.__table__.c.id.default
-    new_id: UUID = default.arg(None)
-    return new_id
-
-
 def _as_columns(row: dict[str, Any]) -> dict[str, Any]:
     return {_ARTIFACT_COLUMNS[key]: value for key, value in row.items()}
 
@@ -161,7 +155,7 @@ def _section_rows(document: dict[str, Any], now: datetime.datetime) -> list[dict
     return [
         {
             **inherited,
-            "id": _new_id(),
+            "id": new_id(Artifact),
             "parent_id": document["id"],
             "granularity": Granularity.SECTION.value,
             "title": section_title,
@@ -350,7 +344,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         session = self.repository.session
         now = later.stored_at if later is not None else datetime.datetime.now(datetime.UTC)
         document: dict[str, Any] = {
-            "id": _new_id(),
+            "id": new_id(Artifact),
             "project_id": project_id,
             "task_id": task_id,
             "parent_id": parent_id,
@@ -372,7 +366,7 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
         if granularity == Granularity.DOCUMENT.value:
             rows.extend(_section_rows(document, now))
         version = {
-            "id": _new_id(),
+            "id": new_id(ArtifactVersion),
             "artifact_id": document["id"],
             "version": 1,
             "title": title,

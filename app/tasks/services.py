@@ -7,7 +7,7 @@ Every state transition is a compare-and-set (`app.tasks.moves`); the worker's le
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
@@ -23,6 +23,7 @@ from app.core.exceptions import (
     is_unavailable_error,
 )
 from app.core.security import Principal
+from app.db.base import new_id
 from app.db.driver import DriverRead
 from app.db.rows import row_by_id, struct_of
 from app.events.outbox import EVENT_ORDER_LOCK, INSERT_ORDERED_AFTER_WRITTEN, committed, event_rows, written_in
@@ -97,12 +98,6 @@ _STORE_QUEUED = text(_QUEUED_TASK + INSERT_ORDERED_AFTER_WRITTEN).bindparams(
     bindparam("now", type_=AgentTask.__table__.c.created_at.type),
 )
 _encoder = msgspec.json.Encoder()
-
-
-def _new_task_id() -> UUID:
-    """A new id as the model's default makes it (UUIDv7)."""
-    default: Any = AgentTask.__table__.c.id.default
-    return cast(UUID, default.arg(None))
 
 
 class TaskService(TaskRecovery):
@@ -183,7 +178,7 @@ class TaskService(TaskRecovery):
         TASK_MOVES.check(TaskStatus.PENDING, TaskStatus.QUEUED)
         session = self.repository.session
         await self._check_context_ids(project_id, data.context_ids)  # a read first, only if there are any
-        task_id: UUID = _new_task_id()
+        task_id: UUID = new_id(AgentTask)
         agent_type = data.agent_type.value
         now = utcnow()
         events = [
@@ -267,7 +262,7 @@ class TaskService(TaskRecovery):
         # step in one statement), and a task queued in the same transaction is inserted queued
         # (`queue_new`). Every column is set here, the id too (no refresh, nothing to read back).
         task = AgentTask(
-            id=_new_task_id(),
+            id=new_id(AgentTask),
             project_id=project_id,
             agent_type=data.agent_type.value,
             instructions=data.instructions,
