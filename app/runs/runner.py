@@ -24,6 +24,7 @@ from sqlalchemy import select
 from app.agents.models import AgentState
 from app.core.exceptions import is_unavailable_error
 from app.core.runtime import Runtime
+from app.db.engine import reading_only
 from app.hitl.models import HitlKind, Urgency
 from app.runs.control import park_interrupted_task
 from app.runs.executor import AgentExecutor, TaskFailedError
@@ -63,7 +64,8 @@ class TaskRunner:
             lease = await services(session).agents.start_attempt(task_id, self.lease_seconds)
             if lease is not None:
                 executor = AgentExecutor(self.runtime, lease)
-                await executor.load(session)
+                with reading_only():  # on PostgreSQL without BEGIN and ROLLBACK, on SQLite without the write lock
+                    await executor.load(session)
         if lease is None or executor is None:
             # Already done, cancelled, or held by a live worker: a redelivered job has nothing to do.
             logger.info("task_not_claimable", task_id=str(task_id))
