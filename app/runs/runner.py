@@ -45,19 +45,12 @@ class TaskRunner:
         self.lease_seconds = runtime.settings.worker.lease_seconds
 
     async def run(self, task_id: UUID) -> None:
-        """Run the job's task, then, while each attempt leaves a follow-up this worker may keep, that one."""
-        next_id: UUID | None = task_id
-        while next_id is not None:
-            next_id = await self._run_attempt(next_id)
-
-    async def _run_attempt(self, task_id: UUID) -> UUID | None:
-        """One attempt of the task; the follow-up task it keeps to run next, if any."""
         if self.runtime.attempts.draining:
             # The worker is stopping: another one starts the task (this job is acknowledged).
             async with self.runtime.session() as session:
                 await self._dispatch_safely(services(session).tasks.requeue_unstarted(task_id, self.enqueue), task_id)
             logger.info("task_left_to_another_worker", task_id=str(task_id))
-            return None
+            return
         executor: AgentExecutor | None = None
         async with self.runtime.session() as session:
             # The claim and the agent's status (working on it) commit together; then what the attempt reads.
@@ -69,7 +62,7 @@ class TaskRunner:
         if lease is None or executor is None:
             # Already done, cancelled, or held by a live worker: a redelivered job has nothing to do.
             logger.info("task_not_claimable", task_id=str(task_id))
-            return None
+            return
         log = logger.bind(task_id=str(task_id), attempt=lease.task.attempts)
         log.info("task_started")
         lost = asyncio.Event()
@@ -111,29 +104,12 @@ class TaskRunner:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        if not follow_ups:
-            return None
-        kept = follow_ups[0] if self._may_keep_one() else None
-        sent = follow_ups[1:] if kept is not None else follow_ups
-        if sent:
+        if follow_ups:
             # Committed as queued with the result; their jobs are sent only now, with the watcher
             # gone: nothing may cancel a half-sent job (the sweep would find it queued only after
             # BOTARMY_QUEUED_REQUEUE_SECONDS).
             async with self.runtime.session() as session:
-                await services(session).tasks.send_jobs(sent, self.enqueue)
-        if kept is None:
-            return None
-        # Its job is never sent: this job claims it next. A crash before the claim leaves it queued
-        # without a job, as a crash before the send does, for the sweep.
-        log.info("task_kept", next_task_id=str(kept[0]))
-        return kept[0]
-
-    def _may_keep_one(self) -> bool:
-        """Whether this job may run one of its follow-ups itself instead of queueing it (eager dispatch,
-        as Temporal's eager activities): only with another slot of this worker free, so that no job
-        already queued waits behind it, and never while the worker stops."""
-        attempts = self.runtime.attempts
-        return not attempts.draining and len(attempts) + 1 < self.runtime.settings.worker.concurrency
+                await services(session).tasks.send_jobs(follow_ups, self.enqueue)
 
     async def _hand_back(self, lease: Lease) -> None:
         """The worker stops before the attempt finished: the task is queued again at once, for another
