@@ -45,7 +45,7 @@ class ChatService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.session = session
         self.settings = settings
-        self.events = EventService(session=session)
+        self.events = EventService.of(session)
 
     async def post(self, project_id: UUID, text: str, *, actor: str) -> tuple[Event, AgentTask]:
         """Record the message and the orchestrator task that answers it (no commit; enqueue the task after)."""

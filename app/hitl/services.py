@@ -22,7 +22,7 @@ class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
 
     @property
     def events(self) -> EventService:
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     async def open_request(
         self,

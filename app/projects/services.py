@@ -57,7 +57,7 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
 
     @property
     def events(self) -> EventService:
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     async def get_project(self, project_id: UUID) -> Project:
         project: Project | None = await self.repository.session.get(Project, project_id)  # its statement built once

@@ -37,7 +37,7 @@ class DomainServices:
 
     @cached_property
     def events(self) -> EventService:
-        return EventService(session=self.session)
+        return EventService.of(self.session)
 
     @cached_property
     def hitl(self) -> HitlService:

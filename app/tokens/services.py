@@ -43,7 +43,7 @@ class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
 
     @property
     def events(self) -> EventService:
-        return EventService(session=self.repository.session)
+        return EventService.of(self.repository.session)
 
     async def issue(
         self,

@@ -84,7 +84,7 @@ class ExecutionCore:
     def __init__(self, session: AsyncSession, hitl: HitlSettings) -> None:
         self.session = session
         self.hitl = hitl
-        self.events = EventService(session=session)
+        self.events = EventService.of(session)
         self.gates = Gates(session, hitl)
 
     # -- reads -------------------------------------------------------------------------------
