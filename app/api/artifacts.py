@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
@@ -12,7 +13,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from app.api.dependencies import RuntimeDependency, service_provider
 from app.artifacts import schemas
 from app.artifacts.models import Artifact, ArtifactType, ArtifactVersion, Granularity
-from app.artifacts.search import ArtifactFilters, list_page
+from app.artifacts.search import ArtifactFilters, list_page, page_json
 from app.artifacts.services import ArtifactService
 from app.core.exceptions import NotFoundError
 from app.core.schema import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, check_iso_datetimes
@@ -123,6 +124,13 @@ class ProjectArtifactController(Controller):
             parent_id=parent_id,
         )
         async with runtime.connection() as connection:
+            rendered = await page_json(connection, project_id, filters, limit=limit, cursor=cursor)
+            if rendered is not None:  # on PostgreSQL the unfiltered page comes rendered: sent as it is
+                items_json, count, last_id = rendered
+                if not count:
+                    await ensure_project_exists(connection, project_id)
+                items = cast(list[schemas.ArtifactSummary], msgspec.Raw(items_json))
+                return Page(items=items, next_cursor=str(last_id) if last_id else None)
             rows, next_cursor = await list_page(connection, project_id, filters, limit=limit, cursor=cursor)
             if not rows:  # an artifact's project exists (deleting it deletes them): only an empty page asks
                 await ensure_project_exists(connection, project_id)

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Dialect
+from sqlalchemy import Dialect, Select, TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql import Select
 
 __all__ = ["DriverRead"]
 
@@ -27,7 +26,7 @@ __all__ = ["DriverRead"]
 class DriverRead:
     """A read statement, built once; `rows` runs it (on PostgreSQL straight on the driver)."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any] | TextClause) -> None:
         self.statement = statement
         self._sql: str | None = None
         self._names: tuple[str, ...] = ()
