@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import (
     ARRAY,
@@ -33,6 +32,7 @@ from uuid_utils.compat import uuid7
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
+from app.db.repository import Repository
 from app.db.rows import Along
 from app.events.outbox import (
     EVENT_ORDER_LOCK,
@@ -192,7 +192,7 @@ def budget_limits(
 
 
 class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
-    class Repo(SQLAlchemyAsyncRepository[AgentStatus]):
+    class Repo(Repository[AgentStatus]):
         model_type = AgentStatus
 
     repository_type = Repo

@@ -13,7 +13,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import CTE, Text, TextClause, bindparam, cast, column, delete, insert, select, text
 from sqlalchemy.orm import make_transient_to_detached
@@ -24,6 +23,7 @@ from app.artifacts.schemas import ArtifactCreate, ArtifactMetadata, ArtifactUpda
 from app.artifacts.search import quoted_element
 from app.core.exceptions import InvalidInputError, NotFoundError
 from app.db.base import new_id
+from app.db.repository import Repository
 from app.db.rows import Along
 from app.events.services import EventService
 
@@ -205,7 +205,7 @@ def split_sections(content: Any) -> list[tuple[str, Any]]:
 
 
 class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
-    class Repo(SQLAlchemyAsyncRepository[Artifact]):
+    class Repo(Repository[Artifact]):
         model_type = Artifact
 
     repository_type = Repo

@@ -5,10 +5,10 @@ from typing import Any, Literal
 from uuid import UUID
 
 import structlog
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.repository import Repository
 from app.events.catalog import PayloadError, check_payload
 from app.events.models import Event
 from app.events.outbox import add_to_outbox, write_pending
@@ -28,7 +28,7 @@ logger = structlog.get_logger(__name__)
 class EventService(SQLAlchemyAsyncRepositoryService[Event]):
     """Writes to the append-only log. There is deliberately no update or delete path."""
 
-    class Repo(SQLAlchemyAsyncRepository[Event]):
+    class Repo(Repository[Event]):
         model_type = Event
 
     repository_type = Repo

@@ -6,16 +6,16 @@ import datetime
 from collections.abc import Sequence
 from uuid import UUID
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 
 from app.config import HitlSettings
+from app.db.repository import Repository
 from app.events.services import EventService
 from app.hitl.models import HitlHistory, HitlKind, HitlRequest, HoldRef, Urgency
 
 
 class HitlService(SQLAlchemyAsyncRepositoryService[HitlRequest]):
-    class Repo(SQLAlchemyAsyncRepository[HitlRequest]):
+    class Repo(Repository[HitlRequest]):
         model_type = HitlRequest
 
     repository_type = Repo

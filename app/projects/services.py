@@ -4,7 +4,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -13,6 +12,7 @@ from app.core.exceptions import NotFoundError
 from app.core.security import Principal
 from app.db.driver import DriverRead
 from app.db.pages import keyset_page
+from app.db.repository import Repository
 from app.db.rows import row_by_id, struct_of
 from app.events.services import EventService
 from app.projects import schemas
@@ -50,7 +50,7 @@ async def project_view(connection: AsyncConnection, project_id: UUID) -> schemas
 
 
 class ProjectService(SQLAlchemyAsyncRepositoryService[Project]):
-    class Repo(SQLAlchemyAsyncRepository[Project]):
+    class Repo(Repository[Project]):
         model_type = Project
 
     repository_type = Repo

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement, Executable, and_, case, select, update
 
 from app.core.exceptions import is_unavailable_error
+from app.db.repository import Repository
 from app.events.services import EventService
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
@@ -43,7 +43,7 @@ class Lease:
 
 
 class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
-    class Repo(SQLAlchemyAsyncRepository[AgentTask]):
+    class Repo(Repository[AgentTask]):
         model_type = AgentTask
 
     repository_type = Repo

@@ -7,13 +7,13 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import func, select, update
 
 from app.core.exceptions import ConflictError, InvalidInputError, NotFoundError
 from app.core.security import Principal, Role, hash_token
 from app.db.engine import reading_only
+from app.db.repository import Repository
 from app.events.services import EventService
 from app.projects.models import Project
 from app.tokens.models import ApiToken
@@ -36,7 +36,7 @@ def to_principal(row: ApiToken) -> Principal:
 
 
 class TokenService(SQLAlchemyAsyncRepositoryService[ApiToken]):
-    class Repo(SQLAlchemyAsyncRepository[ApiToken]):
+    class Repo(Repository[ApiToken]):
         model_type = ApiToken
 
     repository_type = Repo
