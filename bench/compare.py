@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 
 from bench.status_bench import (
+    APP_WORKER_SETTINGS,
     BENCH_ENV,
     CLK_TCK,
     HOST,
@@ -577,7 +578,8 @@ def bare_throughput(env: dict[str, str], tasks: int, log_dir: Path) -> dict[str,
 
 def throughput_phase(checkout: Checkout, tasks: int, log_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
     throughput_info: dict[str, Any] = {}
-    with services_environment(throughput_info) as env:
+    with services_environment(throughput_info) as services_env:
+        env = {**services_env, **APP_WORKER_SETTINGS}  # the worker sweeps as deployed, not as in the tests
         token = create_admin_token(env, checkout)
         api, base_url = start_api(env, log_dir, checkout)
         headers = {"Authorization": f"Bearer {token}"} if token else {}

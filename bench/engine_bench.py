@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 
 from bench.status_bench import (
+    APP_WORKER_SETTINGS,
     BENCH_ENV,
     REPO_ROOT,
     RESULTS_DIR,
@@ -70,13 +71,8 @@ WORKFLOW_ID = "botarmy-sdlc"
 # Enough words for the offline architect to plan five tasks (so ten tasks per execution).
 IDEA = "A recipe sharing service: members publish recipes, plan weekly meals, build shopping lists and track nutrition."
 # status_bench's BENCH_ENV (log level WARNING, rate limit out of the way) but the app's own lease
-# and sweep settings: FAST_ENV's 3 s lease is for tests, and its 0.5 s sweep would add load of its own.
-ENGINE_ENV = {
-    **BENCH_ENV,
-    "BOTARMY_TASK_LEASE_SECONDS": "15",
-    "BOTARMY_SWEEP_INTERVAL_SECONDS": "5",
-    "BOTARMY_PENDING_REQUEUE_SECONDS": "10",
-}
+# and sweep settings.
+ENGINE_ENV = {**BENCH_ENV, **APP_WORKER_SETTINGS}
 
 REQUEST_TIMEOUT_SECONDS = 60.0  # K simultaneous POSTs on SQLite queue for its one write lock
 EXECUTION_TIMEOUT_SECONDS = 120.0  # one execution of the overhead phase

@@ -62,6 +62,14 @@ BENCH_ENV = {
     "BOTARMY_WS_MAX_CONNECTIONS": "1000000",
 }
 
+# The app's own lease and sweep settings, for the benchmarks of work (engine_bench, compare's throughput):
+# FAST_ENV's 3 s lease is for tests, and its 0.5 s sweep adds load of its own (5 % of a busy worker's CPU).
+APP_WORKER_SETTINGS = {
+    "BOTARMY_TASK_LEASE_SECONDS": "15",
+    "BOTARMY_SWEEP_INTERVAL_SECONDS": "5",
+    "BOTARMY_PENDING_REQUEUE_SECONDS": "10",
+}
+
 SERVER_START_SECONDS = 60.0
 TASKS_DONE_SECONDS = 120.0
 REQUEST_TIMEOUT_SECONDS = 10.0
