@@ -472,8 +472,34 @@ async def statuses_of(dsn: str) -> dict[str, int]:
         await connection.close()
 
 
+def submit_with_ab(url: str, headers: dict[str, str], count: int, clients: int = SUBMIT_CLIENTS) -> float:
+    """`count` coder tasks POSTed by ApacheBench, `clients` at a time on kept-alive connections; the
+    seconds it took. A load generator in C: httpx spent 3-4 ms of CPU per task on the same two cores
+    as the api and the worker, where the bare worker's jobs are sent by taskiq in this process."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as body:
+        body.write('{"agent_type": "coder", "instructions": "compare bench: write a function"}')
+        body.flush()
+        args = ["ab", "-q", "-k", "-n", str(count), "-c", str(clients), "-p", body.name, "-T", "application/json"]
+        for name, value in headers.items():
+            args += ["-H", f"{name}: {value}"]
+        started = time.perf_counter()
+        done = subprocess.run([*args, url], capture_output=True, text=True, timeout=THROUGHPUT_SECONDS)
+        elapsed = time.perf_counter() - started
+    complete = re.search(r"Complete requests:\s+(\d+)", done.stdout)
+    non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", done.stdout)
+    if done.returncode != 0 or complete is None or int(complete.group(1)) != count or non_2xx is not None:
+        raise BenchError(f"ab failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return elapsed
+
+
 def botarmy_throughput(
-    checkout: Checkout, env: dict[str, str], base_url: str, headers: dict[str, str], tasks: int, log_dir: Path
+    checkout: Checkout,
+    env: dict[str, str],
+    base_url: str,
+    headers: dict[str, str],
+    tasks: int,
+    log_dir: Path,
+    submit_client: str = "httpx",
 ) -> dict[str, Any]:
     dsn = env["DATABASE_URL"]
 
@@ -488,7 +514,11 @@ def botarmy_throughput(
         waiting = asyncio.create_task(
             wait_for_count(dsn, COMPLETED, (uuid.UUID(project_id),), tasks, THROUGHPUT_SECONDS)
         )
-        submit_s = await submit_tasks(base_url, headers, project_id, tasks)
+        url = f"{base_url}/api/v1/projects/{project_id}/tasks"
+        if submit_client == "ab":
+            submit_s = await asyncio.to_thread(submit_with_ab, url, headers, tasks)
+        else:
+            submit_s = await submit_tasks(base_url, headers, project_id, tasks)
         elapsed = await waiting - started
         return {
             "tasks": tasks,
@@ -496,6 +526,7 @@ def botarmy_throughput(
             "accepted_per_s": round(tasks / submit_s, 1),
             "all_completed_s": round(elapsed, 3),
             "tasks_per_s": round(tasks / elapsed, 1),
+            "submit_client": submit_client,
         }
 
     results: dict[str, Any] = {}
@@ -576,7 +607,9 @@ def bare_throughput(env: dict[str, str], tasks: int, log_dir: Path) -> dict[str,
         drop_redis_namespace(namespace)
 
 
-def throughput_phase(checkout: Checkout, tasks: int, log_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+def throughput_phase(
+    checkout: Checkout, tasks: int, log_dir: Path, info: dict[str, Any], submit_client: str = "httpx"
+) -> dict[str, Any]:
     throughput_info: dict[str, Any] = {}
     with services_environment(throughput_info) as services_env:
         env = {**services_env, **APP_WORKER_SETTINGS}  # the worker sweeps as deployed, not as in the tests
@@ -586,7 +619,7 @@ def throughput_phase(checkout: Checkout, tasks: int, log_dir: Path, info: dict[s
         try:
             # Alternating: bare, BotArmy (1, 2, 4 processes), bare again.
             bare = [bare_throughput(env, tasks, log_dir)]
-            botarmy = botarmy_throughput(checkout, env, base_url, headers, tasks, log_dir)
+            botarmy = botarmy_throughput(checkout, env, base_url, headers, tasks, log_dir, submit_client)
             bare.append(bare_throughput(env, tasks, log_dir))
         finally:
             api.stop()
@@ -729,7 +762,8 @@ def print_report(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             f"{n} process(es) {run['tasks_per_s']:.1f}" if "tasks_per_s" in run else f"{n} process(es) failed"
             for n, run in throughput["botarmy"].items()
         )
-        print(f"\noffline tasks/s: bare taskiq worker {bare}; BotArmy {mine}")
+        clients = {run.get("submit_client", "httpx") for run in throughput["botarmy"].values()}
+        print(f"\noffline tasks/s: bare taskiq worker {bare}; BotArmy {mine} (POSTed by {', '.join(sorted(clients))})")
     engine = results.get("engine")
     if engine:
         step = engine["engine_per_step"]
@@ -757,6 +791,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=200, help="tasks per throughput measurement (10..5000)")
     parser.add_argument("--engine-executions", type=int, default=5, help="engine_bench executions (1..50)")
     parser.add_argument(
+        "--submit-client",
+        choices=("ab", "httpx"),
+        default=None,
+        help="what POSTs the throughput phase's tasks (default: ab, ApacheBench, where installed; else httpx)",
+    )
+    parser.add_argument(
         "--botarmy-repo",
         type=Path,
         default=None,
@@ -771,6 +811,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 10 <= args.tasks <= 5000 or not 1 <= args.engine_executions <= 50:
         parser.error("--tasks 10..5000, --engine-executions 1..50")
     args.phases = phases
+    if args.submit_client is None:
+        args.submit_client = "ab" if shutil.which("ab") else "httpx"
+    elif args.submit_client == "ab" and not shutil.which("ab"):
+        parser.error("--submit-client ab: ApacheBench is not installed (apt-get install apache2-utils)")
     return args
 
 
@@ -809,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         "http": lambda log_dir: http_phase(checkout, load, args.rounds, log_dir, info),
         "submit": lambda log_dir: submit_phase(checkout, load, args.rounds, log_dir, info),
         "embedded": lambda log_dir: embedded_phase(checkout, load, log_dir),
-        "throughput": lambda log_dir: throughput_phase(checkout, args.tasks, log_dir, info),
+        "throughput": lambda log_dir: throughput_phase(checkout, args.tasks, log_dir, info, args.submit_client),
         "engine": lambda _: engine_phase(checkout, args.engine_executions),
     }
     for phase in args.phases:
