@@ -95,7 +95,7 @@ def json_text(value: Any) -> str:
 
 # JSON columns (events, artifacts, settings) are encoded and decoded by msgspec itself: advanced-alchemy's
 # default goes through its serializer registry first, twice msgspec's time to decode and five times to
-# encode (25 metadata values on every artifact page, a dozen event payloads on every task).
+# encode (an artifact's metadata and content, a dozen event payloads on every task).
 JSON_CODEC: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": msgspec.json.decode}
 
 
