@@ -788,7 +788,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured wrk seconds before each (0..30)")
     parser.add_argument("--rounds", type=int, default=1, help="alternations of every http measurement (1..5)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}")
-    parser.add_argument("--tasks", type=int, default=200, help="tasks per throughput measurement (10..5000)")
+    parser.add_argument("--tasks", type=int, default=1000, help="tasks per throughput measurement (10..5000)")
     parser.add_argument("--engine-executions", type=int, default=5, help="engine_bench executions (1..50)")
     parser.add_argument(
         "--submit-client",
