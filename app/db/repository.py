@@ -12,7 +12,7 @@ __all__ = ["Repository"]
 
 class Repository(SQLAlchemyAsyncRepository[ModelT]):
     """advanced-alchemy's repository, but `select(model)` is built once per model, not at every
-    construction: it was half of a service's construction (14 -> 6 µs), and a worker builds a dozen
+    construction: it was about a third of a service's construction, and a worker builds a dozen
     services per task. A `Select` is immutable (every refinement makes a new one), so one serves all."""
 
     _base_statements: ClassVar[dict[type[Any], Select[Any]]] = {}
