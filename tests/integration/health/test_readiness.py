@@ -18,13 +18,22 @@ import app.__main__ as botarmy
 from app.config import load_settings
 from app.db.engine import upgrade_database
 from app.db.schema import head_revisions
-from tests.conftest import FAST_ENV, REDIS_TEST_URL, create_pg_database, drop_pg_database, free_port, require_services
+from tests.conftest import (
+    FAST_ENV,
+    REDIS_TEST_URL,
+    create_pg_database,
+    drop_pg_database,
+    drop_redis_namespace,
+    free_port,
+    require_services,
+)
 from tests.helpers import BOTARMY, REPO_ROOT, app_client
 
 
 @pytest.fixture
 def unmigrated_env() -> Iterator[dict[str, str]]:
-    """An empty PostgreSQL database of this test's own: nobody ran `botarmy db upgrade`."""
+    """An empty PostgreSQL database of this test's own (nobody ran `botarmy db upgrade`) and a Redis
+    namespace of its own, both gone afterwards (the worker's command leaves its job stream there)."""
     require_services()
     name = f"botarmy_unmigrated_{uuid.uuid4().hex[:10]}"
     url = create_pg_database(name)
@@ -32,6 +41,7 @@ def unmigrated_env() -> Iterator[dict[str, str]]:
         yield {**FAST_ENV, "DATABASE_URL": url, "REDIS_URL": REDIS_TEST_URL, "BOTARMY_REDIS_NAMESPACE": name}
     finally:
         drop_pg_database(name)
+        drop_redis_namespace(name)
 
 
 async def test_readiness_fails_until_the_schema_is_at_head(unmigrated_env: dict[str, str]) -> None:
