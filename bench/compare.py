@@ -163,8 +163,10 @@ def wrk(url: str, server_pid: int, load: Load, headers: dict[str, str], script: 
     return result
 
 
-POST_TASK_SCRIPT = """wrk.method = "POST"
-wrk.body = '{"agent_type": "coder", "instructions": "compare bench: write a function"}'
+# The task every load generator POSTs (wrk in the submission phase, ab in the throughput phase).
+TASK_BODY = '{"agent_type": "coder", "instructions": "compare bench: write a function"}'
+POST_TASK_SCRIPT = f"""wrk.method = "POST"
+wrk.body = '{TASK_BODY}'
 wrk.headers["Content-Type"] = "application/json"
 """
 
@@ -477,7 +479,7 @@ def submit_with_ab(url: str, headers: dict[str, str], count: int, clients: int =
     seconds it took. A load generator in C: httpx spent 3-4 ms of CPU per task on the same two cores
     as the api and the worker, where the bare worker's jobs are sent by taskiq in this process."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as body:
-        body.write('{"agent_type": "coder", "instructions": "compare bench: write a function"}')
+        body.write(TASK_BODY)
         body.flush()
         args = ["ab", "-q", "-k", "-n", str(count), "-c", str(clients), "-p", body.name, "-T", "application/json"]
         for name, value in headers.items():

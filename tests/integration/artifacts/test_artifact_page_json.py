@@ -19,13 +19,7 @@ from app.db.engine import build_db_config
 from tests import factories
 from tests.helpers import app_client
 
-SPEC = {
-    "vision": "Families share recipes.",
-    "personas": [{"name": "Cook", "description": "Cooks daily.", "needs": ["speed"]}],
-    "business_requirements": [{"id": "BR-1", "description": "Store recipes.", "priority": "must"}],
-    "feature_map": [{"name": "Recipes", "description": "CRUD for recipes.", "requirement_ids": ["BR-1"]}],
-    "success_criteria": ["A recipe is saved in under a minute."],
-}
+SPEC = factories.SPECIFICATION
 TITLES = ['Café ☕ 𝄞 "quoted" \\ back', "tab\tand\nnewline", "ascii", "emoji 🧪 and ünïcödé", "</script>&<b>"]
 UTC = datetime.UTC
 

@@ -19,13 +19,7 @@ from app.events.models import Event
 from tests import factories
 from tests.helpers import wait_for_task
 
-SPEC = {
-    "vision": "Families share recipes.",
-    "personas": [{"name": "Cook", "description": "Cooks daily.", "needs": ["speed"]}],
-    "business_requirements": [{"id": "BR-1", "description": "Store recipes.", "priority": "must"}],
-    "feature_map": [{"name": "Recipes", "description": "CRUD for recipes.", "requirement_ids": ["BR-1"]}],
-    "success_criteria": ["A recipe is saved in under a minute."],
-}
+SPEC = factories.SPECIFICATION
 
 
 new_project = functools.partial(factories.new_project, name="store")
