@@ -33,20 +33,30 @@ from uuid_utils.compat import uuid7
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
 from app.db.repository import Repository
-from app.db.rows import Along
+from app.db.rows import IF_COMPLETED, Along
 from app.events.outbox import (
     EVENT_ORDER_LOCK,
     INSERT_ORDERED_AFTER_CHANGED,
     ORDERED_AFTER_CHANGED,
     event_rows,
     insert_events_if_changed,
+    take_pending,
     write_pending_with,
     written_in,
 )
 from app.events.services import EventService
 from app.projects.models import Project
-from app.tasks.leases import CLAIM_MESSAGE, claim_parameters, claimed_cte, lease_of_claimed
-from app.tasks.models import AgentType, TaskStatus
+from app.tasks.leases import (
+    CLAIM_MESSAGE,
+    claim_parameters,
+    claimed_cte,
+    completed_cte,
+    completion_message,
+    completion_parameters,
+    lease_of_claimed,
+    task_of_completed,
+)
+from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.moves import Lease, progress_data
 from app.tasks.services import TaskService
 
@@ -135,6 +145,36 @@ def _claim_with_status() -> Select[Any]:
     return select(*claimed.c, event_ids).add_cte(claimed, status, changed, ordered, claim_events, events)
 
 
+# PostgreSQL, the end of an attempt in one statement (`_finish_with_status`): after the completion (the
+# CTE `completed`, `app.tasks.leases.completed_cte`) and the rows inserted along it, the agent's new
+# status (`{row}` of `_STATUS_UPSERT_SQL`), then the events of the bind parameter `event_rows`.
+_COMPLETED_ROW = (
+    "SELECT :status_id, c.project_id, c.agent_type, :agent_state, :agent_task_id, c.updated_at, c.updated_at"
+    " FROM completed AS c"
+)
+
+
+@functools.cache
+def _finish_with_status(along: tuple[CTE, ...]) -> Select[Any]:
+    """PostgreSQL: the completion, the rows of `along` (guarded: `IF_COMPLETED`), the agent's status and
+    the events in one statement, returning the task's columns (`completed_cte`) and the ids of the
+    events written. Lease gone: no row, nothing written, no lock taken but the task's row. The order
+    lock is taken last, after the row locks (as `_claim_with_status`)."""
+    completed = completed_cte()
+    columns = AgentStatus.__table__.c
+    upsert = text(_STATUS_UPSERT_SQL.format(row=_COMPLETED_ROW, distinct="IS DISTINCT FROM")).bindparams(
+        bindparam("status_id", type_=columns.id.type),
+        bindparam("agent_task_id", type_=columns.current_task_id.type),
+    )
+    status = upsert.columns(column("id")).cte("status")
+    changed_sql = "SELECT count(*) AS changed_rows FROM status HAVING EXISTS (SELECT 1 FROM completed)"
+    changed = text(changed_sql).columns(column("changed_rows")).cte("changed")
+    ordered = text(ORDERED_AFTER_CHANGED).columns(column("changed_rows")).cte("ordered").prefix_with("MATERIALIZED")
+    events = text(insert_events_if_changed()).columns(column("id")).cte("events")
+    event_ids = literal_column("ARRAY(SELECT id FROM events ORDER BY id)", type_=ARRAY(BigInteger))
+    return select(*completed.c, event_ids).add_cte(completed, *along, status, changed, ordered, events)
+
+
 def _status_data(agent_type: str, status: AgentState, task_id: UUID | None) -> dict[str, Any]:
     """The payload of an `agent_status_changed` event."""
     return {"agent_type": agent_type, "status": status.value, "current_task_id": str(task_id) if task_id else None}
@@ -150,12 +190,16 @@ def _usage_row(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def _usage_cte() -> CTE:
+def _usage_cte(guarded: bool) -> CTE:
     """PostgreSQL: `_INSERT_USAGE` as a CTE, its values the bind parameters `usage_<column>` (null if
-    not given, as the columns `_usage_row` has not)."""
+    not given, as the columns `_usage_row` has not); `guarded`: only if its completion changed its
+    row (`IF_COMPLETED`)."""
     columns = LlmUsage.__table__.columns
     values = {column.name: bindparam(f"usage_{column.name}", None, type_=column.type) for column in columns}
-    return _INSERT_USAGE.values(values).cte("usage")
+    if not guarded:
+        return _INSERT_USAGE.values(values).cte("usage")
+    row = select(*values.values()).where(text(IF_COMPLETED))
+    return _INSERT_USAGE.from_select(list(values), row).cte("usage")
 
 
 class BudgetExceededError(Exception):
@@ -302,6 +346,78 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         await session.commit()  # publishes the events (nothing is sent outside a transaction block)
         return lease
 
+    async def finish_attempt(
+        self,
+        lease: Lease,
+        output: dict[str, Any],
+        *,
+        agent_state: AgentState,
+        along: Along | None = None,
+        status: TaskStatus = TaskStatus.COMPLETED,
+    ) -> AgentTask | None:
+        """Finish the attempt (`TaskLeases.complete`, with the rows of `along`) and set its agent to
+        `agent_state`, with the events recorded so far and theirs; commits. None: the lease is gone,
+        nothing is written (the session rolled back). For an attempt after which nothing else is
+        written; `along` guarded (`IF_COMPLETED`).
+
+        On PostgreSQL one statement (`_finish_with_status`), run outside a transaction block when the
+        session has not begun one, as `start_attempt`: the agent's row, which every attempt of the
+        agent in the project writes at its start and end, is then locked only while the server runs
+        and commits the statement, not across the round trip of a COMMIT and the wait of the worker's
+        event loop for it (where under load the attempts of a worker queued behind each other).
+        """
+        session = self.repository.session
+        task = lease.task
+        names_task = task.id if agent_state != AgentState.IDLE else None
+        if session.get_bind().dialect.name != "postgresql":
+            finished = await TaskService(session=session).complete(lease, output, status=status, commit=False)
+            if finished is None:
+                await session.rollback()
+                return None
+            await self.set_status(task.project_id, task.agent_type, agent_state, task_id=names_task, last=True)
+            await session.commit()
+            return finished
+        if isinstance(session.bind, AsyncEngine) and not session.in_transaction():
+            connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            connection = await session.connection()
+        message, progress = completion_message(status)
+        pending = take_pending(session.sync_session)
+        events = [
+            *pending,
+            self.events.event(
+                "task_progress_updated",
+                project_id=task.project_id,
+                task_id=task.id,
+                data=progress_data(task.id, task.agent_type, status.value, message, progress),
+            ),
+            self.events.event(
+                "agent_status_changed",
+                project_id=task.project_id,
+                task_id=names_task,
+                data=_status_data(task.agent_type, agent_state, names_task),
+            ),
+        ]
+        values = {
+            **completion_parameters(lease, output, status, None),
+            **(along[1] if along is not None else {}),
+            "status_id": uuid7(),
+            "agent_state": agent_state.value,
+            "agent_task_id": names_task,
+            "event_order_lock": EVENT_ORDER_LOCK,
+            "event_rows": event_rows(events),
+            "always_written": len(pending) + 1,  # all but the status change's, written only if the row changed
+        }
+        statement = _finish_with_status(along[0] if along is not None else ())
+        row = (await connection.execute(statement, values)).first()
+        if row is None:
+            await session.rollback()
+            return None
+        ids: list[int] = row[-1]
+        written_in(session.sync_session, events[: len(ids)], ids)
+        await session.commit()  # publishes the events
+        return task_of_completed(row)
+
     async def statuses(self, project_id: UUID | None, visible: frozenset[UUID] | None) -> Sequence[AgentStatus]:
         statement = select(AgentStatus).order_by(AgentStatus.project_id, AgentStatus.agent_type)
         if project_id is not None:
@@ -348,14 +464,16 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         the next statement's autoflush writes through the unit of work."""
         await self.repository.session.execute(_INSERT_USAGE, [_usage_row(fields)])
 
-    async def record_usage_along(self, **fields: Any) -> Along | None:
+    async def record_usage_along(self, *, guarded: bool = False, **fields: Any) -> Along | None:
         """`record_usage`, but on PostgreSQL written by the transaction's next statement that takes it
-        (`TaskLeases.complete`'s `along`): one round trip less. None: written now (SQLite)."""
-        if (await self.repository.session.connection()).dialect.name != "postgresql":
+        (`TaskLeases.complete`'s `along`): one round trip less. None: written now (SQLite).
+        `guarded`: for `finish_attempt`, written only if the task's completion changes its row."""
+        # The dialect from the bind: taking the connection would begin a transaction.
+        if self.repository.session.get_bind().dialect.name != "postgresql":
             await self.record_usage(**fields)
             return None
         row = _usage_row(fields)
-        return (_usage_cte(),), {f"usage_{key}": value for key, value in row.items()}
+        return (_usage_cte(guarded),), {f"usage_{key}": value for key, value in row.items()}
 
     async def spent(
         self, project_id: UUID, *, agent_type: str | None = None, task_id: UUID | None = None

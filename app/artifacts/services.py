@@ -24,7 +24,7 @@ from app.artifacts.search import quoted_element
 from app.core.exceptions import InvalidInputError, NotFoundError
 from app.db.base import new_id
 from app.db.repository import Repository
-from app.db.rows import Along
+from app.db.rows import IF_COMPLETED, Along
 from app.events.services import EventService
 
 # Largest content of one artifact, encoded.
@@ -53,6 +53,7 @@ _INSERT_ARTIFACT_ROWS = """
             n int, id uuid, project_id uuid, task_id uuid, parent_id uuid, source_agent text, artifact_type text,
             granularity text, title text, content jsonb, metadata jsonb, search_text text
         )
+        {guard}
         ORDER BY r.n
         RETURNING id, content
 """
@@ -76,7 +77,7 @@ def _typed(statement: TextClause) -> TextClause:
 
 
 # PostgreSQL: both inserts in one statement.
-_STORE_NEW = _typed(text(f"WITH artifacts AS ({_INSERT_ARTIFACT_ROWS}) {_INSERT_VERSION_ROWS}"))
+_STORE_NEW = _typed(text(f"WITH artifacts AS ({_INSERT_ARTIFACT_ROWS.format(guard='')}) {_INSERT_VERSION_ROWS}"))
 _ROW_FIELDS = (
     "id",
     "project_id",
@@ -109,9 +110,11 @@ def _version_rows(versions: list[dict[str, Any]]) -> str:
 
 
 @functools.cache
-def _inserts_along() -> tuple[CTE, ...]:
-    """PostgreSQL: both inserts as CTEs, for another write's statement (`NewArtifacts.along`)."""
-    artifacts = _typed(text(_INSERT_ARTIFACT_ROWS)).columns(column("id"), column("content")).cte("artifacts")
+def _inserts_along(guarded: bool) -> tuple[CTE, ...]:
+    """PostgreSQL: both inserts as CTEs, for another write's statement (`NewArtifacts.along`);
+    `guarded`: only if its completion changed its row (`IF_COMPLETED`)."""
+    insert_rows = _INSERT_ARTIFACT_ROWS.format(guard=f"WHERE {IF_COMPLETED}" if guarded else "")
+    artifacts = _typed(text(insert_rows)).columns(column("id"), column("content")).cte("artifacts")
     versions = _typed(text(_INSERT_VERSION_ROWS)).columns().cte("artifact_versions")
     return artifacts, versions
 
@@ -120,10 +123,12 @@ class NewArtifacts:
     """New artifacts' rows and first versions, held for another write's statement to insert (`along`,
     PostgreSQL): all of them in it, instead of a statement each before it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, guarded: bool = False) -> None:
         self.rows: list[dict[str, Any]] = []
         self.versions: list[dict[str, Any]] = []
         self.stored_at = datetime.datetime.now(datetime.UTC)
+        # For a statement that commits by itself: inserted only if its completion changed its row.
+        self.guarded = guarded
 
     def along(self) -> Along | None:
         """The inserts and their values; None: nothing held."""
@@ -134,7 +139,7 @@ class NewArtifacts:
             "versions": _version_rows(self.versions),
             "stored_at": self.stored_at,
         }
-        return _inserts_along(), params
+        return _inserts_along(self.guarded), params
 
 
 # Attribute name -> column name, where they differ (`meta` is the column `metadata`).
@@ -376,11 +381,13 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             "created_at": now,
             "updated_at": now,
         }
-        connection = await session.connection()
-        if connection.dialect.name == "postgresql" and later is not None:
+        # The dialect from the bind, not the connection: taking the connection begins the session's
+        # transaction, and a caller that holds the rows (`later`) may write them outside one.
+        postgresql = session.get_bind().dialect.name == "postgresql"
+        if postgresql and later is not None:
             later.rows.extend(rows)
             later.versions.append(version)
-        elif connection.dialect.name == "postgresql":
+        elif postgresql:
             # One round trip: the rows as one JSON parameter, the version inserted with them.
             params = {"artifacts": _artifact_rows(rows), "versions": _version_rows([version]), "stored_at": now}
             await session.execute(_STORE_NEW, params)

@@ -16,6 +16,10 @@ StructT = TypeVar("StructT", bound=msgspec.Struct)
 # `app.tasks.leases.TaskLeases.complete`): INSERTs as CTEs, each built once so that the statement taking
 # them is built once for them, and the values of their bind parameters.
 Along = tuple[tuple[CTE, ...], dict[str, Any]]
+# The condition of a guarded `Along`'s inserts: the statement's completion (the CTE `completed`,
+# `app.tasks.leases.completed_cte`) changed its row. For a statement that commits by itself, where a
+# lost compare-and-set cannot be rolled back by the caller, so nothing may be written without it.
+IF_COMPLETED = "EXISTS (SELECT 1 FROM completed)"
 
 
 def along_together(*alongs: Along | None) -> Along | None:

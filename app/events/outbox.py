@@ -189,6 +189,12 @@ def write_pending(session: Session) -> None:
     written_in(session, pending, ids)  # the objects stay out of the session: they carry what was written
 
 
+def take_pending(session: Session) -> list[Event]:
+    """The events recorded so far, taken out for the caller's own statement to write (then `written_in`)."""
+    pending: list[Event] | None = session.info.pop(PENDING_KEY, None)
+    return pending or []
+
+
 def write_pending_with(session: Session, statement: Executable, params: dict[str, Any], if_changed: Event) -> bool:
     """Write the transaction's last change and its events in one statement (PostgreSQL): `statement`
     is `WITH changed AS (…)` + `INSERT_ORDERED_AFTER_CHANGED`; the events recorded so far are written
@@ -197,7 +203,7 @@ def write_pending_with(session: Session, statement: Executable, params: dict[str
     One round trip instead of two (the change, then the events at commit). The order lock is held
     from here to the commit, as after `write_pending`: only the commit may follow.
     """
-    pending: list[Event] = session.info.pop(PENDING_KEY, None) or []
+    pending = take_pending(session)
     session.flush()  # as in write_pending: no row lock waited for under the order lock
     events = [*pending, if_changed]
     params = {

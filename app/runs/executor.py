@@ -329,16 +329,24 @@ class AgentExecutor:
         # A contradiction goes to the orchestrator first; questions wait for the person after that.
         disputes = bool(answer.conflicts) and not mediating and not chatting
         asks = (bool(answer.open_questions) or unsure) and not disputes and not chatting
+        task = self.task
+        # Nothing follows the task's completion but its agent's status (no question, dispute, chat,
+        # mediation or workflow step): all of it in one statement (`AgentService.finish_attempt`).
+        alone = not (asks or disputes or chatting or mediating) and (
+            task.workflow_execution_id is None or task.step_id is None
+        )
         self.finishing.set()
         async with self.runtime.session() as session:
             tasks = services(session).tasks
-            task = self.task
             usage = self.usage
-            # Written by the completion's statement on PostgreSQL (rolled back with it if the lease is gone).
-            usage_along = await services(session).agents.record_usage_along(**usage) if usage is not None else None
+            # Written by the completion's statement on PostgreSQL (rolled back with it if the lease is
+            # gone; `alone`, guarded by it).
+            usage_along = (
+                await services(session).agents.record_usage_along(guarded=alone, **usage) if usage is not None else None
+            )
             store = services(session).artifacts
             # Inserted by the completion's statement on PostgreSQL, as the usage row.
-            new_artifacts = NewArtifacts()
+            new_artifacts = NewArtifacts(guarded=alone)
             artifact_ids: list[UUID] = []
             derived_from = [str(artifact_id) for artifact_id in prompt.injected]
             parent_id = UUID(self.brief.parent_id) if self.brief.parent_id else None
@@ -368,41 +376,66 @@ class AgentExecutor:
             # Compare-and-set on the lease: if it is gone (cancelled, timed out, given to another
             # worker), the whole transaction is rolled back and nothing of this attempt is written.
             along = along_together(usage_along, new_artifacts.along())
-            finished = await tasks.complete(self.lease, output, status=status, commit=False, along=along)
+            if alone:  # commits
+                finished = await services(session).agents.finish_attempt(
+                    self.lease, output, agent_state=AgentState.IDLE, along=along
+                )
+            else:
+                finished = await tasks.complete(self.lease, output, status=status, commit=False, along=along)
             if finished is None:
                 await session.rollback()
                 self.log.info("task_result_discarded")
                 return []
-            hold = None
-            if asks:
-                questions = list(answer.open_questions)
-                if unsure:
-                    questions.append(
-                        f"The {self.agent_type.value} is {answer.confidence:.0%} sure of this answer (the project asks "
-                        f"for {threshold:.0%}). Approve it, reject it with a comment to have it redone, or amend it."
-                    )
-                hold = HumanHold(
-                    kind=HitlKind.LOW_CONFIDENCE,
-                    question="\n".join(questions),
-                    artifact_ids=tuple(artifact_ids),
-                    actor=f"agent:{self.agent_type.value}",
-                    chat_questions=tuple(answer.open_questions),
+            jobs = (
+                []
+                if alone
+                else await self._follow_up(
+                    session, finished, answer, threshold, asks=asks, disputes=disputes, artifact_ids=artifact_ids
                 )
-            outcome = AttemptOutcome(
-                agent_state=AgentState.WAITING_FOR_HITL if asks or disputes else AgentState.IDLE,
-                hold=hold,
-                answer=answer,
-                dispute=disputes,
             )
-            _, follow_ups = await on_attempt_outcome(
-                session, self.runtime.settings, finished, outcome, then_commit=True
-            )
-            # Queued in this transaction; the runner sends their jobs after the commit.
-            jobs = await tasks.queue_new(follow_ups)
-            await session.commit()
             if usage is self.usage:
                 self.usage = None  # written with the result
         self.log.info("task_finished", status=status.value, artifacts=len(artifact_ids))
+        return jobs
+
+    async def _follow_up(
+        self,
+        session: AsyncSession,
+        finished: AgentTask,
+        answer: AgentAnswer,
+        threshold: float,
+        *,
+        asks: bool,
+        disputes: bool,
+        artifact_ids: list[UUID],
+    ) -> list[tuple[UUID, str]]:
+        """After the completion, in its transaction: what follows (`on_attempt_outcome`); commits. The
+        jobs of the tasks queued, for the runner to send."""
+        hold = None
+        if asks:
+            questions = list(answer.open_questions)
+            if answer.confidence < threshold:
+                questions.append(
+                    f"The {self.agent_type.value} is {answer.confidence:.0%} sure of this answer (the project asks "
+                    f"for {threshold:.0%}). Approve it, reject it with a comment to have it redone, or amend it."
+                )
+            hold = HumanHold(
+                kind=HitlKind.LOW_CONFIDENCE,
+                question="\n".join(questions),
+                artifact_ids=tuple(artifact_ids),
+                actor=f"agent:{self.agent_type.value}",
+                chat_questions=tuple(answer.open_questions),
+            )
+        outcome = AttemptOutcome(
+            agent_state=AgentState.WAITING_FOR_HITL if asks or disputes else AgentState.IDLE,
+            hold=hold,
+            answer=answer,
+            dispute=disputes,
+        )
+        _, follow_ups = await on_attempt_outcome(session, self.runtime.settings, finished, outcome, then_commit=True)
+        # Queued in this transaction; the runner sends their jobs after the commit.
+        jobs = await services(session).tasks.queue_new(follow_ups)
+        await session.commit()
         return jobs
 
     async def _park(self, session: Any, outcome: AttemptOutcome, output: dict[str, Any]) -> None:

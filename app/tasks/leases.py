@@ -102,24 +102,14 @@ class TaskLeases(TaskMoves):
         `along` (PostgreSQL): rows written by the same statement whether or not the lease still holds
         (the caller rolls back if it does not).
         """
-        TASK_MOVES.check(TaskStatus.WORKING, status)
-        done = status == TaskStatus.COMPLETED
-        now = utcnow()
-        params = {
-            "task_id": lease.task.id,
-            "token": lease.token,
-            "status": status.value,
-            "output": output,
-            "error": error,
-            "finished_at": now if done else None,
-            "now": now,
-        }
+        params = completion_parameters(lease, output, status, error)
+        message, progress = completion_message(status)
         statement = _complete_statement(along[0] if along is not None else ())
         return await self._apply(
             statement,
             {**params, **along[1]} if along is not None else params,
-            message="completed" if done else "waiting for a human answer",
-            progress=100 if done else None,
+            message=message,
+            progress=progress,
             commit=commit,
         )
 
@@ -288,10 +278,43 @@ def _claim_with_project() -> Executable:
     return select(AgentTask, Project).from_statement(claim).execution_options(populate_existing=True)
 
 
+def completion_parameters(
+    lease: Lease, output: dict[str, Any], status: TaskStatus, error: str | None
+) -> dict[str, Any]:
+    """The bind parameters of the completion (`completed_cte` too)."""
+    TASK_MOVES.check(TaskStatus.WORKING, status)
+    now = utcnow()
+    return {
+        "task_id": lease.task.id,
+        "token": lease.token,
+        "status": status.value,
+        "output": output,
+        "error": error,
+        "finished_at": now if status == TaskStatus.COMPLETED else None,
+        "now": now,
+    }
+
+
+def completion_message(status: TaskStatus) -> tuple[str, int | None]:
+    """The message and progress of the completion's `task_progress_updated` event."""
+    return ("completed", 100) if status == TaskStatus.COMPLETED else ("waiting for a human answer", None)
+
+
 @functools.cache
-def _complete_statement(along: tuple[CTE, ...] = ()) -> Executable:
-    """The completion; `along`: INSERTs, as CTEs, that the statement makes too (`Along`)."""
-    complete = (
+def completed_cte() -> CTE:
+    """PostgreSQL: the completion as the CTE `completed` (the task's columns), for a statement that
+    writes what follows from it too (`completion_parameters`; `task_of_completed`). Rows inserted
+    along it in a statement that commits by itself are guarded by it (`app.db.rows.IF_COMPLETED`)."""
+    return _complete().returning(*_TASKS.columns).cte("completed")
+
+
+def task_of_completed(row: Sequence[Any]) -> AgentTask:
+    """The task of a row of `completed_cte` (its first columns), a detached entity as if loaded."""
+    return _loaded(AgentTask, dict(zip(_TASK_KEYS, row, strict=False)))
+
+
+def _complete() -> Update:
+    return (
         update(_TASKS)
         .where(
             AgentTask.id == bindparam("task_id"),
@@ -308,4 +331,10 @@ def _complete_statement(along: tuple[CTE, ...] = ()) -> Executable:
             updated_at=bindparam("now"),
         )
     )
+
+
+@functools.cache
+def _complete_statement(along: tuple[CTE, ...] = ()) -> Executable:
+    """The completion; `along`: INSERTs, as CTEs, that the statement makes too (`Along`)."""
+    complete = _complete()
     return _returning_task(complete.add_cte(*along) if along else complete)

@@ -6,16 +6,20 @@ import asyncio
 import datetime
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
-from app.agents.models import AgentStatus, LlmUsage
+from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.services import AgentService
+from app.artifacts.models import Artifact
+from app.artifacts.services import ArtifactService, NewArtifacts
 from app.config import Settings
 from app.core.broker import build_broker
 from app.core.runtime import Runtime
 from app.db.engine import build_db_config, upgrade_database
+from app.db.rows import along_together
 from app.events.models import Event
 from app.projects.models import Project
 from app.tasks.models import AgentTask, AgentType, TaskStatus
@@ -187,9 +191,9 @@ async def test_an_attempt_starts_with_its_agent_working_and_both_events(runtime:
     ]
 
 
-async def test_a_usage_row_along_a_completion_is_written_only_with_it(runtime: Runtime) -> None:
-    task = await stored_task(runtime)
-    usage = {
+def usage_of(task: AgentTask) -> dict[str, Any]:
+    """The fields of a model call's usage row for `task`."""
+    return {
         "project_id": task.project_id,
         "task_id": task.id,
         "agent_type": "coder",
@@ -201,6 +205,11 @@ async def test_a_usage_row_along_a_completion_is_written_only_with_it(runtime: R
         "latency_ms": 1.0,
         "outcome": "success",
     }
+
+
+async def test_a_usage_row_along_a_completion_is_written_only_with_it(runtime: Runtime) -> None:
+    task = await stored_task(runtime)
+    usage = usage_of(task)
 
     async def complete(lease: Lease) -> bool:
         async with runtime.session() as session:
@@ -225,3 +234,111 @@ async def test_a_usage_row_along_a_completion_is_written_only_with_it(runtime: R
     async with runtime.session() as session:
         rows = list(await session.scalars(select(LlmUsage)))
     assert [(row.task_id, row.tokens_in, row.tokens_out) for row in rows] == [(task.id, 10, 20)]
+
+
+async def finish_alone(runtime: Runtime, lease: Lease, *, title: str = "notes") -> AgentTask | None:
+    """End an attempt as the executor does when nothing follows it: a usage row and a document held
+    for the completion's statement, then `finish_attempt`."""
+    async with runtime.session() as session:
+        agents = AgentService(session=session)
+        usage = await agents.record_usage_along(guarded=True, **usage_of(lease.task))
+        held = NewArtifacts(guarded=True)
+        await ArtifactService(session=session).store_generated(
+            project_id=lease.task.project_id,
+            task_id=lease.task.id,
+            source_agent="coder",
+            artifact_type="agent_output",
+            title=title,
+            content={"text": "# Notes\n\nDone."},
+            meta={},
+            later=held,
+        )
+        along = along_together(usage, held.along())
+        return await agents.finish_attempt(lease, {"summary": "done"}, agent_state=AgentState.IDLE, along=along)
+
+
+async def test_an_attempt_ends_alone_in_one_write_only_while_its_lease_holds(runtime: Runtime) -> None:
+    """`finish_attempt` (one statement that commits by itself on PostgreSQL): with a lease that is gone
+    nothing of the attempt is written, not the rows held for it, its status or an event; with the
+    live lease the task, its rows, the agent's status and the events, in order."""
+    task = await stored_task(runtime)
+    async with runtime.session() as session:
+        lease = await AgentService(session=session).start_attempt(task.id, 30)
+    assert lease is not None
+
+    async def written() -> tuple[int, int, list[Event], AgentStatus | None]:
+        async with runtime.session() as session:
+            usage = await session.scalar(select(func.count()).select_from(LlmUsage))
+            artifacts = await session.scalar(select(func.count()).select_from(Artifact))
+            events = list(await session.scalars(select(Event).where(Event.task_id == task.id).order_by(Event.id)))
+            status = await session.scalar(select(AgentStatus).where(AgentStatus.project_id == task.project_id))
+            return usage or 0, artifacts or 0, events, status
+
+    before = await written()
+    assert await finish_alone(runtime, Lease(lease.task, "a lease that is gone")) is None
+    usage, artifacts, events, status = await written()
+    assert (usage, artifacts, len(events)) == (0, 0, len(before[2]))
+    assert status is not None and (status.status, status.current_task_id) == ("working", task.id)
+
+    finished = await finish_alone(runtime, lease)
+    assert finished is not None and (finished.id, finished.status) == (task.id, "completed")
+    assert finished.lease_token is None and finished.finished_at is not None
+    usage, artifacts, events, status = await written()
+    assert usage == 1 and artifacts >= 2  # the document and its section
+    assert status is not None and (status.status, status.current_task_id) == ("idle", None)
+    async with runtime.session() as session:
+        stored = await session.get_one(AgentTask, task.id)
+        assert (stored.status, stored.output) == ("completed", {"summary": "done"})
+        idle = await session.scalar(
+            select(Event)
+            .where(Event.project_id == task.project_id, Event.event_type == "agent_status_changed")
+            .order_by(Event.id.desc())
+            .limit(1)
+        )
+    ended = [(event.event_type, event.data.get("status")) for event in events[len(before[2]) :]]
+    assert ended == [("artifact_generated", None), ("task_progress_updated", "completed")]
+    assert idle is not None and idle.id > events[-1].id and idle.task_id is None
+    assert idle.data == {"agent_type": "coder", "status": "idle", "current_task_id": None}
+    assert await finish_alone(runtime, lease) is None  # once
+
+
+async def test_many_attempts_of_one_agent_end_at_once(runtime: Runtime) -> None:
+    """Attempts of one agent in one project, ending together, each write the agent's one row: every
+    task completes once with its rows, the agent ends idle, the events' ids follow their commits."""
+    first = await stored_task(runtime)
+    async with runtime.session() as session:
+        service = TaskService(session=session)
+        others = [
+            await service.create_task(first.project_id, TaskCreate(agent_type=AgentType.CODER, instructions="x"))
+            for _ in range(11)
+        ]
+        await session.commit()
+    leases = []
+    for task in [first, *others]:
+        async with runtime.session() as session:
+            lease = await AgentService(session=session).start_attempt(task.id, 30)
+        assert lease is not None
+        leases.append(lease)
+    barrier = asyncio.Barrier(len(leases))
+
+    async def end(lease: Lease) -> AgentTask | None:
+        await barrier.wait()
+        return await finish_alone(runtime, lease, title=f"notes of {lease.task.id}")
+
+    finished = await asyncio.gather(*(end(lease) for lease in leases))
+    assert all(task is not None and task.status == "completed" for task in finished)
+    async with runtime.session() as session:
+        statuses = list(await session.scalars(select(AgentStatus).where(AgentStatus.project_id == first.project_id)))
+        usage = await session.scalar(select(func.count()).select_from(LlmUsage))
+        completions = list(
+            await session.scalars(
+                select(Event).where(
+                    Event.project_id == first.project_id,
+                    Event.event_type == "task_progress_updated",
+                    Event.data["status"].as_string() == "completed",
+                )
+            )
+        )
+    assert [(row.status, row.current_task_id) for row in statuses] == [("idle", None)]
+    assert usage == len(leases)
+    assert sorted(str(event.task_id) for event in completions) == sorted(str(lease.task.id) for lease in leases)
