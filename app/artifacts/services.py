@@ -396,7 +396,10 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             await session.execute(_INSERT_VERSION, [version])
         artifact = Artifact(**document)
         make_transient_to_detached(artifact)
-        session.add(artifact)
+        if not (postgresql and later is not None):
+            # Held rows are not written yet: their object stays out of the session, whose adding
+            # would begin its transaction (the holder's statement may commit by itself).
+            session.add(artifact)
         await self.events.record(
             event_type,
             project_id=project_id,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from advanced_alchemy.base import IdentityBase, UUIDv7AuditBase, orm_registry
 from sqlalchemy import CheckConstraint
+from sqlalchemy.orm.attributes import manager_of_class
 
-__all__ = ("IdentityBase", "UUIDv7AuditBase", "enum_check", "metadata", "new_id")
+__all__ = ("IdentityBase", "UUIDv7AuditBase", "entity_of", "enum_check", "metadata", "new_id")
 
 metadata = orm_registry.metadata
+ModelT = TypeVar("ModelT")
 
 
 def enum_check(column: str, enum: type[StrEnum]) -> CheckConstraint:
@@ -26,3 +28,12 @@ def new_id(model: type[UUIDv7AuditBase]) -> UUID:
     default: Any = model.__table__.c.id.default
     made: UUID = default.arg(None)
     return made
+
+
+def entity_of(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """A transient entity of `model` with `values` (attribute names), made as a load makes one: the
+    values put in its dict, not set one by one through the constructor's attribute events (about 6x
+    the time; the worker makes several entities per task that no session ever flushes)."""
+    entity: ModelT = manager_of_class(model).new_instance()
+    entity.__dict__.update(values)
+    return entity

@@ -8,6 +8,7 @@ import structlog
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.base import entity_of
 from app.db.repository import Repository
 from app.events.catalog import PayloadError, check_payload
 from app.events.models import Event
@@ -73,14 +74,16 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
             if payload_checks.strict:
                 raise
             logger.exception("event_payload_mismatch", event_type=event_type)
-        return Event(
-            event_type=event_type,
-            project_id=project_id,
-            task_id=task_id,
-            actor=actor,
-            data=data,
-            created_at=datetime.datetime.now(datetime.UTC),
-        )
+        # Never flushed by a session (written by the outbox's statements): made as a load makes one.
+        values = {
+            "event_type": event_type,
+            "project_id": project_id,
+            "task_id": task_id,
+            "actor": actor,
+            "data": data,
+            "created_at": datetime.datetime.now(datetime.UTC),
+        }
+        return entity_of(Event, values)
 
     async def assign_ids(self) -> None:
         """Write the events recorded so far now, so that their ids are known before the commit.
