@@ -44,7 +44,7 @@ from app.events.outbox import (
     write_pending_with,
     written_in,
 )
-from app.events.services import EventService
+from app.events.services import new_event, record_event
 from app.projects.models import Project
 from app.tasks.leases import (
     CLAIM_MESSAGE,
@@ -241,10 +241,6 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
 
     repository_type = Repo
 
-    @property
-    def events(self) -> EventService:
-        return EventService.of(self.repository.session)
-
     # -- status ------------------------------------------------------------------------------
 
     async def set_status(
@@ -279,13 +275,13 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         }
         data = _status_data(agent_type, status, task_id)
         if last and connection.dialect.name == "postgresql":
-            event = self.events.event("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
+            event = new_event("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
             statement = _status_upsert_and_events()
             changed: bool = await session.run_sync(write_pending_with, statement, values, event)
             return changed
         if (await session.execute(_status_upsert(connection.dialect.name), values)).first() is None:
             return False  # as it was
-        await self.events.record("agent_status_changed", project_id=project_id, task_id=task_id, data=data)
+        record_event(session, "agent_status_changed", project_id=project_id, task_id=task_id, data=data)
         return True
 
     async def start_attempt(self, task_id: UUID, lease_seconds: float) -> Lease | None:
@@ -312,13 +308,13 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         params = claim_parameters(task_id, lease_seconds)
         # The agent type and the project are filled in by the statement (`_CLAIM_EVENTS`), then here.
         events = [
-            self.events.event(
+            new_event(
                 "task_progress_updated",
                 project_id=None,
                 task_id=task_id,
                 data=progress_data(task_id, "", TaskStatus.WORKING.value, CLAIM_MESSAGE, 0),
             ),
-            self.events.event(
+            new_event(
                 "agent_status_changed",
                 project_id=None,
                 task_id=task_id,
@@ -385,13 +381,13 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         pending = take_pending(session.sync_session)
         events = [
             *pending,
-            self.events.event(
+            new_event(
                 "task_progress_updated",
                 project_id=task.project_id,
                 task_id=task.id,
                 data=progress_data(task.id, task.agent_type, status.value, message, progress),
             ),
-            self.events.event(
+            new_event(
                 "agent_status_changed",
                 project_id=task.project_id,
                 task_id=names_task,

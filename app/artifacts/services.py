@@ -25,7 +25,7 @@ from app.core.exceptions import InvalidInputError, NotFoundError
 from app.db.base import new_id
 from app.db.repository import Repository
 from app.db.rows import IF_COMPLETED, Along
-from app.events.services import EventService
+from app.events.services import EventService, record_event
 
 # Largest content of one artifact, encoded.
 MAX_CONTENT_BYTES = 512 * 1024
@@ -400,7 +400,8 @@ class ArtifactService(SQLAlchemyAsyncRepositoryService[Artifact]):
             # Held rows are not written yet: their object stays out of the session, whose adding
             # would begin its transaction (the holder's statement may commit by itself).
             session.add(artifact)
-        await self.events.record(
+        record_event(
+            session,
             event_type,
             project_id=project_id,
             task_id=task_id,

@@ -26,6 +26,50 @@ _SERVICE_KEY = "botarmy.events.service"
 logger = structlog.get_logger(__name__)
 
 
+def new_event(
+    event_type: str,
+    *,
+    project_id: UUID | None,
+    data: dict[str, Any],
+    task_id: UUID | None = None,
+    actor: str | None = None,
+) -> Event:
+    """The event, its payload checked against the catalog, not yet recorded: for a statement that
+    writes it itself (`app.events.outbox.INSERT_ORDERED_AFTER_WRITTEN`)."""
+    try:
+        check_payload(event_type, data)
+    except PayloadError:
+        if payload_checks.strict:
+            raise
+        logger.exception("event_payload_mismatch", event_type=event_type)
+    # Never flushed by a session (written by the outbox's statements): made as a load makes one.
+    values = {
+        "event_type": event_type,
+        "project_id": project_id,
+        "task_id": task_id,
+        "actor": actor,
+        "data": data,
+        "created_at": datetime.datetime.now(datetime.UTC),
+    }
+    return entity_of(Event, values)
+
+
+def record_event(
+    session: AsyncSession,
+    event_type: str,
+    *,
+    project_id: UUID | None,
+    data: dict[str, Any],
+    task_id: UUID | None = None,
+    actor: str | None = None,
+) -> Event:
+    """Add an event to the session's transaction: written (and given its id) when that commits, then
+    published. A function, for the hot paths: an `EventService` costs as much to build as a statement."""
+    event = new_event(event_type, project_id=project_id, data=data, task_id=task_id, actor=actor)
+    add_to_outbox(session.sync_session, event)
+    return event
+
+
 class EventService(SQLAlchemyAsyncRepositoryService[Event]):
     """Writes to the append-only log. There is deliberately no update or delete path."""
 
@@ -52,10 +96,10 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
         task_id: UUID | None = None,
         actor: str | None = None,
     ) -> Event:
-        """Add an event to the current transaction: written (and given its id) when that commits, then published."""
-        event = self.event(event_type, project_id=project_id, data=data, task_id=task_id, actor=actor)
-        add_to_outbox(self.repository.session.sync_session, event)
-        return event
+        """`record_event` on this service's session."""
+        return record_event(
+            self.repository.session, event_type, project_id=project_id, data=data, task_id=task_id, actor=actor
+        )
 
     def event(
         self,
@@ -66,24 +110,8 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
         task_id: UUID | None = None,
         actor: str | None = None,
     ) -> Event:
-        """The event, its payload checked against the catalog, not yet recorded: for a statement that
-        writes it itself (`app.events.outbox.INSERT_ORDERED_AFTER_WRITTEN`)."""
-        try:
-            check_payload(event_type, data)
-        except PayloadError:
-            if payload_checks.strict:
-                raise
-            logger.exception("event_payload_mismatch", event_type=event_type)
-        # Never flushed by a session (written by the outbox's statements): made as a load makes one.
-        values = {
-            "event_type": event_type,
-            "project_id": project_id,
-            "task_id": task_id,
-            "actor": actor,
-            "data": data,
-            "created_at": datetime.datetime.now(datetime.UTC),
-        }
-        return entity_of(Event, values)
+        """`new_event`."""
+        return new_event(event_type, project_id=project_id, data=data, task_id=task_id, actor=actor)
 
     async def assign_ids(self) -> None:
         """Write the events recorded so far now, so that their ids are known before the commit.

@@ -337,7 +337,6 @@ class AgentExecutor:
         )
         self.finishing.set()
         async with self.runtime.session() as session:
-            tasks = services(session).tasks
             usage = self.usage
             # Written by the completion's statement on PostgreSQL (rolled back with it if the lease is
             # gone; `alone`, guarded by it).
@@ -381,7 +380,9 @@ class AgentExecutor:
                     self.lease, output, agent_state=AgentState.IDLE, along=along
                 )
             else:
-                finished = await tasks.complete(self.lease, output, status=status, commit=False, along=along)
+                finished = await services(session).tasks.complete(
+                    self.lease, output, status=status, commit=False, along=along
+                )
             if finished is None:
                 await session.rollback()
                 self.log.info("task_result_discarded")

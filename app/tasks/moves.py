@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Executable, and_, case, select, update
 
 from app.core.exceptions import is_unavailable_error
 from app.db.repository import Repository
-from app.events.services import EventService
+from app.events.services import EventService, record_event
 from app.projects.models import Project, ProjectStatus
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.state import TASK_MOVES
@@ -120,7 +120,7 @@ class TaskMoves(SQLAlchemyAsyncRepositoryService[AgentTask]):
                 await session.commit()  # end the transaction (and SQLite's write lock); nothing changed
             return None
         data = progress_data(task.id, task.agent_type, task.status, message, progress)
-        await self.events.record(event_type, project_id=task.project_id, task_id=task.id, data=data)
+        record_event(session, event_type, project_id=task.project_id, task_id=task.id, data=data)
         if commit:
             await session.commit()
         return task

@@ -27,6 +27,7 @@ from app.db.base import new_id
 from app.db.driver import DriverRead
 from app.db.rows import row_by_id, struct_of
 from app.events.outbox import EVENT_ORDER_LOCK, INSERT_ORDERED_AFTER_WRITTEN, committed, event_rows, written_in
+from app.events.services import new_event
 from app.projects.models import Project
 from app.tasks.models import AgentTask, TaskStatus
 from app.tasks.moves import LEASE_EXPIRED, Enqueue, Lease, utcnow
@@ -182,14 +183,14 @@ class TaskService(TaskRecovery):
         agent_type = data.agent_type.value
         now = utcnow()
         events = [
-            self.events.event(
+            new_event(
                 "task_created",
                 project_id=project_id,
                 task_id=task_id,
                 actor=actor,
                 data={"task_id": str(task_id), "agent_type": agent_type, "status": TaskStatus.PENDING.value},
             ),
-            self.events.event(
+            new_event(
                 "task_progress_updated",
                 project_id=project_id,
                 task_id=task_id,
