@@ -27,11 +27,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
 from uuid_utils.compat import uuid7
 
 from app.agents.models import AgentState, AgentStatus, LlmUsage
 from app.agents.schemas import AgentStatusRow, UsageRow, UsageSummary, UsageTotals
+from app.db.engine import self_committing_connection
 from app.db.repository import Repository
 from app.db.rows import IF_COMPLETED, Along
 from app.events.outbox import (
@@ -301,10 +301,7 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
                 await self.set_status(task.project_id, task.agent_type, AgentState.WORKING, task_id=task_id, last=True)
             await session.commit()
             return lease
-        if isinstance(session.bind, AsyncEngine) and not session.in_transaction():
-            connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        else:
-            connection = await session.connection()
+        connection = await self_committing_connection(session)
         params = claim_parameters(task_id, lease_seconds)
         # The agent type and the project are filled in by the statement (`_CLAIM_EVENTS`), then here.
         events = [
@@ -373,10 +370,7 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
             await self.set_status(task.project_id, task.agent_type, agent_state, task_id=names_task, last=True)
             await session.commit()
             return finished
-        if isinstance(session.bind, AsyncEngine) and not session.in_transaction():
-            connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        else:
-            connection = await session.connection()
+        connection = await self_committing_connection(session)
         message, progress = completion_message(status)
         pending = take_pending(session.sync_session)
         events = [

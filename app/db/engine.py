@@ -20,6 +20,7 @@ from advanced_alchemy.extensions.litestar import (
 from litestar.types import BeforeMessageSendHookHandler
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.config import REPO_ROOT, DatabaseSettings
 from app.core.channels import EventPublisher, session_info
@@ -58,6 +59,16 @@ def reading_only(value: bool = True) -> Iterator[None]:
         yield
     finally:
         _reading_only.reset(reset)
+
+
+async def self_committing_connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection for one statement that commits by itself (PostgreSQL): outside a
+    transaction block when the session has begun nothing, so that the server commits at the
+    statement's end and its locks are not held across the round trip of a COMMIT; else the
+    session's transaction, which the caller commits."""
+    if isinstance(session.bind, AsyncEngine) and not session.in_transaction():
+        return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return await session.connection()
 
 
 def _sqlite_begin(connection: Any) -> None:

@@ -101,17 +101,7 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
             self.repository.session, event_type, project_id=project_id, data=data, task_id=task_id, actor=actor
         )
 
-    def event(
-        self,
-        event_type: str,
-        *,
-        project_id: UUID | None,
-        data: dict[str, Any],
-        task_id: UUID | None = None,
-        actor: str | None = None,
-    ) -> Event:
-        """`new_event`."""
-        return new_event(event_type, project_id=project_id, data=data, task_id=task_id, actor=actor)
+    event = staticmethod(new_event)
 
     async def assign_ids(self) -> None:
         """Write the events recorded so far now, so that their ids are known before the commit.
