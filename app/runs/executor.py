@@ -82,6 +82,11 @@ class AgentExecutor:
         # (under a row lock), and the watcher must not cancel it, or the follow-up tasks it
         # returns after its commit would be lost.
         self.finishing = asyncio.Event()
+        # Held by the watcher's heartbeat (a lease renewal, a progress event) and by the writing of
+        # the result: never one inside the other. The result's events are made before the statement
+        # that finishes the task (`AgentService.finish_attempt`): a progress event committed in
+        # between would have a smaller id and a later time, the task's story out of order.
+        self.heartbeat = asyncio.Lock()
         self.task: AgentTask = lease.task
         self.agent_type = AgentType(self.task.agent_type)
         self.models = runtime.settings.models
@@ -336,7 +341,7 @@ class AgentExecutor:
             task.workflow_execution_id is None or task.step_id is None
         )
         self.finishing.set()
-        async with self.runtime.session() as session:
+        async with self.heartbeat, self.runtime.session() as session:
             usage = self.usage
             # Written by the completion's statement on PostgreSQL (rolled back with it if the lease is
             # gone; `alone`, guarded by it).

@@ -67,7 +67,7 @@ class TaskRunner:
         log.info("task_started")
         lost = asyncio.Event()
         work = asyncio.create_task(executor.execute())
-        watcher = asyncio.create_task(self._watch(lease, work, lost, executor.finishing))
+        watcher = asyncio.create_task(self._watch(lease, work, lost, executor.finishing, executor.heartbeat))
         handing_back = asyncio.Event()
 
         def hand_back() -> None:
@@ -187,7 +187,12 @@ class TaskRunner:
             await session.commit()
 
     async def _watch(
-        self, lease: Lease, work: asyncio.Task[list[tuple[UUID, str]]], lost: asyncio.Event, finishing: asyncio.Event
+        self,
+        lease: Lease,
+        work: asyncio.Task[list[tuple[UUID, str]]],
+        lost: asyncio.Event,
+        finishing: asyncio.Event,
+        heartbeat: asyncio.Lock,
     ) -> None:
         renew_every = self.lease_seconds / 3
         progress_every = self.runtime.settings.models.progress_interval_seconds
@@ -196,7 +201,7 @@ class TaskRunner:
             await asyncio.sleep(WATCH_INTERVAL_SECONDS)
             now = time.monotonic()
             try:
-                async with self.runtime.session() as session:
+                async with heartbeat, self.runtime.session() as session:  # not while the result is written
                     tasks = services(session).tasks
                     if now - last_progress >= progress_every:
                         held = await tasks.report_progress(
