@@ -358,6 +358,9 @@ class AgentService(SQLAlchemyAsyncRepositoryService[AgentStatus]):
         agent in the project writes at its start and end, is then locked only while the server runs
         and commits the statement, not across the round trip of a COMMIT and the wait of the worker's
         event loop for it (where under load the attempts of a worker queued behind each other).
+        Its events are made before the statement: the caller keeps the task's other writes (the
+        watcher's heartbeat) from committing in between (`AgentExecutor.heartbeat`), or their events
+        would have smaller ids and later times.
         """
         session = self.repository.session
         task = lease.task

@@ -6,6 +6,10 @@ the same way: a dispute sent to the orchestrator, a question for a person (a HIT
 questions in the chat too), the agent's status, an error notice, the workflow step's advance, a chat
 answer, the end of a mediation. It never commits: the caller's transaction holds the task's change
 and all of these together, so a crash cannot split them.
+
+An attempt after which only the agent's status follows (its answer accepted, no workflow step,
+chat or mediation) does not come here: `AgentService.finish_attempt` writes the same, the agent
+idle, in the one statement that completes the task.
 """
 
 from __future__ import annotations
