@@ -16,6 +16,7 @@ from sqlalchemy import (
     ARRAY,
     CTE,
     BigInteger,
+    BindParameter,
     Select,
     TextClause,
     and_,
@@ -36,6 +37,7 @@ from app.db.repository import Repository
 from app.db.rows import IF_COMPLETED, Along
 from app.events.outbox import (
     EVENT_ORDER_LOCK,
+    EVENT_ROWS,
     INSERT_ORDERED_AFTER_CHANGED,
     ORDERED_AFTER_CHANGED,
     event_rows,
@@ -125,24 +127,42 @@ _CLAIM_EVENTS = """
     )"""
 
 
-@functools.cache
-def _claim_with_status() -> Select[Any]:
-    """PostgreSQL: the claim, the agent's status and both events in one statement, returning the claimed
-    task's and project's columns (`claimed_cte`) and the ids of the events written. Nothing claimed: no
-    row, nothing else written, no lock taken. The order lock is taken last, after the row locks of
-    the claim and the upsert (as `INSERT_ORDERED_AFTER_CHANGED`)."""
-    claimed = claimed_cte()
-    upsert = text(_STATUS_UPSERT_SQL.format(row=_CLAIMED_ROW, distinct="IS DISTINCT FROM")).bindparams(
-        bindparam("status_id", type_=AgentStatus.__table__.c.id.type)
+def _with_status_and_events(
+    change: CTE,
+    row: str,
+    *,
+    along: tuple[CTE, ...] = (),
+    event_rows: CTE | None = None,
+    binds: tuple[BindParameter[Any], ...] = (),
+) -> Select[Any]:
+    """PostgreSQL, one statement: the CTE `change` (a claim, a completion) and the rows of `along`;
+    the agent's status (`row`: the `{row}` of `_STATUS_UPSERT_SQL`, selected from `change`, its
+    parameters `status_id` and `binds`); then the events, of the CTE `event_rows` (named `r` in
+    the insert) or else of the bind parameter `event_rows`. Returns the columns of `change` and the
+    ids of the events written. `change` with no row: no row, nothing else written, no lock taken but
+    its own. The order lock is taken last, after the row locks (as `INSERT_ORDERED_AFTER_CHANGED`)."""
+    upsert = text(_STATUS_UPSERT_SQL.format(row=row, distinct="IS DISTINCT FROM")).bindparams(
+        bindparam("status_id", type_=AgentStatus.__table__.c.id.type), *binds
     )
     status = upsert.columns(column("id")).cte("status")
-    changed_sql = "SELECT count(*) AS changed_rows FROM status HAVING EXISTS (SELECT 1 FROM claimed)"
+    # `change.name` is one of our CTEs' fixed names, no value.
+    changed_sql = f"SELECT count(*) AS changed_rows FROM status HAVING EXISTS (SELECT 1 FROM {change.name})"  # noqa: S608
     changed = text(changed_sql).columns(column("changed_rows")).cte("changed")
     ordered = text(ORDERED_AFTER_CHANGED).columns(column("changed_rows")).cte("ordered").prefix_with("MATERIALIZED")
-    claim_events = text(_CLAIM_EVENTS).columns(column("n")).cte("claim_events")
-    events = text(insert_events_if_changed("claim_events AS r")).columns(column("id")).cte("events")
+    rows = f"{event_rows.name} AS r" if event_rows is not None else EVENT_ROWS
+    events = text(insert_events_if_changed(rows)).columns(column("id")).cte("events")
     event_ids = literal_column("ARRAY(SELECT id FROM events ORDER BY id)", type_=ARRAY(BigInteger))
-    return select(*claimed.c, event_ids).add_cte(claimed, status, changed, ordered, claim_events, events)
+    from_rows = (event_rows,) if event_rows is not None else ()
+    return select(*change.c, event_ids).add_cte(change, *along, status, changed, ordered, *from_rows, events)
+
+
+@functools.cache
+def _claim_with_status() -> Select[Any]:
+    """PostgreSQL: the claim, the agent's status and both events in one statement
+    (`_with_status_and_events`), returning the claimed task's and project's columns (`claimed_cte`)
+    and the ids of the events written. Nothing claimed: no row, nothing else written, no lock taken."""
+    claim_events = text(_CLAIM_EVENTS).columns(column("n")).cte("claim_events")
+    return _with_status_and_events(claimed_cte(), _CLAIMED_ROW, event_rows=claim_events)
 
 
 # PostgreSQL, the end of an attempt in one statement (`_finish_with_status`): after the completion (the
@@ -157,22 +177,10 @@ _COMPLETED_ROW = (
 @functools.cache
 def _finish_with_status(along: tuple[CTE, ...]) -> Select[Any]:
     """PostgreSQL: the completion, the rows of `along` (guarded: `IF_COMPLETED`), the agent's status and
-    the events in one statement, returning the task's columns (`completed_cte`) and the ids of the
-    events written. Lease gone: no row, nothing written, no lock taken but the task's row. The order
-    lock is taken last, after the row locks (as `_claim_with_status`)."""
-    completed = completed_cte()
-    columns = AgentStatus.__table__.c
-    upsert = text(_STATUS_UPSERT_SQL.format(row=_COMPLETED_ROW, distinct="IS DISTINCT FROM")).bindparams(
-        bindparam("status_id", type_=columns.id.type),
-        bindparam("agent_task_id", type_=columns.current_task_id.type),
-    )
-    status = upsert.columns(column("id")).cte("status")
-    changed_sql = "SELECT count(*) AS changed_rows FROM status HAVING EXISTS (SELECT 1 FROM completed)"
-    changed = text(changed_sql).columns(column("changed_rows")).cte("changed")
-    ordered = text(ORDERED_AFTER_CHANGED).columns(column("changed_rows")).cte("ordered").prefix_with("MATERIALIZED")
-    events = text(insert_events_if_changed()).columns(column("id")).cte("events")
-    event_ids = literal_column("ARRAY(SELECT id FROM events ORDER BY id)", type_=ARRAY(BigInteger))
-    return select(*completed.c, event_ids).add_cte(completed, *along, status, changed, ordered, events)
+    the events in one statement (`_with_status_and_events`), returning the task's columns
+    (`completed_cte`) and the ids of the events written. Lease gone: no row, nothing written."""
+    agent_task = bindparam("agent_task_id", type_=AgentStatus.__table__.c.current_task_id.type)
+    return _with_status_and_events(completed_cte(), _COMPLETED_ROW, along=along, binds=(agent_task,))
 
 
 def _status_data(agent_type: str, status: AgentState, task_id: UUID | None) -> dict[str, Any]:
