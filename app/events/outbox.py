@@ -159,7 +159,7 @@ def write_pending(session: Session) -> None:
     Called at commit; called earlier only by a transaction that needs an event's id before it ends
     (then only its last few statements may follow, none that waits for another transaction's row).
     """
-    pending: list[Event] | None = session.info.pop(PENDING_KEY, None)
+    pending = take_pending(session)
     if not pending:
         return
     # Everything else first: while holding the order lock, a transaction never waits for a row lock.
