@@ -101,8 +101,6 @@ class EventService(SQLAlchemyAsyncRepositoryService[Event]):
             self.repository.session, event_type, project_id=project_id, data=data, task_id=task_id, actor=actor
         )
 
-    event = staticmethod(new_event)
-
     async def assign_ids(self) -> None:
         """Write the events recorded so far now, so that their ids are known before the commit.
 

@@ -39,7 +39,7 @@ from app.llm.offline import estimate_tokens
 from app.llm.pricing import cost_usd
 from app.llm.registry import build_provider
 from app.projects.models import OversightLevel, Project
-from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, on_attempt_outcome
+from app.runs.outcome import AttemptOutcome, ErrorNotice, HumanHold, is_step_run, on_attempt_outcome
 from app.runs.provider import services
 from app.tasks.models import AgentTask, AgentType, TaskStatus
 from app.tasks.schemas import StepBrief
@@ -337,9 +337,7 @@ class AgentExecutor:
         task = self.task
         # Nothing follows the task's completion but its agent's status (no question, dispute, chat,
         # mediation or workflow step): all of it in one statement (`AgentService.finish_attempt`).
-        alone = not (asks or disputes or chatting or mediating) and (
-            task.workflow_execution_id is None or task.step_id is None
-        )
+        alone = not (asks or disputes or chatting or mediating or is_step_run(task))
         self.finishing.set()
         async with self.heartbeat, self.runtime.session() as session:
             usage = self.usage

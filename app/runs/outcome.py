@@ -65,6 +65,11 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     agent_names_task: bool = True
 
 
+def is_step_run(task: AgentTask) -> bool:
+    """The task is a run of a workflow step: its end advances the execution."""
+    return task.workflow_execution_id is not None and task.step_id is not None
+
+
 async def on_attempt_outcome(
     session: AsyncSession, settings: Settings, task: AgentTask, outcome: AttemptOutcome, *, then_commit: bool = False
 ) -> tuple[HitlRequest | None, list[UUID]]:
@@ -86,7 +91,7 @@ async def on_attempt_outcome(
         then_commit
         and not follow_ups
         and outcome.notice is None
-        and (task.workflow_execution_id is None or task.step_id is None)
+        and not is_step_run(task)
         and not (answer is not None and (is_chat_task(task) or task.mediates is not None))
     )
     await services(session).agents.set_status(
